@@ -1,0 +1,40 @@
+# Two commands for a fresh machine:  make demo  |  make test
+# Both create/update .venv in this checkout, install torch the way this machine
+# needs it (pinned CPU wheel first, so nothing drags in a CUDA build), then the package.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup demo test lint typecheck unit browser-deps clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test,bench]'
+	touch $(STAMP)
+
+demo: setup
+	$(PY) examples/train_with_stream.py
+
+browser-deps:
+	@bash scripts/ensure-chromium.sh
+
+lint: setup
+	$(VENV)/bin/ruff check lightning_stream tests examples benchmarks
+	$(VENV)/bin/ruff format --check lightning_stream tests examples benchmarks
+
+typecheck: setup
+	$(VENV)/bin/mypy
+
+unit: setup browser-deps
+	$(VENV)/bin/pytest
+
+test: lint typecheck unit
+
+clean:
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
