@@ -1,0 +1,320 @@
+"""The port registry: one JSON file per live server, so other processes can find it.
+
+Layout (SPEC "Port registry"): a per-user directory, mode 0700 —
+``$LIGHTNING_STREAM_REGISTRY_DIR``, else ``$XDG_RUNTIME_DIR/lightning-stream``, else
+``~/.cache/lightning-stream/servers`` (``%LOCALAPPDATA%\\lightning-stream\\servers`` on
+Windows) — holding ``<pid>-<port>.json`` files, mode 0600. A file is written only after
+the port is bound and ``/health`` answers, atomically (temp file, fsync, rename), so a
+reader never sees half a file; it is removed on stop, at exit and on SIGTERM.
+
+Readers trust nothing: every field is type-checked, a file that does not parse is
+skipped (debug log), and ``list_servers()`` prunes entries whose pid is dead or whose
+``/health`` does not answer with that pid. That is the difference from TensorBoard's
+info files (non-atomic, 0777 directory, never pruned: "Reusing TensorBoard on port
+6006" for a server that died long ago).
+
+Limits: a server killed with SIGKILL leaves its file behind until a reader prunes it;
+on Windows the mode bits are not enforced (NTFS ACLs of the user profile apply).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import http.client
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lightning_stream._version import __version__
+from lightning_stream.config import ENV_REGISTRY_DIR
+from lightning_stream.errors import RegistryError
+
+logger = logging.getLogger(__name__)
+
+_SUFFIX = ".json"
+HEALTH_TIMEOUT_S = 1.0
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """What the registry knows about one live server (read-only).
+
+    ``url`` is the address a local client should use (a wildcard bind such as
+    ``0.0.0.0`` is published with a loopback host); ``token_required`` tells a
+    client it must send ``Authorization: Bearer ...`` (the token itself is never
+    written to disk).
+    """
+
+    pid: int
+    host: str
+    port: int
+    url: str
+    version: str = __version__
+    started_at: float = field(default_factory=time.time)
+    logdirs: tuple[str, ...] = ()
+    token_required: bool = False
+
+    @property
+    def filename(self) -> str:
+        return f"{self.pid}-{self.port}{_SUFFIX}"
+
+    def to_json(self) -> str:
+        data = dataclasses.asdict(self)
+        data["logdirs"] = list(self.logdirs)
+        return json.dumps(data, indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ServerInfo:
+        """Parse and type-check one registry file; ``ValueError`` says which field is wrong."""
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"registry entry must be a JSON object, got {type(data).__name__}")
+        values: dict[str, Any] = {}
+        for name, kinds in _FIELD_TYPES.items():
+            if name not in data:
+                if name in _OPTIONAL:
+                    continue
+                raise ValueError(f"registry entry lacks field {name!r}")
+            value = data[name]
+            if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
+                raise ValueError(
+                    f"registry field {name!r} has {value!r}, expected {' or '.join(k.__name__ for k in kinds)}"
+                )
+            values[name] = value
+        logdirs = data.get("logdirs", [])
+        if not isinstance(logdirs, list) or not all(isinstance(d, str) for d in logdirs):
+            raise ValueError(f"registry field 'logdirs' has {logdirs!r}, expected a list of strings")
+        values["logdirs"] = tuple(logdirs)
+        values["started_at"] = float(values.get("started_at", 0.0))
+        if not 1 <= values["port"] <= 65535 or values["pid"] <= 0:
+            raise ValueError(f"registry entry has pid={values['pid']!r} port={values['port']!r}, out of range")
+        return cls(**values)
+
+
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "pid": (int,),
+    "host": (str,),
+    "port": (int,),
+    "url": (str,),
+    "version": (str,),
+    "started_at": (int, float),
+    "token_required": (bool,),
+}
+_OPTIONAL = frozenset({"version", "started_at", "token_required"})
+
+
+def registry_dir() -> Path:
+    """The registry directory for this user (not created; see ``ensure_registry_dir``)."""
+    explicit = os.environ.get(ENV_REGISTRY_DIR)
+    if explicit:
+        return Path(explicit).expanduser()
+    if sys.platform == "win32":  # no XDG; the per-user local app data folder
+        base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
+        return Path(base) / "lightning-stream" / "servers"
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and Path(runtime).is_dir():
+        return Path(runtime) / "lightning-stream"
+    return Path.home() / ".cache" / "lightning-stream" / "servers"
+
+
+def ensure_registry_dir() -> Path:
+    """Create the registry directory (0700) if needed and return it.
+
+    Raises:
+        RegistryError: the directory cannot be created, or is not a directory.
+    """
+    path = registry_dir()
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if sys.platform != "win32" and path.stat().st_uid == os.getuid():
+            # mkdir's mode is masked by the umask, and an existing dir may be looser.
+            os.chmod(path, 0o700)
+    except OSError as exc:
+        raise RegistryError(
+            f"cannot use the port registry directory {str(path)!r}: {exc.strerror or exc}; "
+            f"set {ENV_REGISTRY_DIR} to a writable directory, or pass registry=False"
+        ) from exc
+    return path
+
+
+def write_entry(info: ServerInfo) -> Path:
+    """Publish ``info`` atomically: temp file (0600), fsync, rename over the final name."""
+    directory = ensure_registry_dir()
+    final = directory / info.filename
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{info.pid}-{info.port}-", suffix=".tmp", dir=directory)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:  # mkstemp creates it 0600
+                fh.write(info.to_json())
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        _fsync_dir(directory)
+    except OSError as exc:
+        raise RegistryError(
+            f"cannot write registry entry {str(final)!r}: {exc.strerror or exc}; "
+            f"set {ENV_REGISTRY_DIR} to a writable directory, or pass registry=False"
+        ) from exc
+    return final
+
+
+def remove_entry(pid: int, port: int) -> bool:
+    """Remove the entry of (pid, port) if present; idempotent. True if a file was removed."""
+    path = registry_dir() / f"{pid}-{port}{_SUFFIX}"
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        logger.debug("cannot remove registry entry %s: %s", path, exc)
+        return False
+    return True
+
+
+def read_entries() -> list[ServerInfo]:
+    """Every well-formed entry, unchecked (no liveness test); corrupt files are skipped."""
+    directory = registry_dir()
+    try:
+        names = sorted(os.listdir(directory))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    except OSError as exc:
+        logger.debug("cannot list registry directory %s: %s", directory, exc)
+        return []
+    entries = []
+    for name in names:
+        if not name.endswith(_SUFFIX) or name.startswith("."):
+            continue
+        path = directory / name
+        try:
+            entries.append(ServerInfo.from_json(path.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            continue  # removed while we listed: a clean shutdown
+        except (OSError, ValueError) as exc:
+            logger.debug("skipping registry file %s: %s", path, exc)
+    return entries
+
+
+def pid_alive(pid: int) -> bool:
+    """True if a process with this pid exists (a zombie counts; its port check fails)."""
+    if pid <= 0:
+        return False
+    if sys.platform == "win32":  # os.kill(pid, 0) would *terminate* the process on Windows
+        return _windows_pid_alive(pid)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    except OSError as exc:
+        return exc.errno != errno.ESRCH
+    return True
+
+
+def health_check(host: str, port: int, *, timeout: float = HEALTH_TIMEOUT_S) -> dict[str, Any] | None:
+    """GET ``/health``; the parsed JSON on HTTP 200, else None. Never raises."""
+    conn = http.client.HTTPConnection(connect_host(host), port, timeout=timeout)
+    try:
+        conn.request("GET", "/health", headers={"Connection": "close"})
+        response = conn.getresponse()
+        body = response.read()
+        if response.status != 200:
+            return None
+        data = json.loads(body)
+        return data if isinstance(data, dict) else None
+    except (OSError, http.client.HTTPException, ValueError):
+        return None
+    finally:
+        conn.close()
+
+
+def connect_host(host: str) -> str:
+    """The address a local client dials for a server bound to ``host`` (wildcards → loopback)."""
+    bare = host.strip().strip("[]")
+    if bare in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if bare == "::":
+        return "::1"
+    return bare
+
+
+def is_live(info: ServerInfo, *, timeout: float = HEALTH_TIMEOUT_S) -> bool:
+    """The entry's pid exists and its ``/health`` answers with that pid."""
+    if not pid_alive(info.pid):
+        return False
+    health = health_check(info.host, info.port, timeout=timeout)
+    return health is not None and health.get("pid", info.pid) == info.pid
+
+
+def list_servers(*, prune: bool = True, timeout: float = HEALTH_TIMEOUT_S) -> list[ServerInfo]:
+    """Live servers in the registry, oldest first; dead entries are deleted (``prune``).
+
+    An entry is live when its pid exists and its ``/health`` answers with that pid
+    (a recycled pid, or a port now served by someone else, does not count).
+    """
+    live = []
+    for info in read_entries():
+        if is_live(info, timeout=timeout):
+            live.append(info)
+        elif prune and info.pid != os.getpid():
+            # Our own entries are removed by their server; never race it here.
+            logger.debug("pruning stale registry entry %s (pid %d, port %d)", info.filename, info.pid, info.port)
+            remove_entry(info.pid, info.port)
+    live.sort(key=lambda i: (i.started_at, i.port))
+    return live
+
+
+def find_holder(port: int, entries: Iterable[ServerInfo] | None = None) -> ServerInfo | None:
+    """The registry entry of a running process that claims ``port`` (no health check)."""
+    for info in read_entries() if entries is None else entries:
+        if info.port == port and pid_alive(info.pid):
+            return info
+    return None
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename durable (POSIX only: Windows cannot open a directory)."""
+    if sys.platform == "win32":
+        return
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _windows_pid_alive(pid: int) -> bool:  # pragma: no cover - CI runs Linux only
+    import ctypes
+
+    process_query_limited_information = 0x1000
+    still_active = 259
+    kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
+    handle = kernel32.OpenProcess(process_query_limited_information, False, pid)
+    if not handle:
+        return False
+    try:
+        code = ctypes.c_ulong()
+        if not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)):
+            return False
+        return bool(code.value == still_active)
+    finally:
+        kernel32.CloseHandle(handle)
