@@ -61,7 +61,30 @@ _EXPORTS: dict[str, str] = {
     "release_stream_server": "lightning_stream.manager",
 }
 
-__all__ = sorted([*_EXPORTS, "__version__", "load_ipython_extension", "notebook"])
+__all__ = [
+    "AcquireResult",
+    "ClientError",
+    "LightningStreamError",
+    "NotFoundError",
+    "PortInUseError",
+    "RegistryError",
+    "ServerConfig",
+    "ServerInfo",
+    "ServerNotRunningError",
+    "ServerStartError",
+    "StreamCallback",
+    "StreamClient",
+    "StreamPoint",
+    "StreamServer",
+    "StreamServerManager",
+    "__version__",
+    "get_stream_server",
+    "get_stream_server_manager",
+    "list_servers",
+    "load_ipython_extension",
+    "notebook",
+    "release_stream_server",
+]
 
 
 def __getattr__(name: str) -> Any:

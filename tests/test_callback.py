@@ -1,0 +1,262 @@
+"""StreamCallback with a real ``Trainer.fit`` on tiny CPU models and real clients."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from lightning_stream import StreamCallback, get_stream_server_manager, list_servers
+from tests.livetools import Subscriber
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore::UserWarning"),
+    pytest.mark.filterwarnings("ignore::ResourceWarning"),
+]
+
+
+class Tiny(LightningModule):
+    def __init__(self, fail_at_step: int | None = None, direct_writes: bool = False) -> None:
+        super().__init__()
+        self.layer = nn.Linear(4, 1)
+        self.fail_at_step = fail_at_step
+        self.direct_writes = direct_writes
+        self.hook: Any = None
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        if self.fail_at_step is not None and self.global_step == self.fail_at_step:
+            raise RuntimeError("boom at step 5")
+        x, y = batch
+        loss = nn.functional.mse_loss(self.layer(x), y)
+        self.log("train/loss", loss)
+        if self.direct_writes:
+            # bypasses Lightning's log + flush: only the callback's flush cadence gets it out
+            self.logger.experiment.add_scalar("direct/step", float(self.global_step), self.global_step)  # type: ignore[union-attr]
+        if self.hook is not None:
+            self.hook(self)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        self.log("val/loss", nn.functional.mse_loss(self.layer(x), y))
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        self.log("test/loss", nn.functional.mse_loss(self.layer(x), y))
+
+    def configure_optimizers(self) -> Any:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def loader(n: int = 64) -> DataLoader[Any]:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 4, generator=g)
+    return DataLoader(TensorDataset(x, x.sum(1, keepdim=True)), batch_size=8)
+
+
+def make_trainer(tmp_path: Path, callback: StreamCallback, **kw: Any) -> Trainer:
+    options: dict[str, Any] = {
+        "max_epochs": 2,
+        "accelerator": "cpu",
+        "logger": TensorBoardLogger(str(tmp_path / "logs"), name="tiny"),
+        "callbacks": [callback],
+        "log_every_n_steps": 1,
+        "enable_checkpointing": False,
+        "enable_model_summary": False,
+        "enable_progress_bar": False,
+    }
+    options.update(kw)
+    return Trainer(**options)
+
+
+def written_points(log_dir: str) -> set[tuple[str, int, float]]:
+    """Every scalar in the run's event files, read by TensorBoard's own loader."""
+    acc = EventAccumulator(log_dir, size_guidance={"scalars": 0})
+    acc.Reload()
+    return {(tag, e.step, e.value) for tag in acc.Tags()["scalars"] for e in acc.Scalars(tag)}
+
+
+@pytest.fixture
+def manager() -> Any:
+    manager = get_stream_server_manager()
+    yield manager
+    manager.cleanup()
+
+
+def test_every_logged_point_reaches_sse_and_ws_clients_during_fit(tmp_path: Path, manager: Any) -> None:
+    held = manager.acquire()  # hold a reference so clients can connect before fit; the callback reuses it
+    callback = StreamCallback()
+    trainer = make_trainer(tmp_path, callback)
+    with Subscriber(held.url, "sse") as sse, Subscriber(held.url, "ws") as ws:
+        trainer.fit(Tiny(), loader(), loader(16))
+        assert callback.server is None  # released at teardown
+        assert manager.is_server_running()  # our reference keeps it up
+        run = "tiny/version_0"
+        expected = {(run, tag, step, value) for tag, step, value in written_points(trainer.logger.log_dir)}  # type: ignore[union-attr]
+        assert len(expected) > 20
+        for sub in (sse, ws):
+            assert sub.wait_for(lambda s: expected <= {(r, t, st, pytest.approx(v)) for r, t, st, v in s.points}), (
+                f"{sub.kind} missed {len(expected - set(sub.points))} points"
+            )
+            got = [p for p in sub.snapshot() if p[0] == run]
+            assert len(got) == len(set(got)), f"{sub.kind} got duplicates"
+            assert {(s["run"], s["state"]) for s in sub.statuses} >= {
+                (run, "started"),
+                (run, "epoch"),
+                (run, "finished"),
+            }
+    manager.release(held)
+    assert not manager.is_server_running()
+
+
+def test_exception_mid_fit_releases_server_and_registry_entry(tmp_path: Path, manager: Any) -> None:
+    callback = StreamCallback()
+    trainer = make_trainer(tmp_path, callback)
+    seen: list[int] = []
+    model = Tiny(fail_at_step=5)
+    model.hook = lambda m: seen.append(len(list_servers()))
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer.fit(model, loader())
+    assert seen
+    assert max(seen) == 1
+    assert not manager.is_server_running()
+    assert list_servers() == []
+    assert callback.server is None
+
+
+def test_failed_run_streams_a_failed_status(tmp_path: Path, manager: Any) -> None:
+    held = manager.acquire()
+    with Subscriber(held.url, "sse") as sse:
+        with pytest.raises(RuntimeError, match="boom"):
+            make_trainer(tmp_path, StreamCallback()).fit(Tiny(fail_at_step=3), loader())
+        assert sse.wait_for(lambda s: any(st.get("state") == "failed" for st in s.statuses))
+        failed = next(st for st in sse.statuses if st.get("state") == "failed")
+        assert "boom" in failed["error"]
+    manager.release(held)
+
+
+def test_fit_then_test_and_sequential_trainers_share_the_manager(tmp_path: Path, manager: Any) -> None:
+    held = manager.acquire()
+    callback = StreamCallback()
+    trainer = make_trainer(tmp_path, callback, max_epochs=1)
+    trainer.fit(Tiny(), loader())
+    trainer.test(Tiny(), loader())
+    second = make_trainer(tmp_path, StreamCallback(), max_epochs=1)
+    second.fit(Tiny(), loader())
+    assert manager.acquire() is held  # the same server all along
+    manager.release(held)
+    manager.release(held)
+    assert not manager.is_server_running()
+    assert list_servers() == []
+
+
+def test_two_trainers_in_two_threads_share_one_server(tmp_path: Path, manager: Any) -> None:
+    entries: list[int] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(2, timeout=60)
+
+    def train(i: int) -> None:
+        try:
+            model = Tiny()
+
+            def sync(m: Any) -> None:
+                if m.global_step == 1:
+                    barrier.wait()  # both runs are inside fit at once
+                entries.append(len(list_servers()))
+
+            model.hook = sync
+            make_trainer(tmp_path / f"t{i}", StreamCallback(), max_epochs=1).fit(model, loader())
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=train, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    assert entries
+    assert max(entries) == 1
+    assert not manager.is_server_running()
+
+
+def test_writes_that_bypass_lightning_are_flushed_on_a_short_cadence(tmp_path: Path, manager: Any) -> None:
+    held = manager.acquire()
+    arrived: list[bool] = []
+
+    with Subscriber(held.url, "sse", tag="direct/*") as sse:
+
+        def check(m: Any) -> None:
+            if m.global_step == 20:  # wait (bounded) for an earlier direct write to arrive mid-fit
+                arrived.append(sse.wait_for(lambda s: any(p[2] >= 10 for p in s.points), timeout=15))
+
+        model = Tiny(direct_writes=True)
+        model.hook = check
+        # log_every_n_steps is large: Lightning itself neither logs nor flushes during the epoch
+        make_trainer(tmp_path, StreamCallback(flush_interval_s=0.05), max_epochs=3, log_every_n_steps=1000).fit(
+            model, DataLoader(loader(256).dataset, batch_size=8)
+        )
+    assert arrived == [True]
+    manager.release(held)
+
+
+def test_without_a_tensorboard_logger_setup_fails_with_the_fix(tmp_path: Path) -> None:
+    trainer = make_trainer(tmp_path, StreamCallback(), logger=CSVLogger(str(tmp_path)))
+    with pytest.raises(MisconfigurationException, match=r"CSVLogger.*TensorBoardLogger\('lightning_logs'\)"):
+        trainer.fit(Tiny(), loader())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"port": 70000}, "1..65535"),
+        ({"host": "0.0.0.0"}, "token"),
+        ({"flush_interval_s": -1}, "flush_interval_s"),
+        ({"bogus": 1}, "valid options"),
+    ],
+)
+def test_bad_options_fail_in_init_naming_the_argument(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises((ValueError, TypeError), match=match):
+        StreamCallback(**kwargs)
+
+
+def test_busy_strict_port_does_not_stop_training(
+    tmp_path: Path, manager: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    import socket
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    try:
+        trainer = make_trainer(tmp_path, StreamCallback(port=port, strict_port=True), max_epochs=1)
+        trainer.fit(Tiny(), loader())
+        assert trainer.state.finished
+        assert "streaming is off" in caplog.text
+    finally:
+        holder.close()
+
+
+def test_ddp_two_cpu_processes_serve_once_and_deliver_every_point(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = Path(__file__).with_name("ddp_run.py")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)], env=env, capture_output=True, text=True, timeout=240
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "DDP-OK" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
