@@ -1,0 +1,465 @@
+"""The ``lightning-stream`` command (also ``python -m lightning_stream``).
+
+Sub-commands: ``serve`` (watch logdirs, serve until interrupted), ``ls`` (live
+servers from the registry), ``tail`` (live points in the terminal) and
+``health`` (an exit status scripts can use). Heavy modules (the server,
+aiohttp, rich) are imported inside the command that needs them, so ``--help``
+and ``ls`` start in a fraction of a second and never import torch.
+
+Exit status: 0 success, 1 the operation failed (server unreachable or
+unhealthy, start failure), 2 bad arguments (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
+
+from lightning_stream._version import __version__
+from lightning_stream.config import ENV_TOKEN, ServerConfig
+from lightning_stream.errors import LightningStreamError
+
+if TYPE_CHECKING:
+    from lightning_stream.client import StreamPoint
+    from lightning_stream.server import StreamServer
+
+__all__ = ["main"]
+
+PROG = "lightning-stream"
+
+_EPILOG_MAIN = f"""\
+examples:
+  {PROG} serve lightning_logs                 watch a logdir, print the dashboard URL
+  {PROG} ls                                   list live servers on this machine
+  {PROG} tail lightning_logs --tag 'train/*'  print live points as they arrive
+  {PROG} health http://127.0.0.1:6007         exit 0 when the server is healthy
+
+Run '{PROG} COMMAND --help' for the options of one command.
+"""
+
+_EPILOG_SERVE = f"""\
+examples:
+  {PROG} serve lightning_logs
+  {PROG} serve runs/a runs/b --port 6007 --strict-port
+  {PROG} serve lightning_logs --host 0.0.0.0 --token "$(python -c 'import secrets; print(secrets.token_urlsafe())')"
+
+Stops cleanly on Ctrl-C or SIGTERM. Environment: LIGHTNING_STREAM_HOST, LIGHTNING_STREAM_PORT,
+LIGHTNING_STREAM_TOKEN give the defaults of --host, --port and --token.
+"""
+
+_EPILOG_LS = f"""\
+examples:
+  {PROG} ls
+  {PROG} ls --json | python -c 'import json,sys; print(json.load(sys.stdin)[0]["url"])'
+"""
+
+_EPILOG_TAIL = f"""\
+examples:
+  {PROG} tail http://127.0.0.1:6007
+  {PROG} tail lightning_logs --run 'version_*' --tag 'val/*'
+  {PROG} tail 6007 --count 10               stop after 10 points
+
+TARGET is a URL, a port on this machine, or a logdir: a logdir uses the server in the
+registry that watches it, or starts a private one for as long as tail runs.
+"""
+
+_EPILOG_HEALTH = f"""\
+examples:
+  {PROG} health http://127.0.0.1:6007 && echo up
+  {PROG} health 6007 --timeout 2
+
+Prints the /health JSON and exits 0 when the server answers with status "ok"; exits 1 otherwise.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments: one line on stderr and exit 2 (argparse prints the whole usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"port {text!r} is not a number; use 1..65535, or 0 for a free port") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port {text!r} is out of range; use 1..65535, or 0 for a free port")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and docs)."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = _Parser(
+        prog=PROG,
+        description="Stream the scalars of TensorBoard logdirs / Lightning runs live over SSE, WebSocket and REST.",
+        epilog=_EPILOG_MAIN,
+        formatter_class=fmt,
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = sub.add_parser(
+        "serve",
+        help="watch logdirs and serve them until interrupted",
+        description="Watch TensorBoard logdirs and serve their scalars (dashboard, REST, SSE, WebSocket).",
+        epilog=_EPILOG_SERVE,
+        formatter_class=fmt,
+    )
+    serve.add_argument("logdirs", nargs="+", metavar="LOGDIR", help="TensorBoard log directory to watch")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1; off loopback needs --token)")
+    serve.add_argument("--port", type=_port, help="port to bind (default: a free one)")
+    serve.add_argument("--token", help=f"bearer token clients must send (default ${ENV_TOKEN})")
+    serve.add_argument("--strict-port", action="store_true", help="fail if --port is busy instead of picking another")
+    serve.set_defaults(func=_cmd_serve)
+
+    ls = sub.add_parser(
+        "ls",
+        help="list live servers from the port registry",
+        description="List the live lightning-stream servers of this user (dead entries are pruned).",
+        epilog=_EPILOG_LS,
+        formatter_class=fmt,
+    )
+    ls.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    ls.set_defaults(func=_cmd_ls)
+
+    tail = sub.add_parser(
+        "tail",
+        help="print live points in the terminal",
+        description="Print live points, one line each: time, run, tag, step, value.",
+        epilog=_EPILOG_TAIL,
+        formatter_class=fmt,
+    )
+    tail.add_argument("target", metavar="URL|LOGDIR", help="server URL, port, or logdir")
+    tail.add_argument("--run", default="*", metavar="GLOB", help="runs to show (default '*')")
+    tail.add_argument("--tag", default="*", metavar="GLOB", help="tags to show (default '*')")
+    tail.add_argument("--count", "-n", type=_positive_int, metavar="N", help="exit after N points")
+    tail.add_argument("--duration", type=_positive_float, metavar="S", help="exit after S seconds")
+    tail.add_argument("--token", help=f"bearer token (default ${ENV_TOKEN})")
+    tail.set_defaults(func=_cmd_tail)
+
+    health = sub.add_parser(
+        "health",
+        help="exit 0 and print the health JSON when the server is healthy",
+        description="Check a server: print its /health JSON, exit 0 when healthy and 1 otherwise.",
+        epilog=_EPILOG_HEALTH,
+        formatter_class=fmt,
+    )
+    health.add_argument("url", metavar="URL", help="server URL or port on this machine")
+    health.add_argument("--timeout", type=_positive_float, default=5.0, metavar="S", help="seconds to wait (default 5)")
+    health.set_defaults(func=_cmd_health)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (also for ``--help`` and bad arguments)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, bad arguments
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return func(args)
+    except BrokenPipeError:  # `lightning-stream tail ... | head`
+        _silence_stdout()
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    except LightningStreamError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _usage_error(command: str, message: str) -> int:
+    print(f"{PROG} {command}: error: {message} (see '{PROG} {command} --help')", file=sys.stderr)
+    return 2
+
+
+# ------------------------------------------------------------------- serve
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        config = ServerConfig.from_env(
+            host=args.host, port=args.port or None, token=args.token, strict_port=args.strict_port or None
+        )
+    except (ValueError, TypeError) as exc:
+        return _usage_error("serve", str(exc))
+    logdirs = [Path(d) for d in args.logdirs]
+    for logdir in logdirs:
+        if not logdir.is_dir():
+            return _usage_error("serve", f"LOGDIR {str(logdir)!r} is not a directory; create it or fix the path")
+
+    from lightning_stream.manager import get_stream_server_manager
+
+    manager = get_stream_server_manager()
+    server = manager.acquire(config=config)
+    try:
+        _watch_with_progress(server, logdirs)
+        print(f"{PROG}: serving {', '.join(str(d) for d in logdirs)} at {server.url}  (Ctrl-C to stop)", flush=True)
+        with _stop_on_signals() as stop:
+            while not stop.wait(0.5):
+                pass
+        print(f"{PROG}: stopping", file=sys.stderr, flush=True)
+    finally:
+        manager.release(server)
+    return 0
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """An event set by Ctrl-C (SIGINT) or SIGTERM; the previous handlers are restored after."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signals = [signal.SIGINT, signal.SIGTERM]
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _event_files(logdir: Path) -> tuple[int, int]:
+    """Count and total size of the TensorBoard event files under ``logdir``."""
+    count = size = 0
+    for root, _dirs, files in os.walk(logdir):
+        for name in files:
+            if "tfevents" in name:
+                try:
+                    size += os.stat(os.path.join(root, name)).st_size
+                except OSError:
+                    continue
+                count += 1
+    return count, size
+
+
+def _watch_with_progress(server: StreamServer, logdirs: list[Path]) -> None:
+    """Start watching; while the first read of a large logdir runs, show a progress display."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[points]} points"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        for logdir in logdirs:
+            files, size = _event_files(logdir)
+            task = progress.add_task(f"reading {logdir} ({files} files, {size / 1e6:.1f} MB)", total=None, points=0)
+            done = threading.Event()
+            error: list[BaseException] = []
+
+            def watch(target: Path = logdir) -> None:
+                try:
+                    server.watch(str(target))
+                except BaseException as exc:  # re-raised in the main thread
+                    error.append(exc)
+                finally:
+                    done.set()
+
+            threading.Thread(target=watch, name="lightning-stream-watch", daemon=True).start()
+            while not done.wait(0.1):
+                progress.update(task, points=_points_in(server))
+            if error:
+                raise error[0]
+            progress.update(task, total=1, completed=1, points=_points_in(server))
+
+
+def _points_in(server: StreamServer) -> int:
+    stats = getattr(server, "stats", None)
+    try:
+        data = stats() if callable(stats) else stats
+        return int(data.get("points_in", 0)) if isinstance(data, dict) else 0
+    except Exception:
+        return 0
+
+
+# ---------------------------------------------------------------------- ls
+
+
+def _cmd_ls(args: argparse.Namespace) -> int:
+    from lightning_stream.registry import list_servers
+
+    servers = list_servers()
+    if args.json:
+        print(json.dumps([dataclasses.asdict(s) for s in servers], indent=2))
+        return 0
+    if not servers:
+        print(f"no live lightning-stream servers (start one with '{PROG} serve LOGDIR')")
+        return 0
+    rows = [("PID", "URL", "STARTED", "LOGDIRS")]
+    for info in servers:
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.started_at))
+        lock = " (token)" if info.token_required else ""
+        rows.append((str(info.pid), info.url + lock, started, ", ".join(info.logdirs) or "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])) + "  " + row[3])
+    return 0
+
+
+# -------------------------------------------------------------------- tail
+
+
+def _cmd_tail(args: argparse.Namespace) -> int:
+    from lightning_stream.client import StreamClient
+
+    target: str = args.target
+    private: StreamServer | None = None
+    if target.startswith(("http://", "https://")):
+        url = target
+    elif target.isdigit():
+        url = f"http://127.0.0.1:{target}"
+    elif os.path.isdir(target):
+        found = _registry_url_for(target)
+        if found is not None:
+            url = found
+            print(f"{PROG}: following {url} (watching {target})", file=sys.stderr, flush=True)
+        else:
+            private = _private_server(target)
+            url = private.url
+            print(f"{PROG}: started a private server at {url} for {target}", file=sys.stderr, flush=True)
+    else:
+        return _usage_error("tail", f"{target!r} is neither a URL, a port, nor a directory")
+    try:
+        client = StreamClient(url, token=args.token)
+    except ValueError as exc:
+        return _usage_error("tail", str(exc))
+    try:
+        shown = 0
+        points = client.stream(args.run, args.tag, duration=args.duration, on_status=_print_status)
+        try:
+            for point in points:
+                print(format_point(point), flush=True)
+                shown += 1
+                if args.count is not None and shown >= args.count:
+                    break
+        finally:
+            points.close()
+    finally:
+        if private is not None:
+            private.stop()
+    return 0
+
+
+def format_point(point: StreamPoint) -> str:
+    """One readable line: local time of the point, run, tag, step and value."""
+    stamp = time.strftime("%H:%M:%S", time.localtime(point.wall_time)) + f".{int(point.wall_time % 1 * 1000):03d}"
+    return f"{stamp}  {point.run}  {point.tag}  step={point.step}  value={point.value:.6g}"
+
+
+def _print_status(status: dict[str, Any], out: TextIO | None = None) -> None:
+    fields = " ".join(f"{k}={v}" for k, v in status.items() if k not in ("run", "state"))
+    print(
+        f"# {status.get('run', '?')}: {status.get('state', '?')} {fields}".rstrip(), file=out or sys.stdout, flush=True
+    )
+
+
+def _registry_url_for(logdir: str) -> str | None:
+    """URL of the newest live registry server watching ``logdir`` (or a directory above it)."""
+    from lightning_stream.registry import list_servers
+
+    wanted = os.path.realpath(logdir)
+    for info in reversed(list_servers()):
+        for watched in info.logdirs:
+            real = os.path.realpath(watched)
+            if wanted == real or wanted.startswith(real.rstrip(os.sep) + os.sep):
+                return info.url
+    return None
+
+
+def _private_server(logdir: str) -> StreamServer:
+    """A server for this ``tail`` only: not in the registry, stopped when tail ends."""
+    from lightning_stream.server import StreamServer
+
+    server = StreamServer(ServerConfig.from_env(registry=False))
+    server.start()
+    try:
+        server.watch(logdir)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+# ------------------------------------------------------------------ health
+
+
+def _cmd_health(args: argparse.Namespace) -> int:
+    from lightning_stream.client import StreamClient
+    from lightning_stream.errors import ClientError
+
+    target: str = args.url
+    url = f"http://127.0.0.1:{target}" if target.isdigit() else target
+    try:
+        client = StreamClient(url, timeout=args.timeout)
+    except ValueError as exc:
+        return _usage_error("health", str(exc))
+    try:
+        health = client.health()
+    except ClientError as exc:
+        print(f"{PROG} health: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(health, indent=2, sort_keys=True))
+    if health.get("status") != "ok":
+        print(f"{PROG} health: {url} reports status {health.get('status')!r}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _silence_stdout() -> None:
+    """After EPIPE, point stdout at devnull so the interpreter's final flush does not fail."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

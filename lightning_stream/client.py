@@ -1,0 +1,591 @@
+"""A client for a lightning-stream server: REST queries and live points.
+
+``StreamClient(url)`` wraps the HTTP contract (``/health``, ``/api/runs``,
+``/api/scalars``, ``/stream``). The sync methods use only the standard library
+(``http.client``), so importing this module is fast and pulls in neither torch
+nor aiohttp; ``astream`` imports aiohttp when first called.
+
+Live iteration (``stream`` and ``astream``) yields one ``StreamPoint`` per point:
+
+* a dropped connection (server restart, network blip) is reopened with
+  ``Last-Event-ID`` set to the last sequence number seen, so the server replays
+  exactly what was missed; the first connection is not retried (a wrong URL
+  fails at once), later ones for up to ``retry_s`` seconds;
+* on ``event: reset`` (the server no longer holds what was missed, or this
+  client fell too far behind) the iterator re-reads over REST, for every series
+  matching the filters, the points after the last step it yielded for that
+  series (for a series it has not yielded yet: the points written since the
+  iterator started, by wall time). Those points come out in step order with
+  ``seq`` set to the reset's sequence number; afterwards, stream points the
+  re-read already gave (step at or below the re-read's last step) are skipped.
+
+Limits: a series that is purged back (a resumed run rewriting steps) exactly
+while a reset is handled may lose those rewritten points; a later point of the
+series clears the condition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import http.client
+import json
+import logging
+import os
+import time
+import urllib.parse
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from lightning_stream.config import ENV_TOKEN
+from lightning_stream.errors import ClientError, NotFoundError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import aiohttp
+
+__all__ = ["StreamClient", "StreamPoint"]
+
+logger = logging.getLogger(__name__)
+
+StatusCallback = Callable[[dict[str, Any]], None]
+
+# The server sends a keep-alive comment every 15 s by default: a stream silent
+# for much longer than that is dead even if the socket looks open.
+_IDLE_TIMEOUT_S = 60.0
+_BACKOFF_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
+_LS_HINT = "is the server running? `lightning-stream ls` lists live servers"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamPoint:
+    """One scalar point as streamed: ``seq`` is the server's sequence number of its batch."""
+
+    run: str
+    tag: str
+    step: int
+    wall_time: float
+    value: float
+    seq: int
+
+
+class StreamClient:
+    """Talks to one lightning-stream server.
+
+    Args:
+        url: the server's base URL, e.g. ``http://127.0.0.1:6007`` (a path prefix
+            such as a Jupyter proxy ``https://hub/user/me/proxy/6007/`` is kept);
+            ``host:port`` without a scheme means ``http://``.
+        token: bearer token for servers bound off loopback; defaults to
+            ``$LIGHTNING_STREAM_TOKEN``.
+        timeout: seconds allowed to connect and to answer a REST request.
+
+    Example::
+
+        client = StreamClient("http://127.0.0.1:6007")
+        for point in client.stream(tag="train/*"):
+            print(point.run, point.tag, point.step, point.value)
+    """
+
+    def __init__(self, url: str, token: str | None = None, timeout: float = 10.0) -> None:
+        if not isinstance(url, str) or not url.strip():
+            raise ValueError(f"url={url!r} is not a server URL; pass e.g. 'http://127.0.0.1:6007'")
+        url = url.strip()
+        if "://" not in url:
+            url = "http://" + url
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"url={url!r} is not an http(s) URL; pass e.g. 'http://127.0.0.1:6007'")
+        try:
+            parts.port  # noqa: B018 - validates the port number
+        except ValueError:
+            raise ValueError(f"url={url!r} has a bad port; use 1..65535") from None
+        if not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise ValueError(f"timeout={timeout!r} must be a positive number of seconds")
+        self.url = urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+        self._parts = parts
+        self._prefix = parts.path.rstrip("/")
+        self.token = token if token is not None else (os.environ.get(ENV_TOKEN) or None)
+        self.timeout = float(timeout)
+
+    def __repr__(self) -> str:
+        return f"StreamClient({self.url!r})"
+
+    # ------------------------------------------------------------------ REST
+
+    def health(self) -> dict[str, Any]:
+        """The server's ``/health`` JSON (``status``, ``version``, ``pid``, ``runs``, ...)."""
+        result = self._get_json("/health")
+        if not isinstance(result, dict):
+            raise ClientError(
+                f"{self.url}/health answered {result!r}, not a JSON object; is this a lightning-stream server?"
+            )
+        return result
+
+    def runs(self) -> list[dict[str, Any]]:
+        """Runs the server knows: ``run``, ``logdir``, ``tags``, ``last_step``, ``last_wall_time``."""
+        result = self._get_json("/api/runs")
+        if not isinstance(result, list):
+            raise ClientError(f"{self.url}/api/runs answered {result!r}, not a JSON list")
+        return result
+
+    def scalars(
+        self, run: str, tag: str, since_step: int | None = None, limit: int | None = None
+    ) -> list[tuple[int, float, float]]:
+        """Points of one series as ``(step, wall_time, value)`` in step order.
+
+        ``since_step`` keeps points with a larger step; ``limit`` the first N of them.
+        Raises ``NotFoundError`` for an unknown run or tag.
+        """
+        query: dict[str, Any] = {"run": run, "tag": tag}
+        if since_step is not None:
+            query["since_step"] = int(since_step)
+        if limit is not None:
+            query["limit"] = int(limit)
+        result = self._get_json("/api/scalars?" + urllib.parse.urlencode(query))
+        try:
+            return [(int(s), float(w), float(v)) for s, w, v in result["points"]]
+        except (TypeError, KeyError, ValueError) as exc:
+            raise ClientError(f"{self.url}/api/scalars answered an unexpected body ({exc!r})") from None
+
+    # ------------------------------------------------------------ live, sync
+
+    def stream(
+        self,
+        run: str = "*",
+        tag: str = "*",
+        *,
+        since: int | None = None,
+        duration: float | None = None,
+        retry_s: float | None = 30.0,
+        on_status: StatusCallback | None = None,
+    ) -> Iterator[StreamPoint]:
+        """Yield live points of runs/tags matching the globs, reconnecting as needed.
+
+        Args:
+            run, tag: ``fnmatch`` globs, filtered by the server.
+            since: resume after this sequence number (``StreamPoint.seq``); ``None`` = from now.
+            duration: stop (return) after this many seconds; ``None`` = until closed.
+            retry_s: how long to keep reconnecting after a drop before raising
+                ``ClientError``; ``None`` = forever.
+            on_status: called with each run-lifecycle message (``{"run", "state", ...}``).
+
+        Closing the generator (``break``, ``.close()``) closes the connection.
+        """
+        follower = _Follower(run, tag, since, on_status)
+        deadline = None if duration is None else time.monotonic() + duration
+        reconnect = _Reconnect(self.url, retry_s)
+        while True:
+            try:
+                conn, response = self._open_stream(follower)
+            except _Retryable as exc:
+                if not reconnect.connected_once:
+                    raise ClientError(str(exc)) from None
+                delay = reconnect.failed(str(exc))
+                if deadline is not None and time.monotonic() + delay >= deadline:
+                    return
+                time.sleep(delay)
+                continue
+            reconnect.connected()
+            try:
+                while True:
+                    sock_timeout = _IDLE_TIMEOUT_S
+                    if deadline is not None:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            return
+                        sock_timeout = min(sock_timeout, remaining)
+                    if conn.sock is not None:
+                        conn.sock.settimeout(sock_timeout)
+                    try:
+                        raw = response.readline()
+                    except TimeoutError:
+                        if deadline is not None and time.monotonic() >= deadline:
+                            return
+                        logger.info("no data from %s for %.0f s; reconnecting", self.url, _IDLE_TIMEOUT_S)
+                        break
+                    except (OSError, http.client.HTTPException) as exc:
+                        logger.info("stream from %s dropped (%r); reconnecting", self.url, exc)
+                        break
+                    if not raw:
+                        logger.info("stream from %s ended; reconnecting", self.url)
+                        break
+                    yield from follower.feed(raw.decode("utf-8", "replace"))
+                    if follower.reset_seq is not None:
+                        yield from self._reread(follower)
+            finally:
+                response.close()
+                conn.close()
+
+    def _open_stream(self, follower: _Follower) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        conn = self._connection(self.timeout)
+        try:
+            conn.request("GET", self._prefix + follower.path(), headers=self._headers(follower.headers()))
+            # keep the socket: http.client drops conn.sock when the response owns it
+            sock = conn.sock
+            response = conn.getresponse()
+            conn.sock = sock
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            raise _Retryable(f"cannot reach {self.url!r} ({exc}); {_LS_HINT}") from None
+        if response.status >= 500:
+            conn.close()
+            raise _Retryable(f"{self.url}/stream answered HTTP {response.status}")
+        if response.status != 200:
+            body = response.read()
+            conn.close()
+            raise _http_error(self.url + "/stream", response.status, body)
+        return conn, response
+
+    def _reread(self, follower: _Follower) -> Iterator[StreamPoint]:
+        try:
+            targets = follower.reread_targets(self.runs())
+            for run, tag, since_step in targets:
+                try:
+                    points = self.scalars(run, tag, since_step=since_step)
+                except NotFoundError:
+                    continue
+                yield from follower.reread_points(run, tag, points)
+        finally:
+            follower.reset_seq = None
+
+    # ----------------------------------------------------------- live, async
+
+    async def astream(
+        self,
+        run: str = "*",
+        tag: str = "*",
+        *,
+        since: int | None = None,
+        duration: float | None = None,
+        retry_s: float | None = 30.0,
+        on_status: StatusCallback | None = None,
+    ) -> AsyncIterator[StreamPoint]:
+        """``async for`` version of ``stream`` (same arguments and behaviour), over aiohttp."""
+        import aiohttp
+
+        follower = _Follower(run, tag, since, on_status)
+        deadline = None if duration is None else time.monotonic() + duration
+        reconnect = _Reconnect(self.url, retry_s)
+        timeout = aiohttp.ClientTimeout(total=None, connect=self.timeout, sock_connect=self.timeout)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while True:
+                try:
+                    response = await self._aopen_stream(session, follower)
+                except _Retryable as exc:
+                    if not reconnect.connected_once:
+                        raise ClientError(str(exc)) from None
+                    delay = reconnect.failed(str(exc))
+                    if deadline is not None and time.monotonic() + delay >= deadline:
+                        return
+                    await asyncio.sleep(delay)
+                    continue
+                reconnect.connected()
+                async with response:
+                    while True:
+                        wait = _IDLE_TIMEOUT_S
+                        if deadline is not None:
+                            remaining = deadline - time.monotonic()
+                            if remaining <= 0:
+                                return
+                            wait = min(wait, remaining)
+                        try:
+                            raw = await asyncio.wait_for(response.content.readline(), wait)
+                        except asyncio.TimeoutError:
+                            if deadline is not None and time.monotonic() >= deadline:
+                                return
+                            logger.info("no data from %s for %.0f s; reconnecting", self.url, _IDLE_TIMEOUT_S)
+                            break
+                        except (aiohttp.ClientError, OSError) as exc:
+                            logger.info("stream from %s dropped (%r); reconnecting", self.url, exc)
+                            break
+                        if not raw:
+                            logger.info("stream from %s ended; reconnecting", self.url)
+                            break
+                        for point in follower.feed(raw.decode("utf-8", "replace")):
+                            yield point
+                        if follower.reset_seq is not None:
+                            async for point in self._areread(session, follower):
+                                yield point
+
+    async def _aopen_stream(self, session: aiohttp.ClientSession, follower: _Follower) -> aiohttp.ClientResponse:
+        import aiohttp
+
+        try:
+            response = await session.get(self.url + follower.path(), headers=self._headers(follower.headers()))
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+            raise _Retryable(f"cannot reach {self.url!r} ({exc!r}); {_LS_HINT}") from None
+        if response.status >= 500:
+            response.release()
+            raise _Retryable(f"{self.url}/stream answered HTTP {response.status}")
+        if response.status != 200:
+            body = await response.read()
+            response.release()
+            raise _http_error(self.url + "/stream", response.status, body)
+        return response
+
+    async def _aget_json(self, session: aiohttp.ClientSession, path: str) -> Any:
+        import aiohttp
+
+        url = self.url + path
+        try:
+            async with session.get(
+                url, headers=self._headers({}), timeout=aiohttp.ClientTimeout(total=self.timeout)
+            ) as r:
+                body = await r.read()
+                status = r.status
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+            raise ClientError(f"cannot reach {url!r} ({exc!r}); {_LS_HINT}") from None
+        return _decode(url, status, body)
+
+    async def _areread(self, session: aiohttp.ClientSession, follower: _Follower) -> AsyncIterator[StreamPoint]:
+        try:
+            runs = await self._aget_json(session, "/api/runs")
+            for run, tag, since_step in follower.reread_targets(runs):
+                query: dict[str, Any] = {"run": run, "tag": tag}
+                if since_step is not None:
+                    query["since_step"] = since_step
+                try:
+                    body = await self._aget_json(session, "/api/scalars?" + urllib.parse.urlencode(query))
+                except NotFoundError:
+                    continue
+                points = [(int(s), float(w), float(v)) for s, w, v in body["points"]]
+                for point in follower.reread_points(run, tag, points):
+                    yield point
+        finally:
+            follower.reset_seq = None
+
+    # -------------------------------------------------------------- plumbing
+
+    def _headers(self, extra: dict[str, str]) -> dict[str, str]:
+        headers = {"Accept": "application/json, text/event-stream", "User-Agent": "lightning-stream-client"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        headers.update(extra)
+        return headers
+
+    def _connection(self, timeout: float) -> http.client.HTTPConnection:
+        host = self._parts.hostname or "127.0.0.1"
+        if self._parts.scheme == "https":
+            return http.client.HTTPSConnection(host, self._parts.port, timeout=timeout)
+        return http.client.HTTPConnection(host, self._parts.port, timeout=timeout)
+
+    def _get_json(self, path: str) -> Any:
+        url = self.url + path
+        conn = self._connection(self.timeout)
+        try:
+            conn.request("GET", self._prefix + path, headers=self._headers({}))
+            response = conn.getresponse()
+            body = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            raise ClientError(f"cannot reach {url!r} ({exc}); {_LS_HINT}") from None
+        finally:
+            conn.close()
+        return _decode(url, response.status, body)
+
+
+class _Retryable(Exception):
+    """A connection attempt failed in a way a later attempt may not."""
+
+
+class _Reconnect:
+    """Backoff and give-up policy for reconnecting a live stream."""
+
+    def __init__(self, url: str, retry_s: float | None) -> None:
+        self.url = url
+        self.retry_s = retry_s
+        self.connected_once = False
+        self._failures = 0
+        self._first_failure = 0.0
+
+    def connected(self) -> None:
+        self.connected_once = True
+        self._failures = 0
+
+    def failed(self, reason: str) -> float:
+        """Seconds to wait before the next attempt; raises ``ClientError`` past ``retry_s``."""
+        now = time.monotonic()
+        if self._failures == 0:
+            self._first_failure = now
+        self._failures += 1
+        if self.retry_s is not None and now - self._first_failure > self.retry_s:
+            raise ClientError(
+                f"lost the stream from {self.url!r} and could not reconnect for {self.retry_s:g} s "
+                f"(last error: {reason}); pass retry_s=None to keep trying"
+            )
+        delay = _BACKOFF_S[min(self._failures - 1, len(_BACKOFF_S) - 1)]
+        logger.info("reconnecting to %s in %.2f s (%s)", self.url, delay, reason)
+        return delay
+
+
+@dataclass
+class _SSEEvent:
+    event: str
+    data: str
+    id: str | None
+
+
+class _SSEParser:
+    """Line-by-line Server-Sent Events parser (WHATWG rules that matter here)."""
+
+    def __init__(self) -> None:
+        self._event = ""
+        self._data: list[str] = []
+        self._id: str | None = None
+
+    def feed(self, line: str) -> _SSEEvent | None:
+        line = line.rstrip("\r\n")
+        if not line:
+            if not self._data:
+                self._event = ""
+                return None
+            event = _SSEEvent(self._event or "message", "\n".join(self._data), self._id)
+            self._event, self._data = "", []
+            return event
+        if line.startswith(":"):
+            return None  # keep-alive comment
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+        elif name == "id" and "\0" not in value:
+            self._id = value
+        return None
+
+
+class _Follower:
+    """Sans-IO core of live iteration, shared by ``stream`` and ``astream``."""
+
+    def __init__(self, run: str, tag: str, since: int | None, on_status: StatusCallback | None) -> None:
+        if not isinstance(run, str) or not isinstance(tag, str):
+            raise TypeError(f"run={run!r} and tag={tag!r} must be glob strings, e.g. '*' or 'train/*'")
+        if since is not None and (isinstance(since, bool) or not isinstance(since, int) or since < 0):
+            raise ValueError(f"since={since!r} must be a sequence number >= 0 (StreamPoint.seq) or None")
+        self.run_glob = run
+        self.tag_glob = tag
+        self.last_seq = since
+        self.on_status = on_status
+        self.started_wall = time.time()
+        self.reset_seq: int | None = None
+        self._parser = _SSEParser()
+        self._last_step: dict[tuple[str, str], int] = {}
+        self._horizon: dict[tuple[str, str], int] = {}
+
+    def path(self) -> str:
+        query = {k: v for k, v in (("run", self.run_glob), ("tag", self.tag_glob)) if v != "*"}
+        return "/stream" + ("?" + urllib.parse.urlencode(query) if query else "")
+
+    def headers(self) -> dict[str, str]:
+        return {} if self.last_seq is None else {"Last-Event-ID": str(self.last_seq)}
+
+    def feed(self, line: str) -> list[StreamPoint]:
+        event = self._parser.feed(line)
+        if event is None:
+            return []
+        seq = self.last_seq
+        if event.id is not None and event.id.isdigit():
+            seq = int(event.id)
+        try:
+            data = json.loads(event.data)
+        except ValueError:
+            logger.warning("ignoring a %r event whose data is not JSON: %.200r", event.event, event.data)
+            return []
+        points: list[StreamPoint] = []
+        if event.event == "scalars":
+            points = self._scalars(data, seq if seq is not None else 0)
+        elif event.event == "status":
+            if self.on_status is not None and isinstance(data, dict):
+                self.on_status(data)
+        elif event.event == "reset":
+            reset_seq = data.get("seq") if isinstance(data, dict) else None
+            if isinstance(reset_seq, int):
+                seq = reset_seq
+            self.reset_seq = seq if seq is not None else 0
+        if seq is not None:
+            self.last_seq = seq
+        return points
+
+    def _scalars(self, data: Any, seq: int) -> list[StreamPoint]:
+        points: list[StreamPoint] = []
+        for item in data.get("points", ()) if isinstance(data, dict) else ():
+            try:
+                point = StreamPoint(
+                    str(item["run"]),
+                    str(item["tag"]),
+                    int(item["step"]),
+                    float(item["wall_time"]),
+                    float(item["value"]),
+                    seq,
+                )
+            except (KeyError, TypeError, ValueError):
+                logger.warning("ignoring a malformed point: %.200r", item)
+                continue
+            key = (point.run, point.tag)
+            horizon = self._horizon.get(key)
+            if horizon is not None:
+                if point.step <= horizon:
+                    continue  # the reset's re-read already yielded it
+                del self._horizon[key]
+            self._last_step[key] = point.step
+            points.append(point)
+        return points
+
+    def reread_targets(self, runs: Any) -> list[tuple[str, str, int | None]]:
+        """``(run, tag, since_step)`` for every matching series in an ``/api/runs`` answer."""
+        targets: list[tuple[str, str, int | None]] = []
+        for entry in runs if isinstance(runs, list) else ():
+            if not isinstance(entry, dict):
+                continue
+            run = str(entry.get("run", ""))
+            if not fnmatch.fnmatchcase(run, self.run_glob):
+                continue
+            for tag in entry.get("tags") or ():
+                if isinstance(tag, str) and fnmatch.fnmatchcase(tag, self.tag_glob):
+                    targets.append((run, tag, self._last_step.get((run, tag))))
+        return targets
+
+    def reread_points(self, run: str, tag: str, points: list[tuple[int, float, float]]) -> list[StreamPoint]:
+        key = (run, tag)
+        seen = key in self._last_step
+        seq = self.reset_seq if self.reset_seq is not None else 0
+        out = [
+            StreamPoint(run, tag, step, wall, value, seq)
+            for step, wall, value in points
+            if seen or wall >= self.started_wall
+        ]
+        if out:
+            self._last_step[key] = out[-1].step
+            self._horizon[key] = max(p.step for p in out)
+        return out
+
+
+def _decode(url: str, status: int, body: bytes) -> Any:
+    if status != 200:
+        raise _http_error(url, status, body)
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise ClientError(
+            f"{url} answered HTTP 200 with a body that is not JSON ({body[:80]!r}); is this a lightning-stream server?",
+            status=status,
+        ) from None
+
+
+def _http_error(url: str, status: int, body: bytes) -> ClientError:
+    message = body[:300].decode("utf-8", "replace").strip()
+    try:
+        parsed = json.loads(body)
+        if isinstance(parsed, dict):
+            message = str(parsed.get("message") or parsed.get("error") or message)
+    except ValueError:
+        pass
+    if status == 404:
+        return NotFoundError(f"{url} answered 404: {message}; list what exists with StreamClient.runs()", status=status)
+    if status in (401, 403):
+        return ClientError(
+            f"{url} answered {status}: {message}; pass token=... (or set {ENV_TOKEN}) with the server's token",
+            status=status,
+        )
+    return ClientError(f"{url} answered HTTP {status}: {message}", status=status)
