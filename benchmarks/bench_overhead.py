@@ -95,7 +95,8 @@ def main() -> None:
     clients = subprocess.Popen(
         [sys.executable, "-c", CLIENTS, server.url.rstrip("/"), str(args.clients)], stdout=subprocess.PIPE, text=True
     )
-    assert clients.stdout is not None and clients.stdout.readline().strip() == "ready"
+    assert clients.stdout is not None
+    assert clients.stdout.readline().strip() == "ready"
 
     def fit(streaming: bool, i: int) -> float:
         clock = Clock()
