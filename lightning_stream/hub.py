@@ -1,0 +1,655 @@
+"""The in-memory pub/sub core: series storage, global sequence numbers, replay, fan-out.
+
+Loop-confined: every method runs on the server's event loop (no locks). The hub
+knows no transport; ``app.py`` turns :class:`Message` objects into SSE frames
+and WebSocket messages.
+
+How it stays bounded and exact:
+
+* Points are stored per (run, tag) in typed arrays (``series.py``; its docstring
+  states the TensorBoard purge rule for restarts). Past
+  ``config.memory_budget_bytes`` (24 bytes per point), the largest series are
+  decimated until a quarter of the budget is free again.
+* ``ingest`` stores points at once (so REST sees them) and queues them; every
+  ``config.tick_s`` the queue becomes one or more ``scalars`` messages (at most
+  :data:`MAX_MESSAGE_POINTS` points each), each with the next global ``seq``.
+  ``publish_status`` flushes first, so a status never overtakes earlier points.
+* All messages live in ONE shared log, bounded by ``config.replay_points``
+  points (a status counts as one; the newest message is always kept). A
+  subscriber is only a cursor into that log, so fan-out copies nothing,
+  replay is the same code path as live delivery (no gap, no duplicate), and a
+  stalled subscriber holds no memory of its own.
+* A subscriber more than ``config.subscriber_queue`` messages behind the newest
+  live message, or whose next message was evicted, gets ONE ``reset`` (counted
+  in ``stats()["resets"]``) and continues from the newest seq. After a reset a
+  client re-reads via REST: REST already holds every point of every seq <= the
+  reset's seq (and maybe newer ones still queued; re-receiving those is
+  harmless under the purge rule).
+* Messages are encoded lazily, once per filter, and cached on the message:
+  a huge initial scan with nobody subscribed never becomes JSON, and every
+  subscriber whose filter matches the whole message shares one string.
+
+Non-finite floats (NaN, ±inf) are not valid JSON; they are sent as the strings
+``"NaN"``, ``"Infinity"``, ``"-Infinity"`` (``Number(s)`` / ``float(s)`` read them).
+
+Limit: ``seq`` restarts at 0 with a new hub, so a client resuming against a
+restarted server with a ``since`` not above the new ``seq`` cannot detect it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import json
+import math
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from typing import Any
+
+import numpy as np
+
+from lightning_stream.config import ServerConfig
+from lightning_stream.errors import LightningStreamError
+from lightning_stream.scalars import ScalarBatch
+from lightning_stream.series import BYTES_PER_POINT, MIN_DECIMATE, Series
+
+__all__ = [
+    "MAX_GLOB_LEN",
+    "MAX_MESSAGE_POINTS",
+    "STATES",
+    "Hub",
+    "HubClosed",
+    "Message",
+    "Subscription",
+    "validate_glob",
+]
+
+STATES = ("started", "epoch", "finished", "failed")
+MAX_GLOB_LEN = 256
+MAX_MESSAGE_POINTS = 10_000  # bounds one SSE/WS frame to ~1 MB of JSON
+LOW_WATER = 0.75  # decimate down to this fraction of the budget, so it happens rarely
+KINDS = ("sse", "ws")
+
+
+class HubClosed(LightningStreamError):
+    """The hub or the subscription was closed; stop reading from it."""
+
+
+def validate_glob(pattern: Any, *, name: str = "glob") -> str:
+    """Return ``pattern`` if it is a usable fnmatch glob, else raise ``ValueError`` saying what to fix.
+
+    Globs are matched case-sensitively with :func:`fnmatch.fnmatchcase`; ``*``
+    also matches ``/``, so ``train*`` matches run ``train/version_0``.
+    """
+    if not isinstance(pattern, str):
+        raise ValueError(f"{name}={pattern!r} must be a string glob such as '*' or 'version_*'")
+    if not pattern:
+        raise ValueError(f"{name} is empty; use '*' to match everything")
+    if len(pattern) > MAX_GLOB_LEN:
+        raise ValueError(f"{name} is {len(pattern)} characters long; the limit is {MAX_GLOB_LEN}")
+    if any(ord(c) < 32 or ord(c) == 127 for c in pattern):
+        raise ValueError(f"{name}={pattern!r} contains control characters; remove them")
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        i += 1
+        if c == "[":
+            j = i
+            if j < n and pattern[j] == "!":
+                j += 1
+            if j < n and pattern[j] == "]":
+                j += 1
+            while j < n and pattern[j] != "]":
+                j += 1
+            if j >= n:
+                raise ValueError(
+                    f"{name}={pattern!r} has an unclosed '[' at position {i - 1}; "
+                    "close the set with ']', or write '[[]' to match a literal '['"
+                )
+            i = j + 1
+    return pattern
+
+
+class _Filter:
+    """A subscription's (run, tag) globs with memoized answers."""
+
+    __slots__ = ("_runs", "_series", "key", "match_all", "run_glob", "tag_glob")
+
+    def __init__(self, run_glob: str, tag_glob: str) -> None:
+        self.run_glob = run_glob
+        self.tag_glob = tag_glob
+        self.match_all = run_glob == "*" and tag_glob == "*"
+        self.key: tuple[str, str] = ("*", "*") if self.match_all else (run_glob, tag_glob)
+        self._series: dict[tuple[str, str], bool] = {}
+        self._runs: dict[str, bool] = {}
+
+    def series(self, run: str, tag: str) -> bool:
+        if self.match_all:
+            return True
+        hit = self._series.get((run, tag))
+        if hit is None:
+            hit = self._series[(run, tag)] = self.run(run) and fnmatchcase(tag, self.tag_glob)
+        return hit
+
+    def run(self, run: str) -> bool:
+        hit = self._runs.get(run)
+        if hit is None:
+            hit = self._runs[run] = fnmatchcase(run, self.run_glob)
+        return hit
+
+
+_ALL = ("*", "*")
+_COMPACT = (",", ":")
+
+
+@dataclass(frozen=True, eq=False)
+class Message:
+    """One outgoing message: ``scalars`` (batches), ``status`` or ``reset`` (payload), with its ``seq``.
+
+    Encodings are built on first use and cached per filter.
+    """
+
+    kind: str
+    seq: int
+    batches: tuple[ScalarBatch, ...] = ()
+    payload: dict[str, Any] | None = None
+    npoints: int = 0
+    _cache: dict[tuple[str, str], tuple[str | None, int]] = field(default_factory=dict, repr=False)
+    _ws_cache: dict[tuple[str, str], str | None] = field(default_factory=dict, repr=False)
+
+    def _select(self, sub: Subscription) -> tuple[str | None, int]:
+        """(payload JSON, point count) of this message as ``sub`` sees it; cached per filter."""
+        flt = sub._filter
+        key = flt.key
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        if self.kind == "scalars":
+            matched = [b for b in self.batches if flt.series(b.run, b.tag)]
+            if len(matched) == len(self.batches):
+                hit = self._cache.get(_ALL)
+                if hit is None:
+                    hit = self._cache[_ALL] = (_encode_points(self.batches), self.npoints)
+            elif not matched:
+                hit = (None, 0)
+            else:
+                hit = (_encode_points(matched), sum(len(b) for b in matched))
+        elif self.kind == "status":
+            assert self.payload is not None
+            if flt.run(self.payload["run"]):
+                hit = self._cache.get(_ALL)
+                if hit is None:
+                    hit = self._cache[_ALL] = (json.dumps(self.payload, allow_nan=False, separators=_COMPACT), 0)
+            else:
+                hit = (None, 0)
+        else:
+            hit = self._cache.get(_ALL)
+            if hit is None:
+                hit = self._cache[_ALL] = (json.dumps(self.payload, separators=_COMPACT), 0)
+        self._cache[key] = hit
+        return hit
+
+    def json_for(self, sub: Subscription) -> str | None:
+        """Payload JSON for ``sub`` (SSE ``data:``), or None when nothing in it matches the filter.
+
+        scalars: ``{"points": [{"run","tag","step","wall_time","value"}, ...]}``;
+        status: ``{"run", "state", ...fields}``; reset: ``{"seq", "reason"}``.
+        """
+        return self._select(sub)[0]
+
+    def ws_json_for(self, sub: Subscription) -> str | None:
+        """The WebSocket form: the payload with ``"type": kind`` and ``"seq"`` in front; cached."""
+        key = sub._filter.key
+        if key in self._ws_cache:
+            return self._ws_cache[key]
+        body = self.json_for(sub)
+        text = None if body is None else f'{{"type":"{self.kind}","seq":{self.seq},{body[1:]}'
+        self._ws_cache[key] = text
+        return text
+
+    def points_for(self, sub: Subscription) -> int:
+        """How many points of this message ``sub`` receives."""
+        return self._select(sub)[1]
+
+
+def _num(x: float) -> str:
+    if math.isfinite(x):
+        return repr(x)
+    if x != x:
+        return '"NaN"'
+    return '"Infinity"' if x > 0 else '"-Infinity"'
+
+
+def _finite(values: Any) -> bool:
+    if len(values) > 16:
+        return bool(np.isfinite(np.frombuffer(values, dtype=np.float64)).all())
+    return all(math.isfinite(v) for v in values)
+
+
+def _encode_points(batches: Iterable[ScalarBatch]) -> str:
+    parts: list[str] = []
+    for b in batches:
+        head = f'{{"run":{json.dumps(b.run)},"tag":{json.dumps(b.tag)},"step":'
+        rows = zip(b.steps, b.wall_times, b.values, strict=True)
+        if _finite(b.values) and _finite(b.wall_times):
+            parts.extend([f'{head}{s},"wall_time":{w!r},"value":{v!r}}}' for s, w, v in rows])
+        else:
+            parts.extend([f'{head}{s},"wall_time":{_num(w)},"value":{_num(v)}}}' for s, w, v in rows])
+    return '{"points":[' + ",".join(parts) + "]}"
+
+
+def points_rows_json(batch: ScalarBatch) -> str:
+    """``[[step, wall_time, value], ...]`` as JSON text (REST ``points``), non-finite as strings."""
+    rows = zip(batch.steps, batch.wall_times, batch.values, strict=True)
+    if _finite(batch.values) and _finite(batch.wall_times):
+        return "[" + ",".join([f"[{s},{w!r},{v!r}]" for s, w, v in rows]) + "]"
+    return "[" + ",".join([f"[{s},{_num(w)},{_num(v)}]" for s, w, v in rows]) + "]"
+
+
+class Subscription:
+    """A cursor into the hub's message log with a (run, tag) glob filter.
+
+    Obtain one from :meth:`Hub.subscribe`; read with ``await sub.get()``.
+    """
+
+    def __init__(self, hub: Hub, flt: _Filter, kind: str, cursor: int, attach_seq: int, reset: Message | None):
+        self._hub = hub
+        self._filter = flt
+        self.kind = kind
+        self._cursor = cursor  # seq of the next message to read
+        self._attach_seq = attach_seq  # messages <= this were replay, not live backlog
+        self._reset = reset
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed = False
+
+    @property
+    def run_glob(self) -> str:
+        return self._filter.run_glob
+
+    @property
+    def tag_glob(self) -> str:
+        return self._filter.tag_glob
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def next_seq(self) -> int:
+        """Seq of the next message this subscription would read."""
+        return self._cursor
+
+    def matches(self, run: str, tag: str | None = None) -> bool:
+        """Whether points of (run, tag), or a status of ``run`` when tag is None, pass the filter."""
+        return self._filter.run(run) if tag is None else self._filter.series(run, tag)
+
+    def get_nowait(self) -> Message | None:
+        """The next message if one is ready, else None; raises HubClosed once closed."""
+        if self._closed:
+            raise HubClosed("subscription is closed; subscribe again to keep reading")
+        return self._hub._next_for(self)
+
+    async def get(self) -> Message:
+        """Wait for the next message for this filter (a ``reset`` first, if one is due)."""
+        while True:
+            msg = self.get_nowait()
+            if msg is not None:
+                return msg
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            self._hub._waiting.add(self)
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+                self._hub._waiting.discard(self)
+
+    def close(self) -> None:
+        """Stop the subscription; a pending or later ``get()`` raises HubClosed. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._hub._detach(self)
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+
+@dataclass(slots=True)
+class _Run:
+    logdir: str | None = None
+    series: dict[str, Series] = field(default_factory=dict)
+    status: str | None = None
+
+
+class Hub:
+    """Series storage + sequence numbers + replay log + subscriptions; see the module docstring."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.seq = 0
+        self._runs: dict[str, _Run] = {}
+        self._log: deque[Message] = deque()
+        self._log_points = 0
+        self._pending: list[ScalarBatch] = []
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._subs: dict[Subscription, None] = {}
+        self._waiting: set[Subscription] = set()
+        self._closed = False
+        self._points_held = 0
+        self._max_points = max(MIN_DECIMATE, config.memory_budget_bytes // BYTES_PER_POINT)
+        self._counters = dict.fromkeys(
+            (
+                "points_in",
+                "points_out",
+                "batches_out",
+                "status_out",
+                "resets",
+                "replay_hits",
+                "replay_misses",
+                "points_purged",
+                "points_decimated",
+                "decimations",
+            ),
+            0,
+        )
+
+    # ---- ingest -------------------------------------------------------------------------------
+
+    def note_run(self, run: str, logdir: str | None) -> None:
+        """Make ``run`` known (listed by ``runs()`` even before it has points)."""
+        info = self._runs.setdefault(run, _Run())
+        if logdir is not None:
+            info.logdir = logdir
+
+    def ingest(self, batches: Iterable[ScalarBatch]) -> None:
+        """Store points (purge rule, budget) and queue them for the next tick's broadcast.
+
+        The hub keeps a reference to each batch until it is flushed: do not mutate
+        a batch after handing it over. Without a running loop nothing schedules the
+        tick; call :meth:`flush` yourself.
+        """
+        if self._closed:
+            return
+        counters = self._counters
+        for batch in batches:
+            n = len(batch)
+            if n == 0:
+                continue
+            series = self._series_for(batch.run, batch.tag)
+            before = len(series)
+            purged = series.extend(batch.steps, batch.wall_times, batch.values)
+            self._points_held += len(series) - before
+            counters["points_in"] += n
+            counters["points_purged"] += purged
+            self._pending.append(batch)
+            if self._points_held > self._max_points:
+                self._enforce_budget()
+        if self._pending and self._flush_handle is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return
+            self._flush_handle = loop.call_later(self.config.tick_s, self._on_tick)
+
+    def publish_status(self, run: str, state: str, **fields: Any) -> None:
+        """Broadcast a run lifecycle change (``state`` in STATES); earlier points go out first."""
+        if state not in STATES:
+            raise ValueError(f"state={state!r} is not a run state; use one of {', '.join(STATES)}")
+        clash = sorted({"type", "seq"} & fields.keys())
+        if clash:
+            raise ValueError(f"status fields {clash!r} clash with message keys; rename them")
+        payload = {"run": run, "state": state, **fields}
+        try:
+            json.dumps(payload, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(
+                f"status fields {fields!r} are not plain JSON ({exc}); pass str/int/float/bool/None"
+            ) from None
+        if self._closed:
+            return
+        self.flush()
+        self._runs.setdefault(run, _Run()).status = state
+        self.seq += 1
+        self._append(Message("status", self.seq, payload=payload))
+        self._counters["status_out"] += 1
+        self._wake()
+
+    def flush(self) -> None:
+        """Turn queued points into ``scalars`` messages now (normally done by the tick)."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        chunk: list[ScalarBatch] = []
+        count = 0
+        for batch in pending:
+            n = len(batch)
+            start = 0
+            while start < n:
+                take = min(MAX_MESSAGE_POINTS - count, n - start)
+                if start == 0 and take == n:
+                    piece = batch
+                else:
+                    end = start + take
+                    piece = ScalarBatch(
+                        batch.run,
+                        batch.tag,
+                        batch.steps[start:end],
+                        batch.wall_times[start:end],
+                        batch.values[start:end],
+                    )
+                chunk.append(piece)
+                count += take
+                start += take
+                if count >= MAX_MESSAGE_POINTS:
+                    self._publish_chunk(chunk, count)
+                    chunk, count = [], 0
+        if chunk:
+            self._publish_chunk(chunk, count)
+        self._wake()
+
+    def _on_tick(self) -> None:
+        self._flush_handle = None
+        self.flush()
+
+    def _publish_chunk(self, chunk: list[ScalarBatch], count: int) -> None:
+        self.seq += 1
+        self._append(Message("scalars", self.seq, batches=tuple(chunk), npoints=count))
+        self._counters["batches_out"] += 1
+
+    def _append(self, msg: Message) -> None:
+        self._log.append(msg)
+        self._log_points += max(1, msg.npoints)
+        limit = self.config.replay_points
+        while self._log_points > limit and len(self._log) > 1:
+            old = self._log.popleft()
+            self._log_points -= max(1, old.npoints)
+
+    def _wake(self) -> None:
+        if not self._waiting:
+            return
+        waiting, self._waiting = self._waiting, set()
+        for sub in waiting:
+            sub._wake()
+
+    def _series_for(self, run: str, tag: str) -> Series:
+        info = self._runs.get(run)
+        if info is None:
+            info = self._runs[run] = _Run()
+        series = info.series.get(tag)
+        if series is None:
+            series = info.series[tag] = Series(run, tag)
+        return series
+
+    def _enforce_budget(self) -> None:
+        """Decimate the largest series until the held points are back under LOW_WATER of the budget."""
+        target = int(self._max_points * LOW_WATER)
+        heap = [(-len(s), i, s) for i, s in enumerate(self._all_series()) if len(s) >= MIN_DECIMATE]
+        heapq.heapify(heap)
+        while self._points_held > target and heap:
+            _, i, series = heapq.heappop(heap)
+            dropped = series.decimate()
+            if dropped == 0:
+                continue
+            self._points_held -= dropped
+            self._counters["points_decimated"] += dropped
+            self._counters["decimations"] += 1
+            if len(series) >= MIN_DECIMATE:
+                heapq.heappush(heap, (-len(series), i, series))
+
+    def _all_series(self) -> Iterable[Series]:
+        for info in self._runs.values():
+            yield from info.series.values()
+
+    # ---- subscriptions ------------------------------------------------------------------------
+
+    def subscribe(
+        self, run_glob: str = "*", tag_glob: str = "*", since: int | None = None, kind: str = "sse"
+    ) -> Subscription:
+        """A new subscription; with ``since=SEQ`` it first replays every message with seq > SEQ.
+
+        If SEQ is older than the replay log (or newer than ``self.seq``) the first
+        message is a ``reset`` instead, and delivery continues from the newest seq.
+        Raises ValueError for a bad glob or ``since``, HubClosed after ``close()``.
+        """
+        validate_glob(run_glob, name="run")
+        validate_glob(tag_glob, name="tag")
+        if since is not None and (isinstance(since, bool) or not isinstance(since, int) or since < 0):
+            raise ValueError(f"since={since!r} must be a non-negative integer seq (the last one received)")
+        if self._closed:
+            raise HubClosed("the hub is closed (server shutting down); reconnect later")
+        cursor = self.seq + 1
+        reset = None
+        if since is not None:
+            first = self._log[0].seq if self._log else self.seq + 1
+            if since > self.seq:
+                reset = self._reset_message(
+                    f"since={since} is ahead of the server's last seq {self.seq} (server restarted?)"
+                )
+                self._counters["replay_misses"] += 1
+            elif since + 1 < first:
+                reset = self._reset_message(f"messages after seq {since} are no longer held (oldest is {first})")
+                self._counters["replay_misses"] += 1
+            else:
+                cursor = since + 1
+                self._counters["replay_hits"] += 1
+        sub = Subscription(self, _Filter(run_glob, tag_glob), kind, cursor, self.seq, reset)
+        self._subs[sub] = None
+        return sub
+
+    def _reset_message(self, reason: str) -> Message:
+        text = f"{reason}; re-read history via REST, then continue after seq {self.seq}"
+        return Message("reset", self.seq, payload={"seq": self.seq, "reason": text})
+
+    def _next_for(self, sub: Subscription) -> Message | None:
+        if sub._reset is not None:
+            msg, sub._reset = sub._reset, None
+            return msg
+        log = self._log
+        limit = self.config.subscriber_queue
+        while sub._cursor <= self.seq:
+            first = log[0].seq
+            backlog = self.seq - max(sub._cursor - 1, sub._attach_seq)
+            if backlog > limit or sub._cursor < first:
+                why = (
+                    f"fell more than {limit} messages behind"
+                    if backlog > limit
+                    else f"messages from seq {sub._cursor} were evicted before being read"
+                )
+                self._counters["resets"] += 1
+                sub._cursor = self.seq + 1
+                return self._reset_message(why)
+            msg = log[sub._cursor - first]
+            sub._cursor += 1
+            body, points = msg._select(sub)
+            if body is not None:
+                self._counters["points_out"] += points
+                return msg
+        return None
+
+    def _detach(self, sub: Subscription) -> None:
+        self._subs.pop(sub, None)
+        self._waiting.discard(sub)
+
+    async def close(self) -> None:
+        """End every subscription (their ``get()`` raises HubClosed) and stop the tick."""
+        self._closed = True
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        for sub in list(self._subs):
+            sub.close()
+        self._waiting.clear()
+
+    # ---- queries ------------------------------------------------------------------------------
+
+    def has_run(self, run: str) -> bool:
+        return run in self._runs
+
+    def tags(self, run: str) -> list[str]:
+        """Sorted tags of ``run``; KeyError if the run is unknown."""
+        return sorted(self._run(run).series)
+
+    def runs(self) -> list[dict[str, Any]]:
+        """One dict per run, sorted: run, logdir, tags, last_step, last_wall_time, status."""
+        out = []
+        for name in sorted(self._runs):
+            info = self._runs[name]
+            steps = [s.last_step for s in info.series.values() if s.last_step is not None]
+            times = [s.last_wall_time for s in info.series.values() if s.last_wall_time is not None]
+            out.append(
+                {
+                    "run": name,
+                    "logdir": info.logdir,
+                    "tags": sorted(info.series),
+                    "last_step": max(steps) if steps else None,
+                    "last_wall_time": max(times) if times else None,
+                    "status": info.status,
+                }
+            )
+        return out
+
+    def scalars(self, run: str, tag: str, since_step: int | None = None, limit: int | None = None) -> ScalarBatch:
+        """Held points of (run, tag) with step > ``since_step``, the first ``limit`` of them, in step order.
+
+        KeyError (with a message naming what exists) for an unknown run or tag;
+        ValueError for a negative ``limit``.
+        """
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit={limit!r} must be >= 0")
+        info = self._run(run)
+        series = info.series.get(tag)
+        if series is None:
+            known = ", ".join(repr(t) for t in sorted(info.series)[:20]) or "none yet"
+            raise KeyError(f"run {run!r} has no tag {tag!r}; its tags: {known}")
+        return series.query(since_step, limit)
+
+    def _run(self, run: str) -> _Run:
+        info = self._runs.get(run)
+        if info is None:
+            known = ", ".join(repr(r) for r in sorted(self._runs)[:20]) or "none yet"
+            raise KeyError(f"unknown run {run!r}; known runs: {known}")
+        return info
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for /health and /metrics (cheap: O(series) for bytes_held)."""
+        subscribers = dict.fromkeys(KINDS, 0)
+        for sub in self._subs:
+            subscribers[sub.kind] = subscribers.get(sub.kind, 0) + 1
+        return {
+            **self._counters,
+            "seq": self.seq,
+            "bytes_held": sum(s.nbytes() for s in self._all_series()),
+            "points_held": self._points_held,
+            "series": sum(len(info.series) for info in self._runs.values()),
+            "runs": len(self._runs),
+            "replay_messages": len(self._log),
+            "replay_points": self._log_points,
+            "subscribers": subscribers,
+        }

@@ -1,0 +1,147 @@
+"""Compact storage of one (run, tag) series: three typed arrays, 24 bytes per point.
+
+Steps live in ``array('q')``, wall times and values in ``array('d')``: no Python
+object per point, so a million points hold ~24 MB (plus array growth slack of
+at most 1/16) instead of ~200 MB of tuples.
+
+Restarts (the rule TensorBoard applies with ``purge_orphaned_data``): held steps
+are kept strictly increasing. A new point whose step is ``<=`` the series' last
+step means the run was resumed from a checkpoint (or written with
+``purge_step``): every held point with ``step >= new step`` is dropped, then the
+new point is appended. So re-sending a point is idempotent, and a resumed run
+shows its new curve instead of a zig-zag. Clients that keep their own copy of
+a live series apply the same rule to streamed points and stay identical.
+
+Decimation: when the hub's memory budget is exceeded it calls
+:meth:`Series.decimate`, which keeps the first point, the newest quarter of the
+series untouched, and of the older points only the minimum and maximum value
+of each bucket of :data:`BUCKET` points. Repeated decimation makes old history
+progressively coarser while extrema and the live end stay exact.
+"""
+
+from __future__ import annotations
+
+import sys
+from array import array
+from bisect import bisect_left, bisect_right
+from itertools import pairwise
+
+import numpy as np
+
+from lightning_stream.scalars import ScalarBatch
+
+BYTES_PER_POINT = 24  # int64 step + float64 wall time + float64 value
+BUCKET = 4  # old points per bucket: 4 -> 2 (min, max)
+MIN_DECIMATE = 64  # shorter series are never decimated (bounds the per-series floor)
+
+
+class Series:
+    """Points of one (run, tag), steps strictly increasing (see the module's purge rule)."""
+
+    __slots__ = ("run", "steps", "tag", "values", "wall_times")
+
+    def __init__(self, run: str, tag: str) -> None:
+        self.run = run
+        self.tag = tag
+        self.steps: array[int] = array("q")
+        self.wall_times: array[float] = array("d")
+        self.values: array[float] = array("d")
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    @property
+    def last_step(self) -> int | None:
+        return self.steps[-1] if self.steps else None
+
+    @property
+    def last_wall_time(self) -> float | None:
+        return self.wall_times[-1] if self.wall_times else None
+
+    def nbytes(self) -> int:
+        """Bytes allocated by the three arrays (capacity, not just length)."""
+        return sum(sys.getsizeof(a) - _ARRAY_HEADER for a in (self.steps, self.wall_times, self.values))
+
+    def extend(self, steps: array[int], wall_times: array[float], values: array[float]) -> int:
+        """Append points in order, applying the purge rule; return how many held points were purged."""
+        n = len(steps)
+        if not (len(wall_times) == len(values) == n):
+            raise ValueError(
+                f"batch for {self.run!r}/{self.tag!r} has {n} steps, {len(wall_times)} wall times and "
+                f"{len(values)} values; the three arrays must have the same length"
+            )
+        if n == 0:
+            return 0
+        if not isinstance(steps, array) or steps.typecode != "q":
+            steps = array("q", steps)
+        if not isinstance(wall_times, array) or wall_times.typecode != "d":
+            wall_times = array("d", wall_times)
+        if not isinstance(values, array) or values.typecode != "d":
+            values = array("d", values)
+        # Segments of strictly increasing steps; a break starts a new segment that may purge.
+        breaks = [0]
+        if n > 1:
+            as_np = np.frombuffer(steps, dtype=np.int64)
+            breaks.extend((np.flatnonzero(as_np[1:] <= as_np[:-1]) + 1).tolist())
+        breaks.append(n)
+        purged = 0
+        for start, end in pairwise(breaks):
+            first = steps[start]
+            if self.steps and first <= self.steps[-1]:
+                cut = bisect_left(self.steps, first)
+                purged += len(self.steps) - cut
+                del self.steps[cut:]
+                del self.wall_times[cut:]
+                del self.values[cut:]
+            if start == 0 and end == n:
+                self.steps.extend(steps)
+                self.wall_times.extend(wall_times)
+                self.values.extend(values)
+            else:
+                self.steps.extend(steps[start:end])
+                self.wall_times.extend(wall_times[start:end])
+                self.values.extend(values[start:end])
+        return purged
+
+    def query(self, since_step: int | None = None, limit: int | None = None) -> ScalarBatch:
+        """Copy of the points with ``step > since_step`` (all if None), the first ``limit`` of them."""
+        start = 0 if since_step is None else bisect_right(self.steps, since_step)
+        end = len(self.steps) if limit is None else min(len(self.steps), start + limit)
+        return ScalarBatch(
+            self.run, self.tag, self.steps[start:end], self.wall_times[start:end], self.values[start:end]
+        )
+
+    def decimate(self) -> int:
+        """Thin old points (see module docstring); return how many points were dropped (0 if too short)."""
+        n = len(self.steps)
+        if n < MIN_DECIMATE:
+            return 0
+        tail_start = n - max(1, n // 4)
+        nb = (tail_start - 1) // BUCKET  # whole buckets in [1, tail_start)
+        if nb == 0:
+            return 0
+        old_end = 1 + nb * BUCKET
+        vals = np.frombuffer(self.values, dtype=np.float64)
+        buckets = vals[1:old_end].reshape(nb, BUCKET)
+        base = 1 + np.arange(nb) * BUCKET
+        # argmin/argmax return the first NaN of a bucket, so a divergence stays visible.
+        lo = base + np.argmin(buckets, axis=1)
+        hi = base + np.argmax(buckets, axis=1)
+        kept = np.unique(np.concatenate((lo, hi)))  # sorted, so steps stay increasing
+        index = np.concatenate((np.zeros(1, dtype=np.int64), kept, np.arange(old_end, n, dtype=np.int64)))
+        steps_np = np.frombuffer(self.steps, dtype=np.int64)
+        times_np = np.frombuffer(self.wall_times, dtype=np.float64)
+        # New arrays (not del/slice in place) so the freed capacity really goes back.
+        self.steps = _from_np("q", steps_np[index])
+        self.wall_times = _from_np("d", times_np[index])
+        self.values = _from_np("d", vals[index])
+        return n - len(index)
+
+
+def _from_np(typecode: str, data: np.ndarray) -> array:  # type: ignore[type-arg]
+    out = array(typecode)
+    out.frombytes(data.tobytes())
+    return out
+
+
+_ARRAY_HEADER = sys.getsizeof(array("q"))  # empty array: header only, excluded from nbytes()
