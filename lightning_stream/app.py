@@ -1,0 +1,226 @@
+"""The one aiohttp application: REST, SSE, WebSocket, health, metrics, dashboard.
+
+``create_app(state)`` wires the routes of SPEC "HTTP" to a ``Hub``; it knows
+nothing about threads, ports or watchers (``server.py`` owns those). Every
+answer to bad input is a 4xx ``{"error": ...}``; an unexpected exception is
+logged and answered ``500`` with the same shape, never a traceback.
+
+Routes: ``/health`` (no token), ``/api/runs``, ``/api/scalars``, ``/api/openapi.json``,
+``/stream`` (``sse.py``), ``/ws`` (``websocket.py``), ``/metrics``, ``/`` (the
+dashboard ``static/index.html``, or a placeholder) and ``/static/NAME`` (the other
+files of ``static/``).
+
+``on_shutdown`` ends every SSE stream and closes every WebSocket with 1001
+GOING_AWAY, so ``runner.cleanup()`` returns promptly and frees the port.
+For prompt detection of vanished SSE clients, run the app with
+``web.AppRunner(app, handler_cancellation=True)`` (``tests/apptools.py`` does).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from lightning_stream._version import __version__
+from lightning_stream.config import ServerConfig
+from lightning_stream.hub import Hub, points_rows_json
+from lightning_stream.looplag import LoopLagMonitor
+from lightning_stream.metrics import MetricSources, make_registry, render
+from lightning_stream.openapi import openapi_document
+from lightning_stream.security import (
+    MAX_LIMIT,
+    BadRequest,
+    Handler,
+    json_error,
+    parse_int,
+    parse_name,
+    security_middleware,
+)
+from lightning_stream.sse import SSEStreams
+from lightning_stream.websocket import WebSockets
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).with_name("static")
+
+PLACEHOLDER_HTML = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>lightning-stream</title></head>
+<body><h1>lightning-stream</h1>
+<p>The dashboard is not installed. The data is live at
+<a href="api/runs">/api/runs</a>, <a href="stream">/stream</a> (SSE), <code>/ws</code> (WebSocket)
+and <a href="health">/health</a>.</p></body></html>
+"""
+
+
+def _no_restarts() -> int:
+    return 0
+
+
+def _no_reader_errors() -> dict[str, int]:
+    return {}
+
+
+def _no_logdirs() -> list[str]:
+    return []
+
+
+@dataclass
+class AppState:
+    """What the app reads; owned by the server, shared with the app by reference."""
+
+    hub: Hub
+    config: ServerConfig
+    loop_lag: LoopLagMonitor
+    started_monotonic: float = field(default_factory=time.monotonic)
+    restarts: Callable[[], int] = _no_restarts
+    reader_errors: Callable[[], dict[str, int]] = _no_reader_errors
+    logdirs: Callable[[], list[str]] = _no_logdirs
+
+
+STATE = web.AppKey("lightning_stream_state", AppState)
+SSE = web.AppKey("lightning_stream_sse", SSEStreams)
+WS = web.AppKey("lightning_stream_ws", WebSockets)
+
+
+class _Routes:
+    def __init__(self, state: AppState, sse: SSEStreams, ws: WebSockets) -> None:
+        self.state = state
+        self.sse = sse
+        self.ws = ws
+        self.registry = make_registry(
+            MetricSources(
+                hub_stats=state.hub.stats,
+                clients=self.clients,
+                loop_lag=state.loop_lag,
+                uptime_s=self.uptime_s,
+                restarts=state.restarts,
+                reader_errors=state.reader_errors,
+                ws_errors=lambda: ws.errors_sent,
+            )
+        )
+
+    def clients(self) -> dict[str, int]:
+        return {"sse": self.sse.count, "ws": self.ws.count}
+
+    def uptime_s(self) -> float:
+        return time.monotonic() - self.state.started_monotonic
+
+    async def health(self, request: web.Request) -> web.Response:
+        hub = self.state.hub
+        stats = hub.stats()
+        return web.json_response(
+            {
+                "status": "ok",
+                "version": __version__,
+                "pid": os.getpid(),
+                "uptime_s": round(self.uptime_s(), 3),
+                "runs": len(hub.runs()),
+                "clients": self.clients(),
+                "events_total": int(stats.get("points_in", 0)),
+                "loop_lag_ms": round(self.state.loop_lag.lag_ms, 3),
+                "seq": hub.seq,
+                "logdirs": self.state.logdirs(),
+                "restarts": self.state.restarts(),
+            }
+        )
+
+    async def runs(self, request: web.Request) -> web.Response:
+        return web.json_response(self.state.hub.runs())
+
+    async def scalars(self, request: web.Request) -> web.Response:
+        query = request.query
+        try:
+            run = parse_name(query.get("run"), "run")
+            tag = parse_name(query.get("tag"), "tag")
+            since_step = None if "since_step" not in query else parse_int(query["since_step"], "since_step")
+            limit = None if "limit" not in query else parse_int(query["limit"], "limit", minimum=1, maximum=MAX_LIMIT)
+        except BadRequest as exc:
+            return json_error(400, str(exc))
+        hub = self.state.hub
+        if not hub.has_run(run):
+            known = ", ".join(repr(r["run"]) for r in hub.runs()[:20]) or "none yet"
+            return json_error(404, f"unknown run {run!r}; known runs: {known} (GET /api/runs)")
+        # Queued points become messages now, so `seq` covers exactly the points returned (no await in
+        # between): a client that loads this and then subscribes with since=seq misses nothing and
+        # receives nothing twice.
+        hub.flush()
+        seq = hub.seq
+        try:
+            batch = hub.scalars(run, tag, since_step=since_step, limit=limit)
+        except KeyError:
+            tags = ", ".join(repr(t) for t in hub.tags(run)[:50]) or "none yet"
+            return json_error(404, f"unknown tag {tag!r} in run {run!r}; its tags: {tags}")
+        head = json.dumps({"run": run, "tag": tag, "seq": seq})
+        body = f'{head[:-1]}, "points": {points_rows_json(batch)}}}'  # rows encoded once, NaN as "NaN"
+        return web.Response(text=body, content_type="application/json")
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.json_response(openapi_document(token=self.state.config.token is not None))
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        body, content_type = render(self.registry)
+        response = web.Response(body=body)
+        response.headers["Content-Type"] = content_type
+        return response
+
+    async def index(self, request: web.Request) -> web.StreamResponse:
+        page = STATIC_DIR / "index.html"
+        if page.is_file():
+            return web.FileResponse(page, headers={"Cache-Control": "no-cache"})
+        return web.Response(text=PLACEHOLDER_HTML, content_type="text/html")
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """aiohttp's own 404/405/413... and unexpected exceptions, as ``{"error": ...}``."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = {
+            404: f"no route {request.path!r}; see /api/openapi.json for the API",
+            405: f"method {request.method} is not allowed on {request.path!r}; use GET",
+        }.get(exc.status, exc.text or exc.reason)
+        return json_error(exc.status, message, headers={k: v for k, v in exc.headers.items() if k == "Allow"})
+    except Exception:
+        log.exception("unhandled error answering %s %s", request.method, request.path_qs)
+        return json_error(500, "internal error in lightning-stream; see the server log")
+
+
+def create_app(state: AppState) -> web.Application:
+    """The application for ``state``; start ``state.loop_lag`` yourself (the server owns the loop)."""
+    app = web.Application(
+        middlewares=[json_errors, security_middleware(state.config)],
+        client_max_size=64 * 1024,  # no route takes a body
+    )
+    sse = SSEStreams(state.hub, state.config)
+    ws = WebSockets(state.hub, state.config)
+    routes = _Routes(state, sse, ws)
+    app[STATE] = state
+    app[SSE] = sse
+    app[WS] = ws
+    app.router.add_get("/health", routes.health)
+    app.router.add_get("/api/runs", routes.runs)
+    app.router.add_get("/api/scalars", routes.scalars)
+    app.router.add_get("/api/openapi.json", routes.openapi)
+    app.router.add_get("/metrics", routes.metrics)
+    app.router.add_get("/stream", sse.handle)
+    app.router.add_get("/ws", ws.handle)
+    app.router.add_get("/", routes.index)
+    if STATIC_DIR.is_dir():
+        app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)
+
+    async def on_shutdown(app: web.Application) -> None:
+        await sse.close_all()
+        await ws.close_all()
+
+    app.on_shutdown.append(on_shutdown)
+    return app

@@ -1,0 +1,192 @@
+"""``GET /stream``: Server-Sent Events from the hub, with resume by ``Last-Event-ID``.
+
+Wire format (asserted byte for byte in the tests), lines end with ``\\n``::
+
+    retry: 2000\\n\\n                         once, right after the headers
+    id: 7\\nevent: scalars\\ndata: {...}\\n\\n    one frame per hub message (scalars|status|reset)
+    : keep-alive\\n\\n                       after ``config.keepalive_s`` without a frame
+
+``id:`` is the hub's global sequence number, so a browser's automatic
+reconnect (``Last-Event-ID`` header) or ``?last_event_id=N`` resumes exactly
+after the last frame received; the hub answers with the missed batches or an
+``event: reset`` when they are no longer in its replay buffer.
+
+Why not ``aiohttp-sse`` (3.0)? Its ``send()`` formats and line-splits every
+event per client and runs a ping task per connection; here the payload JSON is
+built once per filter by the hub and a client's frames go out in one write,
+several messages coalesced when the client is behind. Shutdown is also ours:
+``close_all()`` ends every stream (and aborts stalled ones) so that
+``runner.cleanup()`` returns promptly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from aiohttp import hdrs, web
+
+from lightning_stream.config import ServerConfig
+from lightning_stream.hub import Hub, HubClosed, Message, Subscription
+from lightning_stream.security import BadRequest, cors_headers_for, json_error, parse_glob, parse_seq
+
+if sys.version_info >= (3, 11):
+    from asyncio import timeout as _timeout
+else:  # pragma: no cover - Python 3.10
+
+    @contextlib.asynccontextmanager
+    async def _timeout(delay: float) -> AsyncIterator[None]:
+        task = asyncio.current_task()
+        assert task is not None
+        handle = asyncio.get_running_loop().call_later(delay, task.cancel)
+        try:
+            yield
+        except asyncio.CancelledError:
+            if handle.cancelled() or handle.when() > asyncio.get_running_loop().time():
+                raise
+            raise TimeoutError from None
+        finally:
+            handle.cancel()
+
+
+log = logging.getLogger(__name__)
+
+RETRY_MS = 2000
+KEEPALIVE = b": keep-alive\n\n"
+#: how often an idle stream checks that its client is still connected
+LIVENESS_CHECK_S = 1.0
+#: most messages coalesced into one write for a client that is behind
+MAX_COALESCE = 64
+SHUTDOWN_GRACE_S = 1.0
+
+
+def sse_frame(kind: str, seq: int, payload: str) -> bytes:
+    """One SSE event; a payload with newlines (never from the hub's JSON) gets one ``data:`` per line."""
+    if "\n" in payload or "\r" in payload:
+        data = "".join(f"data: {line}\n" for line in payload.splitlines())
+        return f"id: {seq}\nevent: {kind}\n{data}\n".encode()
+    return f"id: {seq}\nevent: {kind}\ndata: {payload}\n\n".encode()
+
+
+def resume_point(request: web.Request) -> int | None:
+    """The seq the client has seen: the ``Last-Event-ID`` header (set by the browser on
+    reconnect, so fresher) wins over ``?last_event_id=`` (fixed in the URL)."""
+    header = request.headers.get("Last-Event-ID")
+    if header is not None and header.strip():
+        return parse_seq(header.strip(), "Last-Event-ID header")
+    query = request.query.get("last_event_id")
+    if query is not None:
+        return parse_seq(query, "last_event_id")
+    return None
+
+
+@dataclass(eq=False)
+class _Stream:
+    request: web.Request
+    sub: Subscription
+    task: asyncio.Task[object] | None
+    last_write: float = field(default_factory=time.monotonic)
+
+
+class SSEStreams:
+    """The ``/stream`` route handler plus the live streams it must end on shutdown."""
+
+    def __init__(self, hub: Hub, config: ServerConfig) -> None:
+        self._hub = hub
+        self._config = config
+        self._streams: set[_Stream] = set()
+        self._closing = False
+        self.frames_sent = 0
+        self.bytes_sent = 0
+
+    @property
+    def count(self) -> int:
+        return len(self._streams)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        if self._closing:
+            return json_error(503, "the server is shutting down; reconnect in a moment")
+        try:
+            run_glob = parse_glob(request.query.get("run"), "run")
+            tag_glob = parse_glob(request.query.get("tag"), "tag")
+            since = resume_point(request)
+        except BadRequest as exc:
+            return json_error(400, str(exc))
+
+        sub = self._hub.subscribe(run_glob, tag_glob, since=since, kind="sse")
+        stream = _Stream(request, sub, asyncio.current_task())
+        self._streams.add(stream)
+        try:
+            response = web.StreamResponse(
+                headers={
+                    hdrs.CONTENT_TYPE: "text/event-stream; charset=utf-8",
+                    hdrs.CACHE_CONTROL: "no-cache",
+                    "X-Accel-Buffering": "no",
+                    **cors_headers_for(request, self._config),
+                }
+            )
+            await response.prepare(request)
+            await response.write(f"retry: {RETRY_MS}\n\n".encode())
+            await self._pump(stream, response)
+        except (ConnectionError, HubClosed):
+            pass  # client went away, or the server is shutting down
+        finally:
+            sub.close()
+            self._streams.discard(stream)
+        return response
+
+    async def _pump(self, stream: _Stream, response: web.StreamResponse) -> None:
+        sub = stream.sub
+        keepalive_s = self._config.keepalive_s
+        wait_s = min(keepalive_s, LIVENESS_CHECK_S)
+        while True:
+            try:
+                async with _timeout(wait_s):
+                    message = await sub.get()
+            except TimeoutError:
+                transport = stream.request.transport
+                if transport is None or transport.is_closing():
+                    return
+                if time.monotonic() - stream.last_write >= keepalive_s:
+                    await response.write(KEEPALIVE)
+                    stream.last_write = time.monotonic()
+                continue
+            chunks = [self._encode(message, sub)]
+            for _ in range(MAX_COALESCE):
+                more = sub.get_nowait()
+                if more is None:
+                    break
+                chunks.append(self._encode(more, sub))
+            data = b"".join(chunks)
+            if data:
+                await response.write(data)
+                stream.last_write = time.monotonic()
+                self.bytes_sent += len(data)
+
+    def _encode(self, message: Message, sub: Subscription) -> bytes:
+        payload = message.json_for(sub)
+        if payload is None:
+            return b""
+        self.frames_sent += 1
+        return sse_frame(message.kind, message.seq, payload)
+
+    async def close_all(self) -> None:
+        """End every stream: subscriptions close (handlers return), stalled writers are aborted."""
+        self._closing = True
+        streams = list(self._streams)
+        for stream in streams:
+            stream.sub.close()
+        tasks = {s.task for s in streams if s.task is not None and not s.task.done()}
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_S)
+            for stream in streams:
+                if stream.task in pending:
+                    transport = stream.request.transport
+                    if transport is not None:
+                        transport.abort()  # a client that stopped reading: the write would never finish
+                    stream.task.cancel()

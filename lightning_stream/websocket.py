@@ -1,0 +1,209 @@
+"""``GET /ws``: the WebSocket protocol (JSON text messages).
+
+Client → server::
+
+    {"op": "subscribe", "run": GLOB?, "tag": GLOB?, "since": SEQ?}   replaces any earlier subscription
+    {"op": "unsubscribe"}
+    {"op": "ping"}
+
+Server → client::
+
+    {"type": "subscribed", "run": GLOB, "tag": GLOB, "seq": N}        seq = hub seq at subscribe time
+    {"type": "scalars", "seq": N, "points": [{"run","tag","step","wall_time","value"}, ...]}
+    {"type": "status", "seq": N, "run": R, "state": S, ...}
+    {"type": "reset", "seq": N, "reason": "..."}                       re-read REST, then keep going
+    {"type": "unsubscribed"} / {"type": "pong", "seq": N}
+    {"type": "error", "message": "..."}                                the connection stays usable
+
+Frames larger than ``config.ws_max_msg_size`` close the connection with 1009
+(aiohttp's rule: the frame cannot be skipped safely). Protocol pings every
+``config.keepalive_s`` detect dead peers. Per-message compression is off: it
+would cost CPU per client per message, which is what fan-out cannot afford.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from lightning_stream.config import ServerConfig
+from lightning_stream.hub import Hub, HubClosed, Message, Subscription
+from lightning_stream.security import BadRequest, json_error, parse_glob, parse_seq
+
+log = logging.getLogger(__name__)
+
+CLOSE_TIMEOUT_S = 1.0
+MAX_COALESCE = 64
+OPS = ("subscribe", "unsubscribe", "ping")
+
+
+def ws_text(message: Message, payload: str) -> str:
+    """``{"type": kind, "seq": N, ...payload}`` without re-encoding the hub's JSON."""
+    body = payload.strip()
+    if not body.startswith("{") or not body.endswith("}"):
+        raise ValueError(f"hub payload must be a JSON object, got {payload[:40]!r}")
+    inner = body[1:-1].strip()
+    # the reset payload carries its own "seq"
+    head = f'{{"type":"{message.kind}"' if message.kind == "reset" else f'{{"type":"{message.kind}","seq":{message.seq}'
+    return f"{head},{inner}}}" if inner else f"{head}}}"
+
+
+def _ws_message(message: Message, sub: Subscription) -> str | None:
+    if message.kind == "reset":
+        payload = message.json_for(sub)
+        return None if payload is None else ws_text(message, payload)
+    return message.ws_json_for(sub)  # cached per filter: shared by every subscriber with the same globs
+
+
+def _error(message: str) -> str:
+    return json.dumps({"type": "error", "message": message})
+
+
+class _Connection:
+    """One WebSocket client: a reader loop (this task) and a pump task per subscription."""
+
+    def __init__(self, ws: web.WebSocketResponse, hub: Hub, owner: WebSockets) -> None:
+        self.ws = ws
+        self.hub = hub
+        self.owner = owner
+        self.sub: Subscription | None = None
+        self.pump: asyncio.Task[None] | None = None
+
+    async def on_text(self, text: str) -> None:
+        try:
+            request = json.loads(text)
+        except ValueError:
+            await self.error(f'not JSON: {text[:80]!r}; send e.g. {{"op": "subscribe"}}')
+            return
+        if not isinstance(request, dict):
+            await self.error(f"expected a JSON object with an 'op', got {type(request).__name__}")
+            return
+        op = request.get("op")
+        try:
+            if op == "subscribe":
+                await self.subscribe(request)
+            elif op == "unsubscribe":
+                await self.unsubscribe()
+                await self.ws.send_str('{"type":"unsubscribed"}')
+            elif op == "ping":
+                await self.ws.send_str(json.dumps({"type": "pong", "seq": self.hub.seq}))
+            else:
+                raise BadRequest(f"unknown op {op!r}; use one of {', '.join(OPS)}")
+        except BadRequest as exc:
+            await self.error(str(exc))
+
+    async def error(self, message: str) -> None:
+        self.owner.errors_sent += 1
+        await self.ws.send_str(_error(message))
+
+    async def subscribe(self, request: dict[str, Any]) -> None:
+        unknown = set(request) - {"op", "run", "tag", "since"}
+        if unknown:
+            raise BadRequest(f"unknown field(s) {sorted(unknown)!r} in subscribe; allowed: run, tag, since")
+        run_glob = parse_glob(request.get("run"), "run")
+        tag_glob = parse_glob(request.get("tag"), "tag")
+        since = request.get("since")
+        since_seq = None if since is None else parse_seq(since, "since")
+        await self.unsubscribe()
+        sub = self.hub.subscribe(run_glob, tag_glob, since=since_seq, kind="ws")
+        self.sub = sub
+        await self.ws.send_str(
+            json.dumps({"type": "subscribed", "run": run_glob, "tag": tag_glob, "seq": self.hub.seq})
+        )
+        self.pump = asyncio.get_running_loop().create_task(self._pump(sub))
+
+    async def unsubscribe(self) -> None:
+        sub, self.sub = self.sub, None
+        pump, self.pump = self.pump, None
+        if sub is not None:
+            sub.close()
+        if pump is not None:
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
+
+    async def _pump(self, sub: Subscription) -> None:
+        ws = self.ws
+        try:
+            while True:
+                message = await sub.get()
+                batch = [message]
+                for _ in range(MAX_COALESCE):
+                    more = sub.get_nowait()
+                    if more is None:
+                        break
+                    batch.append(more)
+                for item in batch:
+                    text = _ws_message(item, sub)
+                    if text is not None:
+                        await ws.send_str(text)
+                        self.owner.messages_sent += 1
+        except (HubClosed, ConnectionError):
+            pass
+        finally:
+            sub.close()
+
+    async def close(self) -> None:
+        await self.unsubscribe()
+
+
+class WebSockets:
+    """The ``/ws`` route handler plus the live connections it must close on shutdown."""
+
+    def __init__(self, hub: Hub, config: ServerConfig) -> None:
+        self._hub = hub
+        self._config = config
+        self._connections: set[_Connection] = set()
+        self._closing = False
+        self.messages_sent = 0
+        self.errors_sent = 0
+
+    @property
+    def count(self) -> int:
+        return len(self._connections)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        if self._closing:
+            return json_error(503, "the server is shutting down; reconnect in a moment")
+        ws = web.WebSocketResponse(
+            heartbeat=self._config.keepalive_s,
+            max_msg_size=self._config.ws_max_msg_size,
+            compress=False,
+            timeout=CLOSE_TIMEOUT_S,
+        )
+        ready = ws.can_prepare(request)
+        if not ready.ok:
+            return json_error(400, "this is a WebSocket endpoint; connect with a WebSocket client (Upgrade: websocket)")
+        await ws.prepare(request)
+        conn = _Connection(ws, self._hub, self)
+        self._connections.add(conn)
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    await conn.on_text(msg.data)
+                elif msg.type == WSMsgType.BINARY:
+                    await conn.error("binary frames are not understood; send JSON text")
+                elif msg.type == WSMsgType.ERROR:
+                    log.debug("websocket error from %s: %r", request.remote, ws.exception())
+        except ConnectionError:
+            pass
+        finally:
+            await conn.close()
+            self._connections.discard(conn)
+        return ws
+
+    async def close_all(self) -> None:
+        """Close every connection with 1001 GOING_AWAY (bounded wait for each peer's answer)."""
+        self._closing = True
+        conns = list(self._connections)
+        for conn in conns:
+            await conn.close()
+        await asyncio.gather(
+            *(conn.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown") for conn in conns),
+            return_exceptions=True,
+        )
