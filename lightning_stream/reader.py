@@ -1,0 +1,539 @@
+"""Incremental, fault-tolerant reader of the scalars in one TensorBoard event file.
+
+``EventFileReader.read()`` returns only the points written since the previous call: it keeps the
+byte offset of the first record it has not consumed, so a growing file is parsed once. A record
+still being written is left for the next call; a record with a bad checksum is skipped with one
+warning naming the file and offset; a bad length resynchronises on the next valid header; a file
+replaced or truncated is read again from the start (counted in ``stats["restarts"]``).
+
+Speed comes from not building protobuf objects: the common layouts (``Event.summary.value`` with
+``simple_value``, or a rank-0 ``tensor`` whose tag carries plugin ``scalars``) are decoded by hand,
+straight into columnar arrays grouped by tag. Everything else in a ``Summary`` (images, histograms,
+text, hparams) is stepped over by its length. Only records the hand decoder does not recognise go
+through ``tensorboard``'s protobuf classes. The hand decoder exists twice with identical results:
+in C (``lightning_stream._speedups``, built when a compiler is available; ~10x faster) and in
+pure Python below (the reference, and the fallback).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+from array import array
+from collections.abc import Callable
+from typing import Any
+
+from lightning_stream.filesystem import DEFAULT_FILESYSTEM, FileStat, FileSystem
+from lightning_stream.scalars import ScalarBatch
+from lightning_stream.tfrecord import (
+    FOOTER_SIZE,
+    FRAMING_SIZE,
+    HEADER_SIZE,
+    MAX_READ_RECORD,
+    find_header,
+    masked_crc32c,
+    parse_header,
+)
+
+__all__ = ["STAT_KEYS", "EventFileReader", "decode_records", "has_speedups"]
+
+log = logging.getLogger(__name__)
+
+CHUNK_SIZE = 8 * 1024 * 1024
+"""Bytes read per call to the filesystem; a large file is read in pieces of this size."""
+
+STAT_KEYS = ("records", "scalars", "crc_errors", "bad_lengths", "parse_errors", "restarts", "skipped_large")
+
+# Decoder stop reasons (shared with _speedups.c).
+STOP_END = 0
+"""Stopped at the end of the buffer or at a record not complete in it."""
+STOP_FALLBACK = 1
+"""Stopped at a complete, checksummed record the hand decoder does not recognise: decode it with protobuf."""
+
+Columns = tuple["array[int]", "array[float]", "array[float]"]
+Series = dict[str, Columns]
+DecodeResult = tuple[int, int, bool, int, Series, list[tuple[str, int]]]
+Decoder = Callable[[bytes, int, set[str], bool], DecodeResult]
+
+_F64 = struct.Struct("<d")
+_F32 = struct.Struct("<f")
+_I32 = struct.Struct("<i")
+_I64 = struct.Struct("<q")
+_F16 = struct.Struct("<e")
+_HEADER = struct.Struct("<QI")
+_U32 = struct.Struct("<I")
+
+# TensorFlow DataType enum values the hand decoder understands.
+_DT_FLOAT, _DT_DOUBLE, _DT_INT32, _DT_INT64, _DT_HALF = 1, 2, 3, 9, 19
+
+
+class _Decline(Exception):
+    """The hand decoder does not recognise this record; protobuf will try."""
+
+
+def _varint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
+    result = 0
+    shift = 0
+    while pos < end:
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result, pos
+        shift += 7
+        if shift >= 64:
+            break
+    raise _Decline
+
+
+def _skip(buf: bytes, pos: int, key: int, end: int) -> int:
+    """Position after the field whose key was just read (wire types 0, 1, 2, 5)."""
+    wire = key & 7
+    if wire == 0:
+        _, pos = _varint(buf, pos, end)
+    elif wire == 1:
+        pos += 8
+    elif wire == 2:
+        n, pos = _varint(buf, pos, end)
+        pos += n
+    elif wire == 5:
+        pos += 4
+    else:
+        raise _Decline
+    if pos > end:
+        raise _Decline
+    return pos
+
+
+def _signed64(v: int) -> int:
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+def _plugin_is_scalars(buf: bytes, pos: int, end: int) -> bool:
+    """``SummaryMetadata.plugin_data.plugin_name == "scalars"``."""
+    found = False
+    while pos < end:
+        key, pos = _varint(buf, pos, end)
+        if key == 0x0A:  # plugin_data
+            n, pos = _varint(buf, pos, end)
+            sub_end = pos + n
+            if sub_end > end:
+                raise _Decline
+            found = False
+            p = pos
+            while p < sub_end:
+                k, p = _varint(buf, p, sub_end)
+                if k == 0x0A:  # plugin_name
+                    m, p = _varint(buf, p, sub_end)
+                    found = buf[p : p + m] == b"scalars"
+                    p += m
+                    if p > sub_end:
+                        raise _Decline
+                else:
+                    p = _skip(buf, p, k, sub_end)
+            pos = sub_end
+        else:
+            pos = _skip(buf, pos, key, end)
+    return found
+
+
+def _tensor_value(buf: bytes, pos: int, end: int) -> float:
+    """The value of a rank-0 ``TensorProto`` of a common dtype; declines anything else."""
+    dtype = 0
+    content: bytes | None = None
+    values: list[float] = []
+    while pos < end:
+        key, pos = _varint(buf, pos, end)
+        if key == 0x08:
+            dtype, pos = _varint(buf, pos, end)
+        elif key == 0x12:  # tensor_shape: rank 0 means no dim and no unknown_rank
+            n, pos = _varint(buf, pos, end)
+            if n:
+                raise _Decline
+        elif key == 0x22:
+            n, pos = _varint(buf, pos, end)
+            content = buf[pos : pos + n]
+            pos += n
+        elif key == 0x2A and dtype == _DT_FLOAT:  # packed float_val
+            n, pos = _varint(buf, pos, end)
+            values.extend(v for (v,) in _F32.iter_unpack(buf[pos : pos + n]))
+            pos += n
+        elif key == 0x2D and dtype == _DT_FLOAT:
+            values.append(_F32.unpack_from(buf, pos)[0])
+            pos += 4
+        elif key == 0x32 and dtype == _DT_DOUBLE:
+            n, pos = _varint(buf, pos, end)
+            values.extend(v for (v,) in _F64.iter_unpack(buf[pos : pos + n]))
+            pos += n
+        elif key == 0x31 and dtype == _DT_DOUBLE:
+            values.append(_F64.unpack_from(buf, pos)[0])
+            pos += 8
+        elif (key == 0x3A and dtype == _DT_INT32) or (key == 0x52 and dtype == _DT_INT64):
+            n, pos = _varint(buf, pos, end)
+            sub_end = pos + n
+            while pos < sub_end:
+                v, pos = _varint(buf, pos, sub_end)
+                values.append(float(_signed64(v)))
+        elif (key == 0x38 and dtype == _DT_INT32) or (key == 0x50 and dtype == _DT_INT64):
+            v, pos = _varint(buf, pos, end)
+            values.append(float(_signed64(v)))
+        elif key == 0x6A and dtype == _DT_HALF:
+            n, pos = _varint(buf, pos, end)
+            sub_end = pos + n
+            while pos < sub_end:
+                v, pos = _varint(buf, pos, sub_end)
+                values.append(_F16.unpack((v & 0xFFFF).to_bytes(2, "little"))[0])
+        elif key == 0x68 and dtype == _DT_HALF:
+            v, pos = _varint(buf, pos, end)
+            values.append(_F16.unpack((v & 0xFFFF).to_bytes(2, "little"))[0])
+        elif key == 0x18:  # version_number
+            pos = _skip(buf, pos, key, end)
+        else:
+            raise _Decline
+        if pos > end:
+            raise _Decline
+    if content is not None:
+        if values:
+            raise _Decline
+        if dtype == _DT_FLOAT and len(content) == 4:
+            return float(_F32.unpack(content)[0])
+        if dtype == _DT_DOUBLE and len(content) == 8:
+            return float(_F64.unpack(content)[0])
+        if dtype == _DT_INT32 and len(content) == 4:
+            return float(_I32.unpack(content)[0])
+        if dtype == _DT_INT64 and len(content) == 8:
+            return float(_I64.unpack(content)[0])
+        if dtype == _DT_HALF and len(content) == 2:
+            return float(_F16.unpack(content)[0])
+        raise _Decline
+    if len(values) != 1:
+        raise _Decline
+    return float(values[0])
+
+
+def _decode_event(
+    buf: bytes, pos: int, end: int, scalar_tags: set[str], out: list[tuple[str, float]]
+) -> tuple[int, float]:
+    """Hand-decode one ``Event``: appends (tag, value) to ``out``, returns (step, wall_time)."""
+    wall_time = 0.0
+    step = 0
+    while pos < end:
+        key = buf[pos]
+        pos += 1
+        if key == 0x09:
+            wall_time = _F64.unpack_from(buf, pos)[0]
+            pos += 8
+        elif key == 0x10:
+            step, pos = _varint(buf, pos, end)
+        elif key == 0x2A:  # summary
+            n, pos = _varint(buf, pos, end)
+            sub_end = pos + n
+            if sub_end > end:
+                raise _Decline
+            out.clear()  # a repeated summary field: the last one wins, as in protobuf
+            while pos < sub_end:
+                k = buf[pos]
+                pos += 1
+                if k == 0x0A:  # value
+                    n, pos = _varint(buf, pos, sub_end)
+                    _decode_value(buf, pos, pos + n, scalar_tags, out)
+                    pos += n
+                else:
+                    if k >= 0x80:
+                        raise _Decline
+                    pos = _skip(buf, pos, k, sub_end)
+            if pos != sub_end:
+                raise _Decline
+        else:
+            if key >= 0x80:
+                key, pos = _varint(buf, pos - 1, end)
+            pos = _skip(buf, pos, key, end)
+    if pos != end:
+        raise _Decline
+    return _signed64(step), wall_time
+
+
+def _decode_value(buf: bytes, pos: int, end: int, scalar_tags: set[str], out: list[tuple[str, float]]) -> None:
+    tag = b""
+    simple: float | None = None
+    tensor: tuple[int, int] | None = None
+    metadata: tuple[int, int] | None = None
+    while pos < end:
+        key = buf[pos]
+        pos += 1
+        if key == 0x0A:
+            n, pos = _varint(buf, pos, end)
+            tag = buf[pos : pos + n]
+            pos += n
+        elif key == 0x15:
+            simple = _F32.unpack_from(buf, pos)[0]
+            tensor = None
+            pos += 4
+        elif key == 0x42:
+            n, pos = _varint(buf, pos, end)
+            tensor = (pos, pos + n)
+            simple = None
+            pos += n
+        elif key == 0x4A:
+            n, pos = _varint(buf, pos, end)
+            metadata = (pos, pos + n)
+            pos += n
+        else:
+            if key >= 0x80:
+                raise _Decline
+            pos = _skip(buf, pos, key, end)
+            if key in (0x1A, 0x22, 0x2A, 0x32):  # histo, image, histo, audio: another oneof member
+                simple = None
+                tensor = None
+    if pos != end:
+        raise _Decline
+    if simple is None and tensor is None:
+        return
+    try:
+        name = tag.decode()
+    except UnicodeDecodeError:
+        raise _Decline from None
+    if simple is not None:
+        out.append((name, simple))
+        return
+    assert tensor is not None
+    if metadata is not None and _plugin_is_scalars(buf, metadata[0], metadata[1]):
+        scalar_tags.add(name)
+    if name in scalar_tags:
+        out.append((name, _tensor_value(buf, tensor[0], tensor[1])))
+
+
+def decode_records_py(buf: bytes, pos: int, scalar_tags: set[str], resync: bool) -> DecodeResult:
+    """Decode the complete records of ``buf`` from ``pos``: the pure-Python twin of ``_speedups.decode``.
+
+    Returns ``(pos, stop, resync, records, series, errors)``: where it stopped (see ``STOP_*``),
+    whether it is inside garbage looking for the next valid header, how many well-framed records it
+    consumed, the points by tag, and ``(kind, offset)`` of each error (offsets relative to ``buf``).
+    """
+    series: Series = {}
+    errors: list[tuple[str, int]] = []
+    records = 0
+    size = len(buf)
+    view = memoryview(buf)
+    points: list[tuple[str, float]] = []
+    while True:
+        if resync:
+            pos = find_header(buf, pos)
+            if size - pos < HEADER_SIZE:
+                return pos, STOP_END, True, records, series, errors
+            resync = False
+        if size - pos < HEADER_SIZE:
+            return pos, STOP_END, False, records, series, errors
+        length, crc = _HEADER.unpack_from(buf, pos)
+        if masked_crc32c(view[pos : pos + 8]) != crc:
+            errors.append(("bad_lengths", pos))
+            resync = True
+            pos += 1
+            continue
+        start = pos + HEADER_SIZE
+        end = start + length
+        if end + FOOTER_SIZE > size:
+            return pos, STOP_END, False, records, series, errors
+        if masked_crc32c(view[start:end]) != _U32.unpack_from(buf, end)[0]:
+            errors.append(("crc_errors", pos))
+            pos = end + FOOTER_SIZE
+            records += 1
+            continue
+        points.clear()
+        try:
+            step, wall_time = _decode_event(buf, start, end, scalar_tags, points)
+        except (_Decline, struct.error, IndexError):
+            return pos, STOP_FALLBACK, False, records, series, errors
+        records += 1
+        pos = end + FOOTER_SIZE
+        for tag, value in points:
+            columns = series.get(tag)
+            if columns is None:
+                columns = series[tag] = (array("q"), array("d"), array("d"))
+            columns[0].append(step)
+            columns[1].append(wall_time)
+            columns[2].append(value)
+
+
+def _load_speedups() -> Decoder | None:
+    if os.environ.get("LIGHTNING_STREAM_PURE_PYTHON"):
+        return None
+    try:
+        from lightning_stream import _speedups
+    except ImportError:
+        return None
+    decode: Decoder = _speedups.decode
+    return decode
+
+
+_SPEEDUPS = _load_speedups()
+
+
+def has_speedups() -> bool:
+    """Whether the C decoder was built and is in use (``LIGHTNING_STREAM_PURE_PYTHON=1`` disables it)."""
+    return _SPEEDUPS is not None
+
+
+def decode_records(buf: bytes, pos: int, scalar_tags: set[str], resync: bool) -> DecodeResult:
+    """``decode_records_py`` or its C twin, whichever is available."""
+    if _SPEEDUPS is not None:
+        return _SPEEDUPS(buf, pos, scalar_tags, resync)
+    return decode_records_py(buf, pos, scalar_tags, resync)
+
+
+def decode_event_protobuf(payload: bytes, scalar_tags: set[str]) -> tuple[int, float, list[tuple[str, float]]]:
+    """Decode an ``Event`` with tensorboard's protobuf classes: the path for unusual records.
+
+    Raises ``ValueError`` when the payload is not an ``Event``.
+    """
+    from google.protobuf.message import DecodeError
+    from tensorboard.compat.proto import event_pb2
+
+    try:
+        event = event_pb2.Event.FromString(payload)
+    except DecodeError as exc:
+        raise ValueError(f"not an Event: {exc}") from None
+    points: list[tuple[str, float]] = []
+    for value in event.summary.value:
+        kind = value.WhichOneof("value")
+        if kind == "simple_value":
+            points.append((value.tag, float(value.simple_value)))
+        elif kind == "tensor":
+            if value.metadata.plugin_data.plugin_name == "scalars":
+                scalar_tags.add(value.tag)
+            if value.tag in scalar_tags:
+                from tensorboard.util import tensor_util
+
+                try:
+                    data: Any = tensor_util.make_ndarray(value.tensor)
+                except (TypeError, ValueError, KeyError):
+                    continue
+                if data.size == 1:
+                    points.append((value.tag, float(data.reshape(()).item())))
+    return int(event.step), float(event.wall_time), points
+
+
+class EventFileReader:
+    """Reads the scalars of one event file incrementally; one call at a time (not thread-safe)."""
+
+    def __init__(self, path: str | os.PathLike[str], run: str, fs: FileSystem | None = None) -> None:
+        self.path = os.fspath(path)
+        self.run = run
+        self._fs: FileSystem = fs if fs is not None else DEFAULT_FILESYSTEM
+        self.stats: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
+        self._offset = 0
+        self._identity: tuple[int, ...] | None = None
+        self._tail = b""  # the 4 bytes before _offset: a rewritten file shows other bytes there
+        self._resync = False
+        self._scalar_tags: set[str] = set()
+        self._need = 0
+
+    @property
+    def offset(self) -> int:
+        """Bytes consumed so far: everything before this offset has been read exactly once."""
+        return self._offset
+
+    def _restart(self, stat: FileStat | None) -> None:
+        if self._offset:
+            self.stats["restarts"] += 1
+            log.info("%s: file was replaced or truncated; reading it again from the start", self.path)
+        self._offset = 0
+        self._tail = b""
+        self._resync = False
+        self._scalar_tags = set()
+        self._need = 0
+        self._identity = stat.identity if stat is not None else None
+
+    def read(self) -> list[ScalarBatch]:
+        """The points written since the last call, one ``ScalarBatch`` per tag, in file order."""
+        stat = self._fs.stat(self.path)
+        if stat is None:
+            return []
+        if self._identity != stat.identity or stat.size < self._offset:
+            self._restart(stat)
+        out: dict[str, ScalarBatch] = {}
+        while stat.size - self._offset >= HEADER_SIZE:
+            back = len(self._tail)
+            want = min(stat.size - self._offset, max(CHUNK_SIZE, self._need))
+            buf = self._fs.read(self.path, self._offset - back, want + back)
+            if buf[:back] != self._tail:  # same file and no shorter, but rewritten underneath us
+                self._restart(stat)
+                continue
+            if len(buf) <= back or not self._consume(buf, back, stat.size, out):
+                break
+        return list(out.values())
+
+    def _consume(self, buf: bytes, back: int, file_size: int, out: dict[str, ScalarBatch]) -> bool:
+        """Decode what ``buf[back:]`` holds (it starts at ``self._offset``); False when waiting for data."""
+        pos = back
+        while True:
+            pos, stop, self._resync, records, series, errors = decode_records(buf, pos, self._scalar_tags, self._resync)
+            self.stats["records"] += records
+            for kind, where in errors:
+                self.stats[kind] += 1
+                what = "bad checksum" if kind == "crc_errors" else "bad record length"
+                log.warning(
+                    "%s: skipped a record with a %s at byte offset %d", self.path, what, self._offset + where - back
+                )
+            self._merge(series, out)
+            if stop != STOP_FALLBACK:
+                break
+            pos = self._fallback(buf, pos, back, out)
+        if pos == back:
+            header = parse_header(buf, pos)
+            if header is None or not header.valid:
+                return False
+            total = FRAMING_SIZE + header.length
+            if file_size < self._offset + total:
+                return False  # the record is still being written
+            if header.length <= MAX_READ_RECORD:
+                if total <= self._need:
+                    return False  # cannot happen with a filesystem that returns what it was asked for
+                self._need = total  # complete on disk but longer than one chunk: read it whole next time
+                return True
+            # Too long to be a scalar: step over it unread.
+            self.stats["records"] += 1
+            self.stats["skipped_large"] += 1
+            pos = back + total
+            self._tail = b""
+        elif self._resync or pos < FOOTER_SIZE:
+            self._tail = b""
+        else:
+            self._tail = buf[pos - FOOTER_SIZE : pos]
+        self._offset += pos - back
+        self._need = 0
+        return True
+
+    def _fallback(self, buf: bytes, pos: int, back: int, out: dict[str, ScalarBatch]) -> int:
+        """Decode the record at ``pos`` with protobuf; returns the position after it."""
+        length: int = _HEADER.unpack_from(buf, pos)[0]
+        start = pos + HEADER_SIZE
+        payload = bytes(buf[start : start + length])
+        self.stats["records"] += 1
+        try:
+            step, wall_time, points = decode_event_protobuf(payload, self._scalar_tags)
+        except ValueError as exc:
+            self.stats["parse_errors"] += 1
+            log.warning(
+                "%s: skipped an unparsable record at byte offset %d (%s)", self.path, self._offset + pos - back, exc
+            )
+            return start + length + FOOTER_SIZE
+        for tag, value in points:
+            batch = out.get(tag)
+            if batch is None:
+                batch = out[tag] = ScalarBatch(self.run, tag)
+            batch.append(step, wall_time, value)
+            self.stats["scalars"] += 1
+        return start + length + FOOTER_SIZE
+
+    def _merge(self, series: Series, out: dict[str, ScalarBatch]) -> None:
+        for tag, (steps, wall_times, values) in series.items():
+            batch = out.get(tag)
+            if batch is None:
+                out[tag] = ScalarBatch(self.run, tag, steps, wall_times, values)
+            else:
+                batch.steps.extend(steps)
+                batch.wall_times.extend(wall_times)
+                batch.values.extend(values)
+            self.stats["scalars"] += len(steps)

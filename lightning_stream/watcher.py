@@ -1,0 +1,186 @@
+"""Watch a TensorBoard logdir: find its runs and event files, and read what each file gains.
+
+Runs are what TensorBoard calls runs: every directory under the logdir holding a file whose name
+contains ``tfevents``, named by its path relative to the logdir (``.`` for the logdir itself).
+*Every* event file of a run is read, not only the newest: TensorBoard's ``DirectoryWatcher``
+follows only the last file, so writes to an older one (two writers, a resumed job) are lost there.
+
+Change detection, measured with ``benchmarks/bench_watch_idle.py`` (100 idle runs):
+
+* inotify/FSEvents through ``watchfiles`` wakes a scan a few ms after a write (``step`` below is
+  the debounce), so a flushed point reaches clients in milliseconds;
+* an adaptive ``stat`` poll runs alongside: fast right after data arrived, backing off to
+  ``poll_interval_s`` while idle. It is the safety net for what notifications miss (network
+  filesystems, a directory created and filled before its watch was added) and the only detector
+  when notifications are unavailable (inotify watch limit reached, unsupported filesystem,
+  ``change_detection="poll"``).
+
+The default, ``"auto"``, is both; see the benchmark README for the idle cost of each mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Callable
+from typing import Literal
+
+from lightning_stream.filesystem import DEFAULT_FILESYSTEM, EVENT_FILE_MARKER, FileSystem, LocalFileSystem
+from lightning_stream.reader import STAT_KEYS, EventFileReader
+from lightning_stream.scalars import ScalarBatch
+
+__all__ = ["ChangeDetection", "LogdirWatcher"]
+
+log = logging.getLogger(__name__)
+
+ChangeDetection = Literal["auto", "watchfiles", "poll"]
+
+FAST_POLL_S = 0.02
+"""Poll interval right after data arrived; it doubles on every empty scan up to ``poll_interval_s``."""
+NOTIFY_STEP_MS = 5
+"""watchfiles debounce: changes are handed over once no new one arrived for this long."""
+NOTIFY_MAX_DEBOUNCE_MS = 50
+"""...or at the latest after this long, while a file is being written continuously."""
+
+
+class LogdirWatcher:
+    """Runs and scalars of one logdir; ``scan()`` is synchronous, ``watch()`` drives it on a loop."""
+
+    def __init__(
+        self,
+        logdir: str | os.PathLike[str],
+        *,
+        prefix: str | None = None,
+        fs: FileSystem | None = None,
+        poll_interval_s: float = 1.0,
+        change_detection: ChangeDetection = "auto",
+    ) -> None:
+        if poll_interval_s <= 0:
+            raise ValueError(f"poll_interval_s must be positive, got {poll_interval_s!r}")
+        if change_detection not in ("auto", "watchfiles", "poll"):
+            raise ValueError(f"change_detection must be 'auto', 'watchfiles' or 'poll', got {change_detection!r}")
+        self.logdir = os.path.abspath(os.fspath(logdir))
+        self.prefix = prefix.strip("/") if prefix else None
+        self.poll_interval_s = poll_interval_s
+        self.change_detection: ChangeDetection = change_detection
+        self._fs: FileSystem = fs if fs is not None else DEFAULT_FILESYSTEM
+        self._readers: dict[str, EventFileReader] = {}
+        self._runs: dict[str, str] = {}
+        self._retired: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
+        self._scan_lock = threading.Lock()
+        self.notifications_active = False
+        """Whether watchfiles notifications currently wake scans (False: polling only)."""
+
+    def run_name(self, directory: str) -> str:
+        """The run name of a directory under the logdir (relative path, ``/``-separated)."""
+        rel = os.path.relpath(directory, self.logdir)
+        if rel == ".":
+            return self.prefix or "."
+        rel = rel.replace(os.sep, "/")
+        return f"{self.prefix}/{rel}" if self.prefix else rel
+
+    def runs(self) -> dict[str, str]:
+        """Run name → directory, for every run discovered so far."""
+        return dict(self._runs)
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Reader counters summed over every file (including files since removed), plus ``files``/``runs``."""
+        total = dict(self._retired)
+        for reader in list(self._readers.values()):
+            for key, value in reader.stats.items():
+                total[key] = total.get(key, 0) + value
+        total["files"] = len(self._readers)
+        total["runs"] = len(self._runs)
+        return total
+
+    def scan(self) -> list[ScalarBatch]:
+        """Discover runs and files, and return every point written since the last scan.
+
+        Blocking (file I/O): call it from a worker thread. Files are read in name order, which for
+        TensorBoard's ``events.out.tfevents.<time>.<host>...`` names is creation order.
+        """
+        with self._scan_lock:
+            paths = self._fs.list_event_files(self.logdir)
+            present = set(paths)
+            for path in [p for p in self._readers if p not in present]:
+                for key, value in self._readers.pop(path).stats.items():
+                    self._retired[key] += value
+            for path in paths:
+                if path not in self._readers:
+                    directory = os.path.dirname(path)
+                    run = self.run_name(directory)
+                    self._runs.setdefault(run, directory)
+                    self._readers[path] = EventFileReader(path, run, fs=self._fs)
+            batches: list[ScalarBatch] = []
+            for path in paths:
+                batches.extend(self._readers[path].read())
+            return batches
+
+    async def watch(self, sink: Callable[[list[ScalarBatch]], None]) -> None:
+        """Scan whenever something changes, and hand new points to ``sink`` on this loop; runs until cancelled."""
+        wake = asyncio.Event()
+        notifier: asyncio.Task[None] | None = None
+        if self.change_detection != "poll" and isinstance(self._fs, LocalFileSystem):
+            notifier = asyncio.create_task(self._notify(wake), name=f"lightning-stream notify {self.logdir}")
+        interval = FAST_POLL_S
+        try:
+            while True:
+                wake.clear()
+                batches = await asyncio.to_thread(self.scan)
+                if batches:
+                    sink(batches)
+                    interval = FAST_POLL_S
+                else:
+                    interval = min(interval * 2, self.poll_interval_s)
+                if self.notifications_active and self.change_detection == "watchfiles":
+                    await wake.wait()
+                    continue
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(wake.wait(), interval)
+        finally:
+            if notifier is not None:
+                notifier.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await notifier
+            self.notifications_active = False
+
+    async def _notify(self, wake: asyncio.Event) -> None:
+        """Set ``wake`` on every file-system notification under the logdir; polling covers any gap."""
+        import watchfiles
+
+        def relevant(change: watchfiles.Change, path: str) -> bool:
+            return change == watchfiles.Change.added or EVENT_FILE_MARKER in os.path.basename(path)
+
+        while True:
+            if not await asyncio.to_thread(os.path.isdir, self.logdir):
+                await asyncio.sleep(self.poll_interval_s)
+                continue
+            try:
+                changes = watchfiles.awatch(
+                    self.logdir,
+                    watch_filter=relevant,
+                    debounce=NOTIFY_MAX_DEBOUNCE_MS,
+                    step=NOTIFY_STEP_MS,
+                    ignore_permission_denied=True,
+                )
+                self.notifications_active = True
+                wake.set()  # anything that happened before the watch existed
+                async for _ in changes:
+                    wake.set()
+            except (OSError, RuntimeError) as exc:
+                # e.g. "OS file watch limit reached" (fs.inotify.max_user_watches): keep polling.
+                self.notifications_active = False
+                log.warning(
+                    "%s: file notifications unavailable (%s); falling back to polling every %.3g s at most",
+                    self.logdir,
+                    exc,
+                    self.poll_interval_s,
+                )
+                wake.set()
+                return
+            self.notifications_active = False
+            await asyncio.sleep(self.poll_interval_s)  # the logdir went away: wait for it to come back
