@@ -1,0 +1,681 @@
+"""One stream server: an aiohttp app on its own asyncio loop, in a daemon thread.
+
+``StreamServer`` never touches the caller's event loop, so it works the same from a
+plain script, from inside a running loop (Jupyter, an asyncio app, pytest-asyncio) and
+from several threads at once. What the caller can rely on:
+
+* ``start()`` returns only once the port is bound and ``/health`` answers; a failure
+  is raised in the caller's thread (``ServerStartError``, ``PortInUseError``).
+* ``stop()`` is graceful and complete: watchers are cancelled, SSE streams end and
+  WebSockets get 1001 GOING_AWAY (the app's ``on_shutdown``), the runner is cleaned
+  up, the thread joined and the registry entry removed. When it returns the port is
+  bindable again at once — no sleeps (the seed slept a second and still failed).
+* ``publish()`` / ``publish_status()`` are O(µs) from any thread: a deque append, and
+  one ``call_soon_threadsafe`` wake-up per batch of calls, not per call.
+
+Each start creates a fresh *incarnation* (loop, thread, socket, hub, runner); the
+health watchdog (``watchdog.py``) replaces a dead or hung incarnation with a new one
+on the same port. Points that came from watched logdirs are re-read by the new
+incarnation; points sent with ``publish()`` before a restart are lost, and sequence
+numbers start again (clients get ``reset``).
+
+Process hooks: at exit and on SIGTERM every live server of this process is stopped
+(the previous SIGTERM handler is chained); in a child created by ``fork`` every server
+object is inert (never serves, never removes the parent's registry entry).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import logging
+import operator
+import os
+import signal
+import socket
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import FrameType, TracebackType
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from lightning_stream._version import __version__
+from lightning_stream.app import AppState, create_app
+from lightning_stream.config import ServerConfig
+from lightning_stream.errors import PortInUseError, RegistryError, ServerNotRunningError, ServerStartError
+from lightning_stream.hub import STATES, Hub
+from lightning_stream.looplag import LoopLagMonitor
+from lightning_stream.ports import BoundSocket, bind_listener, bind_server_socket, is_in_use
+from lightning_stream.registry import ServerInfo, connect_host, health_check, remove_entry, write_entry
+from lightning_stream.scalars import ScalarBatch
+
+if TYPE_CHECKING:
+    from lightning_stream.manager import StreamServerManager
+    from lightning_stream.watchdog import Watchdog
+    from lightning_stream.watcher import LogdirWatcher
+
+logger = logging.getLogger(__name__)
+
+START_TIMEOUT_S = 30.0  # generous: a loaded 2-core CI box
+STOP_TIMEOUT_S = 15.0
+SHUTDOWN_TIMEOUT_S = 3.0  # handlers still running after on_shutdown get this long
+HEALTH_TRIES = 3
+_READER_ERROR_KINDS = ("crc_errors", "bad_lengths", "parse_errors")
+
+_NEW, _RUNNING, _STOPPED, _FORKED = "new", "running", "stopped", "forked"
+_STATUS = object()  # marks a status item in the publish deque
+
+
+@dataclass(eq=False)
+class _Incarnation:
+    """Everything one run of the server thread owns; replaced whole on restart."""
+
+    loop: asyncio.AbstractEventLoop
+    sock: socket.socket
+    port: int
+    thread: threading.Thread | None = None
+    hub: Hub | None = None
+    runner: web.AppRunner | None = None
+    loop_lag: LoopLagMonitor | None = None
+    watches: dict[str, tuple[LogdirWatcher, asyncio.Task[None]]] = field(default_factory=dict)
+    torn_down: bool = False
+
+
+class StreamServer:
+    """An aiohttp stream server on its own loop thread; see the module docstring.
+
+    Args:
+        config: a ``ServerConfig``; by default built from ``LIGHTNING_STREAM_*`` and ``kw``.
+        **kw: ``ServerConfig`` fields, overriding ``config``.
+
+    Example::
+
+        with StreamServer(port=None) as server:
+            server.watch("lightning_logs")
+            print(server.url)
+    """
+
+    def __init__(self, config: ServerConfig | None = None, **kw: Any) -> None:
+        if config is None:
+            config = ServerConfig.from_env(**kw)
+        elif kw:
+            config = config.replace(**kw)
+        self._config = config
+        self._lock = threading.RLock()
+        self._state = _NEW
+        self._owner_pid = os.getpid()
+        self._inc: _Incarnation | None = None
+        self._bound: BoundSocket | None = None
+        self._pending: deque[tuple[Any, ...]] = deque()
+        self._wake_scheduled = False
+        self._watches: dict[str, str | None] = {}  # logdir -> prefix; survives restarts
+        self._restarts = 0
+        self._started_at = 0.0
+        self._watchdog: Watchdog | None = None
+        self._manager: StreamServerManager | None = None  # set by the manager that owns it
+        self._registered = False
+        self._stopping = False
+
+    # ---- properties ---------------------------------------------------------------------------
+
+    @property
+    def config(self) -> ServerConfig:
+        return self._config
+
+    @property
+    def host(self) -> str:
+        return self._config.host
+
+    @property
+    def port(self) -> int:
+        """The port actually bound (differs from ``requested_port`` after a fallback)."""
+        if self._bound is None:
+            raise ServerNotRunningError("the server has no port yet; call start() first")
+        return self._bound.port
+
+    @property
+    def requested_port(self) -> int | None:
+        return self._config.port
+
+    @property
+    def url(self) -> str:
+        """``http://HOST:PORT`` for a local client (a wildcard bind is given as loopback)."""
+        host = connect_host(self.host)
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+
+    @property
+    def fallback_message(self) -> str:
+        """Why the port differs from the one asked for (empty when it does not)."""
+        return self._bound.message if self._bound is not None else ""
+
+    @property
+    def restarts(self) -> int:
+        """How often the watchdog (or ``restart()``) replaced the server thread."""
+        return self._restarts
+
+    @property
+    def logdirs(self) -> list[str]:
+        return list(self._watches)
+
+    @property
+    def started_at(self) -> float:
+        return self._started_at
+
+    def is_alive(self) -> bool:
+        """True while started, not stopped, and the server thread's loop is running."""
+        inc = self._inc
+        return (
+            self._state == _RUNNING
+            and inc is not None
+            and inc.thread is not None
+            and inc.thread.is_alive()
+            and inc.loop.is_running()
+        )
+
+    def __repr__(self) -> str:
+        where = self.url if self._bound is not None else "unbound"
+        return f"<StreamServer {where} {self._state} restarts={self._restarts}>"
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> StreamServer:
+        """Bind, start the loop thread, wait for ``/health``; idempotent while running.
+
+        Raises:
+            PortInUseError: the fixed port is busy and ``strict_port=True``.
+            ServerStartError: binding or the app's startup failed, or ``/health`` did not answer.
+        """
+        with self._lock:
+            self._check_owner("start")
+            if self._state == _RUNNING:
+                return self
+            if self._state == _STOPPED:
+                raise ServerStartError("this StreamServer was stopped; create a new one (or use the manager)")
+            bound = bind_server_socket(self.host, self._config.port, strict=self._config.strict_port)
+            self._bound = bound
+            self._launch(bound.sock, bound.port)
+            self._state = _RUNNING
+            self._started_at = time.time()
+            _LIVE.add(self)
+            _install_process_hooks()
+            self._publish_registry()
+            self._start_watchdog()
+            logger.info("lightning-stream serving at %s (pid %d)", self.url, os.getpid())
+            return self
+
+    def stop(self) -> None:
+        """Stop gracefully; returns with the port free and the registry entry gone. Idempotent."""
+        if self._state == _FORKED or os.getpid() != self._owner_pid:
+            return  # a fork child owns nothing: never touch the parent's server or registry
+        self._stopping = True
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:
+            watchdog.stop()  # outside the lock: a restart in progress holds it
+        with self._lock:
+            if self._state != _RUNNING:
+                self._stopping = False
+                return
+            inc, self._inc = self._inc, None
+            self._state = _STOPPED
+            if inc is not None:
+                self._shutdown_incarnation(inc, timeout=STOP_TIMEOUT_S)
+            self._unpublish_registry()
+            _LIVE.discard(self)
+            self._stopping = False
+            logger.info("lightning-stream server on port %d stopped", self.port)
+
+    def restart(self) -> None:
+        """Stop the server thread and start a fresh one on the same port (watched logdirs kept).
+
+        Raises:
+            ServerNotRunningError: the server is not running.
+            PortInUseError: another process took the port in between.
+        """
+        with self._lock:
+            self._check_owner("restart")
+            if self._state != _RUNNING:
+                raise ServerNotRunningError("restart() needs a running server; call start() first")
+            self._replace_incarnation("restart requested")
+
+    def __enter__(self) -> StreamServer:
+        if self._state == _NEW:
+            self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        manager = self._manager
+        if manager is not None and manager.refcount(self) > 0:
+            manager.release(self)
+        else:
+            self.stop()
+
+    # ---- watching and publishing (any thread) -------------------------------------------------
+
+    def watch(self, logdir: str | os.PathLike[str], prefix: str | None = None) -> None:
+        """Stream every scalar under ``logdir`` (existing data first); idempotent per logdir.
+
+        Returns after the initial scan, so what is on disk is queryable at once.
+        """
+        path = os.path.abspath(os.fspath(logdir))
+        with self._lock:
+            inc = self._require_running("watch")
+            if path in self._watches:
+                if self._watches[path] != prefix:
+                    raise ValueError(
+                        f"{path!r} is already watched with prefix={self._watches[path]!r}; unwatch it first"
+                    )
+                return
+            self._call(inc, self._awatch(inc, path, prefix))
+            self._watches[path] = prefix
+            self._publish_registry()
+
+    def unwatch(self, logdir: str | os.PathLike[str]) -> bool:
+        """Stop watching ``logdir`` (its data stays queryable). False if it was not watched."""
+        path = os.path.abspath(os.fspath(logdir))
+        with self._lock:
+            if path not in self._watches:
+                return False
+            del self._watches[path]
+            inc = self._inc
+            if self._state == _RUNNING and inc is not None and inc.loop.is_running():
+                self._call(inc, self._aunwatch(inc, path))
+            self._publish_registry()
+            return True
+
+    def publish(self, run: str, tag: str, step: int, value: float, wall_time: float | None = None) -> None:
+        """Send one point to every client, from any thread, in O(µs)."""
+        if type(run) is not str or type(tag) is not str:
+            raise TypeError(f"run and tag must be str, got run={run!r} tag={tag!r}")
+        item = (
+            run,
+            tag,
+            operator.index(step),
+            time.time() if wall_time is None else float(wall_time),
+            float(value),
+        )
+        self._enqueue(item)
+
+    def publish_status(self, run: str, state: str, **fields: Any) -> None:
+        """Broadcast a run lifecycle change (``state`` in started/epoch/finished/failed)."""
+        if state not in STATES:
+            raise ValueError(f"state={state!r} is not a run state; use one of {', '.join(STATES)}")
+        self._enqueue((_STATUS, run, state, fields))
+
+    def _enqueue(self, item: tuple[Any, ...]) -> None:
+        if self._state != _RUNNING or os.getpid() != self._owner_pid:
+            raise ServerNotRunningError(self._not_running_message("publish"))
+        self._pending.append(item)
+        if self._wake_scheduled:
+            return
+        self._wake_scheduled = True
+        inc = self._inc
+        if inc is not None:
+            # The loop may be closing (restart in progress): the next incarnation drains.
+            with contextlib.suppress(RuntimeError):
+                inc.loop.call_soon_threadsafe(self._drain, inc)
+
+    # ---- on the loop --------------------------------------------------------------------------
+
+    def _drain(self, inc: _Incarnation) -> None:
+        """Move published items into the hub, in order (a status flushes points before it)."""
+        self._wake_scheduled = False  # before popping: a later append schedules a new wake
+        hub = inc.hub
+        if hub is None or inc is not self._inc:
+            return
+        pending = self._pending
+        batches: dict[tuple[str, str], ScalarBatch] = {}
+        while True:
+            try:
+                item = pending.popleft()
+            except IndexError:
+                break
+            try:
+                if item[0] is _STATUS:
+                    if batches:
+                        hub.ingest(batches.values())
+                        batches = {}
+                    hub.publish_status(item[1], item[2], **item[3])
+                    continue
+                run, tag, step, wall_time, value = item
+                batch = batches.get((run, tag))
+                if batch is None:
+                    if not hub.has_run(run):
+                        hub.note_run(run, None)
+                    batch = batches[(run, tag)] = ScalarBatch(run, tag)
+                batch.append(step, wall_time, value)
+            except Exception:
+                logger.exception("dropping published item %r", item[:3])
+        if batches:
+            hub.ingest(batches.values())
+
+    async def _serve(self, inc: _Incarnation) -> None:
+        """Build hub + app on this loop and start serving on the bound socket."""
+        inc.hub = Hub(self._config)
+        inc.loop_lag = LoopLagMonitor()
+        inc.loop_lag.start()
+        state = AppState(
+            hub=inc.hub,
+            config=self._config,
+            loop_lag=inc.loop_lag,
+            restarts=lambda: self._restarts,
+            reader_errors=lambda: _reader_errors(inc),
+            logdirs=lambda: list(self._watches),
+        )
+        app = create_app(state)
+        inc.runner = web.AppRunner(
+            app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S, handler_cancellation=True
+        )
+        await inc.runner.setup()
+        await web.SockSite(inc.runner, inc.sock).start()
+        for path, prefix in list(self._watches.items()):  # a restart re-reads watched logdirs
+            await self._awatch(inc, path, prefix)
+        self._wake_scheduled = False
+        self._drain(inc)
+
+    async def _awatch(self, inc: _Incarnation, path: str, prefix: str | None) -> None:
+        from lightning_stream.watcher import LogdirWatcher
+
+        hub = inc.hub
+        assert hub is not None
+        watcher = LogdirWatcher(path, prefix=prefix, poll_interval_s=self._config.poll_interval_s)
+        noted: set[str] = set()
+
+        def sink(batches: list[ScalarBatch]) -> None:
+            for run, directory in watcher.runs().items():
+                if run not in noted:
+                    noted.add(run)
+                    hub.note_run(run, directory)
+            hub.ingest(batches)
+
+        sink(await asyncio.to_thread(watcher.scan))
+        task = asyncio.get_running_loop().create_task(watcher.watch(sink), name=f"lightning-stream-watch {path}")
+        task.add_done_callback(_log_watch_end)
+        inc.watches[path] = (watcher, task)
+
+    async def _aunwatch(self, inc: _Incarnation, path: str) -> None:
+        entry = inc.watches.pop(path, None)
+        if entry is not None:
+            entry[1].cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await entry[1]
+
+    async def _ateardown(self, inc: _Incarnation) -> None:
+        """Graceful: watchers, then the runner (ends SSE/WS, closes the socket), then the hub."""
+        self._drain(inc)
+        for path in list(inc.watches):
+            await self._aunwatch(inc, path)
+        if inc.runner is not None:
+            await inc.runner.cleanup()
+        if inc.hub is not None:
+            await inc.hub.close()
+        if inc.loop_lag is not None:
+            await inc.loop_lag.stop()
+        inc.torn_down = True
+
+    def _run_loop(self, inc: _Incarnation) -> None:
+        """Body of the server thread: run until stopped, then always tear down and close."""
+        loop = inc.loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_forever()
+        finally:
+            try:
+                if not inc.torn_down:
+                    loop.run_until_complete(asyncio.wait_for(self._ateardown(inc), STOP_TIMEOUT_S))
+            except BaseException:
+                logger.exception("lightning-stream server on port %d did not shut down cleanly", inc.port)
+            try:
+                tasks = asyncio.all_tasks(loop)
+                for task in tasks:
+                    task.cancel()
+                if tasks:
+                    loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            except BaseException:
+                logger.debug("error while closing the server loop", exc_info=True)
+            finally:
+                inc.sock.close()  # normally closed by the runner already; idempotent
+                asyncio.set_event_loop(None)
+                loop.close()
+
+    # ---- incarnations (caller's thread, under the lock) ---------------------------------------
+
+    def _launch(self, sock: socket.socket, port: int) -> None:
+        """Start an incarnation on a bound socket; returns once ``/health`` answers."""
+        inc = _Incarnation(loop=asyncio.new_event_loop(), sock=sock, port=port)
+        inc.thread = threading.Thread(target=self._run_loop, args=(inc,), name=f"lightning-stream-{port}", daemon=True)
+        inc.thread.start()
+        try:
+            asyncio.run_coroutine_threadsafe(self._serve(inc), inc.loop).result(START_TIMEOUT_S)
+            if not self._health_ok(port):
+                raise ServerStartError(
+                    f"the server bound port {port} but /health did not answer within "
+                    f"{HEALTH_TRIES} tries; check for a firewall on {self.host!r} or see the log above"
+                )
+        except BaseException as exc:
+            self._shutdown_incarnation(inc, timeout=STOP_TIMEOUT_S)
+            if isinstance(exc, ServerStartError):
+                raise
+            if isinstance(exc, Exception):
+                raise ServerStartError(
+                    f"the stream server on {self.host!r} port {port} failed to start: {exc!r}; "
+                    "see the traceback above, or report it with the log"
+                ) from exc
+            raise
+        self._inc = inc
+
+    def _health_ok(self, port: int) -> bool:
+        for _ in range(HEALTH_TRIES):
+            health = health_check(self.host, port, timeout=START_TIMEOUT_S / HEALTH_TRIES)
+            if health is not None and health.get("pid", os.getpid()) == os.getpid():
+                return True
+        return False
+
+    def _shutdown_incarnation(self, inc: _Incarnation, *, timeout: float) -> bool:
+        """Stop one incarnation's loop and join its thread; True if it ended within ``timeout``."""
+        with contextlib.suppress(RuntimeError):  # loop already closed
+            inc.loop.call_soon_threadsafe(inc.loop.stop)
+        ended = True
+        if inc.thread is not None and inc.thread is not threading.current_thread():
+            inc.thread.join(timeout)
+            ended = not inc.thread.is_alive()
+        if not ended:
+            # A hung loop: close the listening socket from here so the port can be re-bound.
+            logger.warning("lightning-stream server thread on port %d is hung; abandoning it", inc.port)
+        inc.sock.close()
+        return ended
+
+    def _replace_incarnation(self, reason: str, *, teardown_timeout: float = STOP_TIMEOUT_S) -> None:
+        """Stop the current incarnation (if any) and start a new one on the same port."""
+        old, self._inc = self._inc, None
+        port = self.port
+        if old is not None:
+            self._shutdown_incarnation(old, timeout=teardown_timeout)
+        try:
+            sock = bind_listener(self.host, port)
+        except OSError as exc:
+            if is_in_use(exc):
+                raise PortInUseError(
+                    f"cannot restart on port {port}: another process took it ({exc.strerror}); "
+                    "stop that process, or stop() this server and start a new one with port=None",
+                    port=port,
+                ) from exc
+            raise ServerStartError(f"cannot restart on {self.host!r} port {port}: {exc}") from exc
+        self._launch(sock, port)
+        self._restarts += 1
+        self._publish_registry()
+        logger.warning("lightning-stream server on port %d restarted (%s); restarts=%d", port, reason, self._restarts)
+
+    def _watchdog_restart(self, reason: str) -> bool:
+        """Called by the watchdog thread; False if it gave up this round (it tries again later)."""
+        with self._lock:
+            if self._state != _RUNNING or self._stopping:
+                return False
+            if self.is_alive() and health_check(self.host, self.port, timeout=0.5) is not None:
+                return False  # recovered, or someone else restarted it while we waited for the lock
+            try:
+                self._replace_incarnation(reason, teardown_timeout=1.0)
+            except ServerStartError as exc:
+                logger.error("lightning-stream watchdog could not restart the server: %s", exc)
+                return False
+            return True
+
+    def _start_watchdog(self) -> None:
+        interval = self._config.watchdog_interval_s
+        if interval > 0 and self._watchdog is None:
+            from lightning_stream.watchdog import Watchdog
+
+            self._watchdog = Watchdog(self, interval_s=interval)
+            self._watchdog.start()
+
+    def _call(self, inc: _Incarnation, coro: Any) -> Any:
+        """Run ``coro`` on the server loop and wait for it (never from the loop thread itself)."""
+        if threading.current_thread() is inc.thread:
+            coro.close()
+            raise RuntimeError("this StreamServer method blocks; call it from another thread than the server's")
+        return asyncio.run_coroutine_threadsafe(coro, inc.loop).result()
+
+    # ---- registry -----------------------------------------------------------------------------
+
+    def info(self) -> ServerInfo:
+        """This server as the registry describes it."""
+        return ServerInfo(
+            pid=self._owner_pid,
+            host=self.host,
+            port=self.port,
+            url=self.url,
+            version=__version__,
+            started_at=self._started_at,
+            logdirs=tuple(self._watches),
+            token_required=self._config.token is not None,
+        )
+
+    def _publish_registry(self) -> None:
+        if not self._config.registry or self._state != _RUNNING:
+            return
+        try:
+            write_entry(self.info())
+            self._registered = True
+        except RegistryError as exc:
+            logger.warning("%s (the server works; `lightning-stream ls` will not list it)", exc)
+
+    def _unpublish_registry(self) -> None:
+        if self._registered and os.getpid() == self._owner_pid:
+            remove_entry(self._owner_pid, self.port)
+            self._registered = False
+
+    # ---- helpers ------------------------------------------------------------------------------
+
+    def _check_owner(self, what: str) -> None:
+        if self._state == _FORKED or os.getpid() != self._owner_pid:
+            raise ServerNotRunningError(self._not_running_message(what))
+
+    def _require_running(self, what: str) -> _Incarnation:
+        self._check_owner(what)
+        inc = self._inc
+        if self._state != _RUNNING or inc is None:
+            raise ServerNotRunningError(self._not_running_message(what))
+        return inc
+
+    def _not_running_message(self, what: str) -> str:
+        if self._state == _FORKED or os.getpid() != self._owner_pid:
+            return (
+                f"cannot {what}: this process (pid {os.getpid()}) is a fork of pid {self._owner_pid}, "
+                "which owns the server; do it in the parent process"
+            )
+        return f"cannot {what}: the server is {self._state}; call start() (or manager.acquire()) first"
+
+    def _forget_after_fork(self) -> None:
+        """In a fork child: the threads are gone and the server belongs to the parent."""
+        self._lock = threading.RLock()
+        self._state = _FORKED
+        self._inc = None
+        self._watchdog = None
+        self._pending = deque()
+        self._registered = False
+
+
+def _reader_errors(inc: _Incarnation) -> dict[str, int]:
+    totals = dict.fromkeys(_READER_ERROR_KINDS, 0)
+    for watcher, _ in list(inc.watches.values()):
+        stats: Any = getattr(watcher, "stats", None)
+        items = stats.items() if isinstance(stats, Mapping) else vars(stats).items() if stats is not None else ()
+        for kind, value in items:
+            if kind in totals and isinstance(value, int):
+                totals[kind] += value
+    return totals
+
+
+def _log_watch_end(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("a logdir watcher stopped: %r", task.exception(), exc_info=task.exception())
+
+
+# ---- process hooks: atexit, SIGTERM, fork -------------------------------------------------------
+
+_LIVE: weakref.WeakSet[StreamServer] = weakref.WeakSet()
+_hooks_lock = threading.Lock()
+_hooks_installed = False
+_sigterm_installed = False
+_previous_sigterm: Any = None
+
+
+def stop_all_servers() -> int:
+    """Stop every running server of this process (atexit, SIGTERM); returns how many."""
+    stopped = 0
+    for server in list(_LIVE):
+        try:
+            if server._owner_pid == os.getpid() and server._state == _RUNNING:
+                server.stop()
+                stopped += 1
+        except Exception:
+            logger.exception("error stopping %r", server)
+    return stopped
+
+
+def _install_process_hooks() -> None:
+    global _hooks_installed, _sigterm_installed, _previous_sigterm
+    with _hooks_lock:
+        if not _hooks_installed:
+            atexit.register(stop_all_servers)
+            _hooks_installed = True
+        # signal.signal only works in the main thread; a server started elsewhere relies on
+        # atexit until one is started from the main thread.
+        if not _sigterm_installed and threading.current_thread() is threading.main_thread():
+            try:
+                _previous_sigterm = signal.getsignal(signal.SIGTERM)
+                signal.signal(signal.SIGTERM, _on_sigterm)
+                _sigterm_installed = True
+            except (ValueError, OSError):  # pragma: no cover - embedded interpreters
+                pass
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    """Stop our servers (registry entries removed), then do what was done before us."""
+    stop_all_servers()
+    previous = _previous_sigterm
+    if callable(previous):
+        previous(signum, frame)
+    elif previous == signal.SIG_IGN:
+        return
+    else:  # SIG_DFL (or unknown): die of SIGTERM as the parent expects
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.raise_signal(signal.SIGTERM)
+
+
+def _after_fork_in_child() -> None:
+    for server in list(_LIVE):
+        server._forget_after_fork()
+    _LIVE.clear()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX only; Windows has no fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
