@@ -1,0 +1,128 @@
+"""Series storage: typed arrays, the TensorBoard purge rule, decimation that keeps what matters."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import sys
+from array import array
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lightning_stream.series import BYTES_PER_POINT, MIN_DECIMATE, Series
+
+
+def _extend(series: Series, steps: list[int], values: list[float] | None = None) -> int:
+    vals = values if values is not None else [float(s) for s in steps]
+    return series.extend(array("q", steps), array("d", [1000.0 + s for s in steps]), array("d", vals))
+
+
+def test_points_are_held_in_typed_arrays_at_24_bytes_each() -> None:
+    series = Series("run", "loss")
+    for start in range(0, 100_000, 1000):
+        _extend(series, list(range(start, start + 1000)))
+    assert (series.steps.typecode, series.wall_times.typecode, series.values.typecode) == ("q", "d", "d")
+    assert len(series) == 100_000
+    per_point = series.nbytes() / len(series)
+    assert BYTES_PER_POINT <= per_point <= 32
+    assert sys.getsizeof(series.steps) < 100_000 * 9  # one int64 each, not Python ints
+
+
+def test_lower_step_purges_held_points_at_and_after_it() -> None:
+    series = Series("run", "loss")
+    _extend(series, list(range(100)))
+    purged = _extend(series, [50, 51, 52], [-1.0, -2.0, -3.0])
+    assert purged == 50
+    assert list(series.steps) == [*range(50), 50, 51, 52]
+    assert list(series.values)[-3:] == [-1.0, -2.0, -3.0]
+
+
+def test_repeated_last_step_replaces_the_point() -> None:
+    series = Series("run", "loss")
+    _extend(series, [1, 2, 3])
+    assert _extend(series, [3], [9.0]) == 1
+    assert list(series.steps) == [1, 2, 3]
+    assert series.values[-1] == 9.0
+
+
+def test_restart_inside_one_batch_is_applied_in_order() -> None:
+    series = Series("run", "loss")
+    _extend(series, [0, 1, 2, 3, 4, 5, 2, 3, 10, 0])
+    assert list(series.steps) == [0]
+    _extend(series, [5, 6, 7, 6, 8])
+    assert list(series.steps) == [0, 5, 6, 8]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.integers(-50, 50), max_size=20), max_size=10))
+def test_purge_rule_matches_a_point_by_point_model(batches: list[list[int]]) -> None:
+    series = Series("run", "loss")
+    model: list[tuple[int, float]] = []
+    counter = 0.0
+    for steps in batches:
+        values = []
+        for step in steps:
+            counter += 1
+            values.append(counter)
+            model = [p for p in model if p[0] < step] + [(step, counter)]
+        _extend(series, steps, values)
+    assert list(zip(series.steps, series.values, strict=True)) == model
+
+
+def test_extend_rejects_arrays_of_different_lengths() -> None:
+    series = Series("run", "loss")
+    with pytest.raises(ValueError, match="same length"):
+        series.extend(array("q", [1, 2]), array("d", [1.0]), array("d", [1.0, 2.0]))
+    assert len(series) == 0
+
+
+def test_query_returns_points_after_since_step_limited_in_step_order() -> None:
+    series = Series("run", "loss")
+    _extend(series, [0, 10, 20, 30, 40])
+    assert list(series.query().steps) == [0, 10, 20, 30, 40]
+    assert list(series.query(since_step=10).steps) == [20, 30, 40]
+    assert list(series.query(since_step=15, limit=2).steps) == [20, 30]
+    assert list(series.query(since_step=40).steps) == []
+    assert list(series.query(limit=0).steps) == []
+    assert list(series.query(since_step=-5, limit=1).steps) == [0]
+
+
+def test_decimation_keeps_first_newest_and_extrema() -> None:
+    series = Series("run", "loss")
+    n = 10_000
+    values = [math.sin(i / 50) for i in range(n)]
+    values[1234] = 100.0  # an old spike
+    values[4321] = -100.0  # an old dip
+    _extend(series, list(range(n)), values)
+    dropped = series.decimate()
+    assert dropped > n // 4
+    assert len(series) == n - dropped
+    steps = list(series.steps)
+    assert steps[0] == 0
+    assert steps[-n // 4 :] == list(range(n - n // 4, n))  # newest quarter untouched
+    assert all(a < b for a, b in itertools.pairwise(steps))
+    assert max(series.values) == 100.0
+    assert min(series.values) == -100.0
+    assert 1234 in steps
+    assert 4321 in steps
+
+
+def test_repeated_decimation_converges_and_keeps_newest() -> None:
+    series = Series("run", "loss")
+    _extend(series, list(range(50_000)))
+    while series.decimate():
+        pass
+    assert len(series) < MIN_DECIMATE
+    assert series.steps[0] == 0
+    assert series.steps[-1] == 49_999
+
+
+def test_decimation_keeps_a_nan_visible() -> None:
+    series = Series("run", "loss")
+    values = [1.0] * 1000
+    values[100] = float("nan")
+    _extend(series, list(range(1000)), values)
+    series.decimate()
+    assert any(math.isnan(v) for v in series.values)
