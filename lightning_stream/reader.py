@@ -66,6 +66,12 @@ _U32 = struct.Struct("<I")
 
 # TensorFlow DataType enum values the hand decoder understands.
 _DT_FLOAT, _DT_DOUBLE, _DT_INT32, _DT_INT64, _DT_HALF = 1, 2, 3, 9, 19
+_MASK64 = (1 << 64) - 1
+
+# The hand decoder below is the reference for _speedups.c, which follows it rule for rule:
+# every read is bounds-checked against the end of the enclosing message, and anything
+# unexpected (a group, a varint longer than 10 bytes, a length past the end, a tensor that is
+# not rank 0 or not of a common dtype, a tag that is not UTF-8) declines the whole record.
 
 
 class _Decline(Exception):
@@ -73,6 +79,7 @@ class _Decline(Exception):
 
 
 def _varint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
+    """A varint of at most 10 bytes ending before ``end``, truncated to 64 bits as protobuf does."""
     result = 0
     shift = 0
     while pos < end:
@@ -80,61 +87,69 @@ def _varint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
         pos += 1
         result |= (b & 0x7F) << shift
         if b < 0x80:
-            return result, pos
+            return result & _MASK64, pos
         shift += 7
-        if shift >= 64:
+        if shift >= 70:
             break
     raise _Decline
+
+
+def _key(buf: bytes, pos: int, end: int) -> tuple[int, int]:
+    key = buf[pos]
+    if key < 0x80:
+        return key, pos + 1
+    return _varint(buf, pos, end)
+
+
+def _length(buf: bytes, pos: int, end: int) -> tuple[int, int]:
+    """A length-delimited field's length, checked to fit before ``end``; returns (length, start)."""
+    n, pos = _varint(buf, pos, end)
+    if n > end - pos:
+        raise _Decline
+    return n, pos
 
 
 def _skip(buf: bytes, pos: int, key: int, end: int) -> int:
     """Position after the field whose key was just read (wire types 0, 1, 2, 5)."""
     wire = key & 7
     if wire == 0:
-        _, pos = _varint(buf, pos, end)
-    elif wire == 1:
-        pos += 8
-    elif wire == 2:
-        n, pos = _varint(buf, pos, end)
-        pos += n
-    elif wire == 5:
-        pos += 4
-    else:
+        return _varint(buf, pos, end)[1]
+    if wire == 2:
+        n, pos = _length(buf, pos, end)
+        return pos + n
+    size = 8 if wire == 1 else 4 if wire == 5 else 0
+    if not size or end - pos < size:
         raise _Decline
-    if pos > end:
-        raise _Decline
-    return pos
+    return pos + size
 
 
 def _signed64(v: int) -> int:
     return v - (1 << 64) if v >= 1 << 63 else v
 
 
+def _half(bits: int) -> float:
+    return float(_F16.unpack((bits & 0xFFFF).to_bytes(2, "little"))[0])
+
+
 def _plugin_is_scalars(buf: bytes, pos: int, end: int) -> bool:
-    """``SummaryMetadata.plugin_data.plugin_name == "scalars"``."""
+    """``SummaryMetadata.plugin_data.plugin_name == "scalars"`` (the last occurrence wins)."""
     found = False
     while pos < end:
-        key, pos = _varint(buf, pos, end)
-        if key == 0x0A:  # plugin_data
-            n, pos = _varint(buf, pos, end)
-            sub_end = pos + n
-            if sub_end > end:
-                raise _Decline
-            found = False
-            p = pos
-            while p < sub_end:
-                k, p = _varint(buf, p, sub_end)
-                if k == 0x0A:  # plugin_name
-                    m, p = _varint(buf, p, sub_end)
-                    found = buf[p : p + m] == b"scalars"
-                    p += m
-                    if p > sub_end:
-                        raise _Decline
-                else:
-                    p = _skip(buf, p, k, sub_end)
-            pos = sub_end
-        else:
+        key, pos = _key(buf, pos, end)
+        if key != 0x0A:  # plugin_data
             pos = _skip(buf, pos, key, end)
+            continue
+        n, pos = _length(buf, pos, end)
+        sub_end = pos + n
+        found = False
+        while pos < sub_end:
+            key, pos = _key(buf, pos, sub_end)
+            if key == 0x0A:  # plugin_name
+                n, pos = _length(buf, pos, sub_end)
+                found = buf[pos : pos + n] == b"scalars"
+                pos += n
+            else:
+                pos = _skip(buf, pos, key, sub_end)
     return found
 
 
@@ -144,54 +159,55 @@ def _tensor_value(buf: bytes, pos: int, end: int) -> float:
     content: bytes | None = None
     values: list[float] = []
     while pos < end:
-        key, pos = _varint(buf, pos, end)
+        key, pos = _key(buf, pos, end)
         if key == 0x08:
             dtype, pos = _varint(buf, pos, end)
         elif key == 0x12:  # tensor_shape: rank 0 means no dim and no unknown_rank
-            n, pos = _varint(buf, pos, end)
+            n, pos = _length(buf, pos, end)
             if n:
                 raise _Decline
-        elif key == 0x22:
-            n, pos = _varint(buf, pos, end)
+        elif key == 0x22:  # tensor_content
+            n, pos = _length(buf, pos, end)
             content = buf[pos : pos + n]
             pos += n
-        elif key == 0x2A and dtype == _DT_FLOAT:  # packed float_val
-            n, pos = _varint(buf, pos, end)
+        elif key == 0x18:  # version_number
+            pos = _varint(buf, pos, end)[1]
+        elif dtype == _DT_FLOAT and key == 0x2A:  # float_val, packed
+            n, pos = _length(buf, pos, end)
+            if n % 4:
+                raise _Decline
             values.extend(v for (v,) in _F32.iter_unpack(buf[pos : pos + n]))
             pos += n
-        elif key == 0x2D and dtype == _DT_FLOAT:
-            values.append(_F32.unpack_from(buf, pos)[0])
-            pos += 4
-        elif key == 0x32 and dtype == _DT_DOUBLE:
-            n, pos = _varint(buf, pos, end)
+        elif dtype == _DT_FLOAT and key == 0x2D:
+            pos = _skip(buf, pos, key, end)
+            values.append(_F32.unpack_from(buf, pos - 4)[0])
+        elif dtype == _DT_DOUBLE and key == 0x32:  # double_val, packed
+            n, pos = _length(buf, pos, end)
+            if n % 8:
+                raise _Decline
             values.extend(v for (v,) in _F64.iter_unpack(buf[pos : pos + n]))
             pos += n
-        elif key == 0x31 and dtype == _DT_DOUBLE:
-            values.append(_F64.unpack_from(buf, pos)[0])
-            pos += 8
-        elif (key == 0x3A and dtype == _DT_INT32) or (key == 0x52 and dtype == _DT_INT64):
-            n, pos = _varint(buf, pos, end)
-            sub_end = pos + n
-            while pos < sub_end:
-                v, pos = _varint(buf, pos, sub_end)
-                values.append(float(_signed64(v)))
-        elif (key == 0x38 and dtype == _DT_INT32) or (key == 0x50 and dtype == _DT_INT64):
-            v, pos = _varint(buf, pos, end)
-            values.append(float(_signed64(v)))
-        elif key == 0x6A and dtype == _DT_HALF:
-            n, pos = _varint(buf, pos, end)
-            sub_end = pos + n
-            while pos < sub_end:
-                v, pos = _varint(buf, pos, sub_end)
-                values.append(_F16.unpack((v & 0xFFFF).to_bytes(2, "little"))[0])
-        elif key == 0x68 and dtype == _DT_HALF:
-            v, pos = _varint(buf, pos, end)
-            values.append(_F16.unpack((v & 0xFFFF).to_bytes(2, "little"))[0])
-        elif key == 0x18:  # version_number
+        elif dtype == _DT_DOUBLE and key == 0x31:
             pos = _skip(buf, pos, key, end)
+            values.append(_F64.unpack_from(buf, pos - 8)[0])
+        elif (
+            (dtype == _DT_INT32 and key == 0x3A)
+            or (dtype == _DT_INT64 and key == 0x52)
+            or (dtype == _DT_HALF and key == 0x6A)
+        ):
+            n, pos = _length(buf, pos, end)
+            sub_end = pos + n
+            while pos < sub_end:
+                v, pos = _varint(buf, pos, sub_end)
+                values.append(_half(v) if dtype == _DT_HALF else float(_signed64(v)))
+        elif (
+            (dtype == _DT_INT32 and key == 0x38)
+            or (dtype == _DT_INT64 and key == 0x50)
+            or (dtype == _DT_HALF and key == 0x68)
+        ):
+            v, pos = _varint(buf, pos, end)
+            values.append(_half(v) if dtype == _DT_HALF else float(_signed64(v)))
         else:
-            raise _Decline
-        if pos > end:
             raise _Decline
     if content is not None:
         if values:
@@ -219,38 +235,25 @@ def _decode_event(
     wall_time = 0.0
     step = 0
     while pos < end:
-        key = buf[pos]
-        pos += 1
+        key, pos = _key(buf, pos, end)
         if key == 0x09:
-            wall_time = _F64.unpack_from(buf, pos)[0]
-            pos += 8
+            pos = _skip(buf, pos, key, end)
+            wall_time = _F64.unpack_from(buf, pos - 8)[0]
         elif key == 0x10:
             step, pos = _varint(buf, pos, end)
-        elif key == 0x2A:  # summary
-            n, pos = _varint(buf, pos, end)
+        elif key == 0x2A:  # summary; when repeated, protobuf merges: the values add up
+            n, pos = _length(buf, pos, end)
             sub_end = pos + n
-            if sub_end > end:
-                raise _Decline
-            out.clear()  # a repeated summary field: the last one wins, as in protobuf
             while pos < sub_end:
-                k = buf[pos]
-                pos += 1
-                if k == 0x0A:  # value
-                    n, pos = _varint(buf, pos, sub_end)
+                key, pos = _key(buf, pos, sub_end)
+                if key == 0x0A:  # value
+                    n, pos = _length(buf, pos, sub_end)
                     _decode_value(buf, pos, pos + n, scalar_tags, out)
                     pos += n
                 else:
-                    if k >= 0x80:
-                        raise _Decline
-                    pos = _skip(buf, pos, k, sub_end)
-            if pos != sub_end:
-                raise _Decline
+                    pos = _skip(buf, pos, key, sub_end)
         else:
-            if key >= 0x80:
-                key, pos = _varint(buf, pos - 1, end)
             pos = _skip(buf, pos, key, end)
-    if pos != end:
-        raise _Decline
     return _signed64(step), wall_time
 
 
@@ -260,34 +263,29 @@ def _decode_value(buf: bytes, pos: int, end: int, scalar_tags: set[str], out: li
     tensor: tuple[int, int] | None = None
     metadata: tuple[int, int] | None = None
     while pos < end:
-        key = buf[pos]
-        pos += 1
+        key, pos = _key(buf, pos, end)
         if key == 0x0A:
-            n, pos = _varint(buf, pos, end)
+            n, pos = _length(buf, pos, end)
             tag = buf[pos : pos + n]
             pos += n
         elif key == 0x15:
-            simple = _F32.unpack_from(buf, pos)[0]
+            pos = _skip(buf, pos, key, end)
+            simple = _F32.unpack_from(buf, pos - 4)[0]
             tensor = None
-            pos += 4
         elif key == 0x42:
-            n, pos = _varint(buf, pos, end)
+            n, pos = _length(buf, pos, end)
             tensor = (pos, pos + n)
             simple = None
             pos += n
         elif key == 0x4A:
-            n, pos = _varint(buf, pos, end)
+            n, pos = _length(buf, pos, end)
             metadata = (pos, pos + n)
             pos += n
         else:
-            if key >= 0x80:
-                raise _Decline
             pos = _skip(buf, pos, key, end)
-            if key in (0x1A, 0x22, 0x2A, 0x32):  # histo, image, histo, audio: another oneof member
+            if key in (0x1A, 0x22, 0x2A, 0x32):  # histo, image, histo, audio: another member of the oneof
                 simple = None
                 tensor = None
-    if pos != end:
-        raise _Decline
     if simple is None and tensor is None:
         return
     try:
@@ -343,7 +341,7 @@ def decode_records_py(buf: bytes, pos: int, scalar_tags: set[str], resync: bool)
         points.clear()
         try:
             step, wall_time = _decode_event(buf, start, end, scalar_tags, points)
-        except (_Decline, struct.error, IndexError):
+        except _Decline:
             return pos, STOP_FALLBACK, False, records, series, errors
         records += 1
         pos = end + FOOTER_SIZE

@@ -1,0 +1,215 @@
+"""How fast can the scalars of a TensorBoard logdir be read? lightning-stream vs TensorBoard's readers.
+
+Generates once (cached in benchmarks/data/) a logdir of 10 runs x 10 tags x 10,000 steps = 1,000,000
+scalars written by torch's ``SummaryWriter``, then reads all of it with each contender, each in a fresh
+subprocess so that peak RSS is per contender:
+
+* ``lightning-stream (C)``       ``LogdirWatcher(logdir).scan()`` with the C decoder (``_speedups``)
+* ``lightning-stream (Python)``  the same with ``LIGHTNING_STREAM_PURE_PYTHON=1``
+* ``EventFileLoader``            tensorboard's per-file event iterator (protobuf objects)
+* ``EventAccumulator``           tensorboard's in-memory accumulator, ``size_guidance={"scalars": 0}``
+* ``tbparse``                    ``SummaryReader(logdir).scalars`` (a pandas DataFrame)
+
+``--end-to-end`` measures instead the time from starting a ``StreamServer`` watching the logdir until
+``/api/runs`` reports the last step of every run (files appear -> queryable over HTTP).
+
+    .venv/bin/python benchmarks/bench_ingest.py            # full: 1M scalars
+    .venv/bin/python benchmarks/bench_ingest.py --quick    # smoke run: 2 x 5 x 1,000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE / "data"
+CONTENDERS = ["lightning-stream (C)", "lightning-stream (Python)", "EventFileLoader", "EventAccumulator", "tbparse"]
+
+
+def generate(logdir: Path, runs: int, tags: int, steps: int) -> None:
+    """Write the logdir with torch's SummaryWriter (once; a marker file says it is complete)."""
+    marker = logdir / "COMPLETE"
+    if marker.exists():
+        return
+    from torch.utils.tensorboard import SummaryWriter
+
+    shutil.rmtree(logdir, ignore_errors=True)
+    started = time.perf_counter()
+    print(f"generating {runs} runs x {tags} tags x {steps} steps in {logdir} ...", file=sys.stderr, flush=True)
+    for r in range(runs):
+        writer = SummaryWriter(str(logdir / f"run_{r:02d}"), max_queue=10_000, flush_secs=3600)
+        for step in range(steps):
+            for t in range(tags):
+                writer.add_scalar(f"metric/tag_{t:02d}", (r + 1) * 0.001 * step + t, step)
+        writer.close()
+    marker.write_text(json.dumps({"runs": runs, "tags": tags, "steps": steps}))
+    print(f"generated in {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
+
+
+def peak_rss_mib() -> float:
+    """VmHWM of this process (ru_maxrss would include the parent's peak: Linux keeps it across exec)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def measure(name: str, logdir: Path) -> dict[str, Any]:
+    """Read the whole logdir with one contender (imports excluded from the time, included in peak RSS)."""
+    if name.startswith("lightning-stream"):
+        from lightning_stream.reader import has_speedups
+        from lightning_stream.watcher import LogdirWatcher
+
+        if name.endswith("(C)") and not has_speedups():
+            return {"error": "C decoder not built"}
+        before = rss_mib()
+        started = time.perf_counter()
+        batches = LogdirWatcher(logdir).scan()
+        count = sum(len(b) for b in batches)
+    elif name == "EventFileLoader":
+        from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+        before = rss_mib()
+        started = time.perf_counter()
+        points: list[tuple[str, int, float, Any]] = []
+        for path in sorted(logdir.rglob("*tfevents*")):
+            for event in EventFileLoader(str(path)).Load():
+                for value in event.summary.value:
+                    points.append((value.tag, event.step, event.wall_time, value.tensor))
+        count = len(points)
+    elif name == "EventAccumulator":
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        before = rss_mib()
+        started = time.perf_counter()
+        count = 0
+        for run in sorted({p.parent for p in logdir.rglob("*tfevents*")}):
+            acc = EventAccumulator(str(run), size_guidance={"scalars": 0})
+            acc.Reload()
+            count += sum(len(acc.Scalars(tag)) for tag in acc.Tags()["scalars"])
+    elif name == "tbparse":
+        from tbparse import SummaryReader
+
+        before = rss_mib()
+        started = time.perf_counter()
+        count = len(SummaryReader(str(logdir), pivot=False, extra_columns={"dir_name", "wall_time"}).scalars)
+    else:
+        raise ValueError(f"unknown contender {name!r}; choose from {CONTENDERS!r}")
+    seconds = time.perf_counter() - started
+    return {"scalars": count, "seconds": seconds, "peak_rss_mib": peak_rss_mib(), "rss_before_mib": before}
+
+
+def end_to_end(logdir: Path, expected_last_step: int, runs: int) -> dict[str, Any]:
+    """Start a StreamServer watching ``logdir``; time until /api/runs shows every run complete."""
+    import urllib.request
+
+    try:
+        from lightning_stream.config import ServerConfig
+        from lightning_stream.server import StreamServer
+    except ImportError as exc:
+        return {"error": f"StreamServer not available yet ({exc})"}
+    before = rss_mib()
+    started = time.perf_counter()
+    server = StreamServer(ServerConfig())
+    server.start()
+    try:
+        server.watch(str(logdir))
+        while True:
+            with urllib.request.urlopen(f"{server.url}/api/runs", timeout=10) as response:
+                listed = json.load(response)
+            done = [r for r in listed if r.get("last_step") == expected_last_step]
+            if len(done) >= runs:
+                break
+            if time.perf_counter() - started > 120:
+                return {"error": f"timed out: {len(done)}/{runs} runs complete after 120 s"}
+            time.sleep(0.005)
+        seconds = time.perf_counter() - started
+    finally:
+        server.stop()
+    return {"scalars": -1, "seconds": seconds, "peak_rss_mib": peak_rss_mib(), "rss_before_mib": before}
+
+
+def run_child(args: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, __file__, *args], capture_output=True, text=True, env=env, timeout=900, check=False
+    )
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small logdir (2 runs x 5 tags x 1,000 steps)")
+    parser.add_argument("--only", action="append", choices=CONTENDERS, help="measure only this contender")
+    parser.add_argument("--end-to-end", action="store_true", help="files appear -> queryable over /api/runs")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per contender; the best time is shown")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--logdir", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.child:
+        logdir = Path(args.logdir)
+        if args.child == "end-to-end":
+            shape = json.loads((logdir / "COMPLETE").read_text())
+            print(json.dumps(end_to_end(logdir, shape["steps"] - 1, shape["runs"])))
+        else:
+            print(json.dumps(measure(args.child, logdir)))
+        return
+
+    runs, tags, steps = (2, 5, 1_000) if args.quick else (10, 10, 10_000)
+    logdir = DATA / f"logdir_{runs}x{tags}x{steps}"
+    generate(logdir, runs, tags, steps)
+    expected = runs * tags * steps
+    names = ["end-to-end"] if args.end_to_end else (args.only or CONTENDERS)
+
+    print(f"{expected:,} scalars ({runs} runs x {tags} tags x {steps} steps, torch SummaryWriter), {logdir}")
+    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}, {os.cpu_count()} cores")
+    print(f"{'contender':<28}{'scalars':>11}{'seconds':>10}{'scalars/s':>14}{'peak RSS MiB':>14}{'RSS before':>12}")
+    failed = False
+    for name in names:
+        best: dict[str, Any] | None = None
+        for _ in range(args.repeat):
+            env = dict(os.environ)
+            if name == "lightning-stream (Python)":
+                env["LIGHTNING_STREAM_PURE_PYTHON"] = "1"
+            result = run_child(["--child", name, "--logdir", str(logdir)], env)
+            if "error" in result:
+                best = result
+                break
+            if best is None or result["seconds"] < best["seconds"]:
+                best = result
+        assert best is not None
+        if "error" in best:
+            print(f"{name:<28}  {best['error']}")
+            continue
+        count = expected if best["scalars"] == -1 else best["scalars"]
+        if count != expected:
+            failed = True
+        rate = count / best["seconds"]
+        print(
+            f"{name:<28}{count:>11,}{best['seconds']:>10.3f}{rate:>14,.0f}"
+            f"{best['peak_rss_mib']:>14.0f}{best['rss_before_mib']:>12.0f}"
+        )
+    if failed:
+        sys.exit("a contender read a different number of scalars than were written")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,20 @@
+"""Build configuration beyond pyproject.toml: the optional C decoder.
+
+``lightning_stream._speedups`` is an *optional* extension: without a C compiler the build skips it
+and the pure-Python decoder (same results, ~10x slower) is used.
+"""
+
+import sys
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "lightning_stream._speedups",
+            ["lightning_stream/_speedups.c"],
+            optional=True,
+            extra_compile_args=[] if sys.platform == "win32" else ["-O3", "-std=c99"],
+        )
+    ]
+)
