@@ -53,7 +53,7 @@ def test_listener_uses_reuseaddr_and_never_reuseport() -> None:
         if hasattr(socket, "SO_REUSEPORT"):
             assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) == 0
         # ... so a second live listener on the same port is refused, not silently sharing it.
-        with pytest.raises(OSError) as info:
+        with pytest.raises(OSError, match="in use") as info:
             bind_listener("127.0.0.1", sock.getsockname()[1])
         assert info.value.errno == errno.EADDRINUSE
     finally:
@@ -105,7 +105,8 @@ def test_busy_fixed_port_falls_back_to_a_free_port_with_a_warning(
         assert bound.fell_back
         assert bound.port != held_port
         assert bound.requested_port == held_port
-        assert f"port {held_port}" in bound.message and f"port {bound.port} instead" in bound.message
+        assert f"port {held_port}" in bound.message
+        assert f"port {bound.port} instead" in bound.message
         assert bound.message in caplog.text
         assert _connectable(bound.port)
     finally:

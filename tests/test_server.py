@@ -242,9 +242,8 @@ def test_watchdog_restarts_a_server_whose_loop_hangs(registry_dir: Path) -> None
 async def test_works_from_inside_a_running_event_loop() -> None:
     server = StreamServer(port=None, watchdog_interval_s=0).start()  # blocks briefly; never uses our loop
     try:
-        async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
-            async with session.get(server.url + "/health") as response:
-                assert (await response.json())["pid"] == os.getpid()
+        async with aiohttp.ClientSession(timeout=TIMEOUT) as session, session.get(server.url + "/health") as response:
+            assert (await response.json())["pid"] == os.getpid()
     finally:
         await asyncio.to_thread(server.stop)
 
