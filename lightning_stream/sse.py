@@ -60,8 +60,8 @@ RETRY_MS = 2000
 KEEPALIVE = b": keep-alive\n\n"
 #: how often an idle stream checks that its client is still connected
 LIVENESS_CHECK_S = 1.0
-#: most messages coalesced into one write for a client that is behind
-MAX_COALESCE = 64
+#: coalesce ready messages into one write up to this size (bounds what one stream buffers)
+COALESCE_BYTES = 256 * 1024
 SHUTDOWN_GRACE_S = 1.0
 
 
@@ -157,11 +157,13 @@ class SSEStreams:
                     stream.last_write = time.monotonic()
                 continue
             chunks = [self._encode(message, sub)]
-            for _ in range(MAX_COALESCE):
+            size = len(chunks[0])
+            while size < COALESCE_BYTES:  # a client that is behind gets what is ready in one write
                 more = sub.get_nowait()
                 if more is None:
                     break
                 chunks.append(self._encode(more, sub))
+                size += len(chunks[-1])
             data = b"".join(chunks)
             if data:
                 await response.write(data)

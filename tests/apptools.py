@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import json
 from array import array
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,11 +89,16 @@ def ingest(hub: Hub, *batches: ScalarBatch) -> None:
     hub.ingest(list(batches))
 
 
+async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll ``predicate`` until true (for server-side state that has no event to await)."""
+    async with asyncio.timeout(timeout):
+        while not predicate():  # noqa: ASYNC110 - nothing to await on; tests only
+            await asyncio.sleep(0.005)
+
+
 async def wait_for_seq(hub: Hub, seq: int, timeout: float = 10.0) -> None:
     """Wait until the hub has handed out ``seq`` (it coalesces per tick)."""
-    async with asyncio.timeout(timeout):
-        while hub.seq < seq:  # noqa: ASYNC110 - the hub has no event for this; tests only
-            await asyncio.sleep(0.005)
+    await until(lambda: hub.seq >= seq, timeout)
 
 
 @dataclass
