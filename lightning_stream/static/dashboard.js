@@ -42,6 +42,7 @@
     messagesReceived: 0,
     lastUpdate: null, // Date.now() of the last data point
     server: null, // last /health answer
+    dataOrigin: null, // identity of the server the loaded history came from
     errors: [],
     smoothing: 0.6,
     logScale: false,
@@ -524,7 +525,6 @@
     run.rowDirty = true;
     const chart = s.chart;
     chart.dirty = true;
-    chart.metaDirty = true;
     if (chart.card.hidden && s.n > 0 && runVisible(run) && tagMatches(chart.tag)) {
       chart.card.hidden = false;
       state.layoutDirty = true;
@@ -569,22 +569,18 @@
     const now = Date.now();
     let count = 0;
     let last = null;
+    const changed = new Set();
     for (const p of points) {
       if (!p || typeof p.run !== "string" || typeof p.tag !== "string") continue;
       const s = last && last.run.name === p.run && last.tag === p.tag ? last : getSeries(p.run, p.tag);
       last = s;
       if (seq !== null && seq <= s.loadedSeq) continue; // already in the loaded history
       appendPoint(s, num(p.step), num(p.wall_time), num(p.value));
-      s.dirtyMark = true;
+      changed.add(s);
       count += 1;
     }
     if (count === 0) return;
-    for (const s of series.values()) {
-      if (s.dirtyMark) {
-        s.dirtyMark = false;
-        touched(s);
-      }
-    }
+    for (const s of changed) touched(s);
     state.pointsReceived += count;
     state.lastUpdate = now;
     rateBuckets.push([now, count]);
@@ -610,6 +606,10 @@
   async function loadHistory() {
     state.loading = true;
     updateEmpty();
+    const t0 = performance.now();
+    const health = await getJSON("health");
+    state.server = health;
+    state.dataOrigin = serverIdentity(health, performance.now() - t0);
     const list = await getJSON("api/runs");
     const entries = Array.isArray(list) ? list : list.runs || [];
     const listSeq = Array.isArray(list) ? null : num(list.seq);
@@ -697,7 +697,7 @@
       stream.close();
       stream = null;
     }
-    setStreamState(state.streamState === "live" || state.streamState === "reconnecting" ? "reconnecting" : "offline");
+    setStreamState(state.restState === "unreachable" || state.streamState === "offline" ? "offline" : "reconnecting");
     state.reconnects += 1;
     const delay = backoffMs;
     backoffMs = Math.min(backoffMs * 2, 5000);
@@ -806,18 +806,12 @@
     return reloadPromise;
   }
 
-  /* Reconnect after a drop: a restarted server (same port, new process or new hub) numbers its
-   * messages from 1 again, so compare with /health before resuming from our last id. */
+  /* Reconnect after a drop. A restarted server numbers its messages from 1 again (the hub then
+   * answers our old id with `reset`); probeHealth() also notices it from /health and reloads. */
   async function resume() {
-    const before = state.server;
     await probeHealth();
-    const after = state.server;
-    if (before && after && (before.pid !== after.pid || after.uptime_s < before.uptime_s)) {
-      noteError("server restarted: reloading history");
-      reload();
-      return;
-    }
-    if (state.restState !== "ok" && state.restState !== "error") {
+    if (reloadPromise) return;
+    if (state.restState === "unreachable") {
       streamFailed(generation); // still down: wait and retry
       return;
     }
@@ -846,13 +840,37 @@
 
   // ---------------------------------------------------------------- health
 
+  /* Which server process and incarnation answered: a restart changes the pid, the `restarts`
+   * counter (same process) or the start time (a new server on the same port). The start time
+   * is estimated from uptime, give or take the request's round trip. */
+  function serverIdentity(h, rttMs) {
+    return { pid: h.pid, restarts: h.restarts, startedAt: Date.now() / 1000 - num(h.uptime_s), slack: rttMs / 1000 };
+  }
+
+  function restartedSince(origin, now) {
+    if (!origin || !now) return false;
+    return (
+      now.pid !== origin.pid ||
+      now.restarts !== origin.restarts ||
+      Math.abs(now.startedAt - origin.startedAt) > 0.5 + origin.slack + now.slack
+    );
+  }
+
   async function probeHealth() {
     const t0 = performance.now();
     try {
       const health = await getJSON("health");
+      const rtt = performance.now() - t0;
       state.restState = "ok";
-      state.restDetail = `${Math.round(performance.now() - t0)} ms`;
+      state.restDetail = `${Math.round(rtt)} ms`;
       state.server = health;
+      if (state.loaded && !reloadPromise) {
+        const seq = num(health.seq);
+        if (restartedSince(state.dataOrigin, serverIdentity(health, rtt)) || (state.lastSeq !== null && seq < state.lastSeq)) {
+          noteError("server restarted: reloading history");
+          reload();
+        }
+      }
     } catch (err) {
       if (err.status) {
         state.restState = "error";
@@ -1264,7 +1282,6 @@
       el.tooltip.hidden = true;
       return;
     }
-    const x = L.left + (rows[0].step - L.x0) * L.sx;
     octx.strokeStyle = theme.axis;
     octx.lineWidth = 1;
     octx.setLineDash([3, 3]);
@@ -1286,7 +1303,6 @@
       octx.fill();
       octx.stroke();
     }
-    void x;
     rows.sort((a, b) => (b.sm > a.sm ? 1 : b.sm < a.sm ? -1 : 0));
     const smoothCol = w > 0;
     let html = `<div class="tip-title">${escapeHtml(chart.tag)}</div><table><tr><th></th><th>run</th>`;
@@ -1416,9 +1432,6 @@
         run.rowDirty = false;
         refreshRunRow(run);
       }
-    }
-    for (const chart of charts.values()) {
-      if (chart.metaDirty && chart.card.hidden) chart.metaDirty = false;
     }
   }
 
