@@ -30,6 +30,7 @@ from lightning_stream.tfrecord import (
     FOOTER_SIZE,
     FRAMING_SIZE,
     HEADER_SIZE,
+    MAX_PLAUSIBLE_RECORD,
     MAX_READ_RECORD,
     find_header,
     masked_crc32c,
@@ -482,6 +483,18 @@ class EventFileReader:
             header = parse_header(buf, pos)
             if header is None or not header.valid:
                 return False
+            if header.length > MAX_PLAUSIBLE_RECORD:
+                self.stats["bad_lengths"] += 1
+                log.warning(
+                    "%s: skipped a record with an impossible length %d at byte offset %d",
+                    self.path,
+                    header.length,
+                    self._offset,
+                )
+                self._resync = True
+                self._offset += 1
+                self._tail = b""
+                return True
             total = FRAMING_SIZE + header.length
             if file_size < self._offset + total:
                 return False  # the record is still being written

@@ -26,6 +26,11 @@ MAX_READ_RECORD = 16 * 1024 * 1024
 """Records longer than this (graphs, big images) are stepped over without being read into memory:
 no scalar record comes near it, and it bounds what one garbage-but-checksummed length can cost."""
 
+MAX_PLAUSIBLE_RECORD = 1 << 32
+"""A length above this is garbage even when its checksum happens to match (1 in 2**32 for random
+bytes): no TensorBoard writer produces a 4 GiB record. The reader resynchronises past it instead
+of waiting forever for the file to grow that much."""
+
 _MASK_DELTA = 0xA282EAD8
 _HEADER = struct.Struct("<QI")
 _U64 = struct.Struct("<Q")

@@ -1,0 +1,226 @@
+"""LogdirWatcher: runs as TensorBoard defines them, every file read, changes picked up while watching."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from eventfiles import WALL_TIME, event_files, read_all, records, simple_event, write_torch
+from torch.utils.tensorboard import SummaryWriter
+
+from lightning_stream.filesystem import FileStat, LocalFileSystem
+from lightning_stream.scalars import ScalarBatch
+from lightning_stream.watcher import ChangeDetection, LogdirWatcher
+
+GUARD_S = 30.0
+"""Deadlock guard for waits (not a timing assertion: the machine is shared and may be slow)."""
+
+
+def point(tag: str, step: int, value: float) -> tuple[str, int, float, float]:
+    return (tag, step, WALL_TIME, value)
+
+
+def test_runs_are_directories_holding_event_files_named_by_relative_path(tmp_path: Path) -> None:
+    write_torch(tmp_path, [point("a", 0, 1.0)])
+    write_torch(tmp_path / "a", [point("a", 0, 1.0)])
+    write_torch(tmp_path / "a" / "b", [point("a", 0, 1.0)])
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "notes.txt").write_text("not a run")
+    watcher = LogdirWatcher(tmp_path)
+    batches = watcher.scan()
+    assert watcher.runs() == {".": str(tmp_path), "a": str(tmp_path / "a"), "a/b": str(tmp_path / "a" / "b")}
+    assert sorted(b.run for b in batches) == [".", "a", "a/b"]
+
+
+def test_prefix_names_the_root_run_and_prefixes_nested_ones(tmp_path: Path) -> None:
+    write_torch(tmp_path, [point("a", 0, 1.0)])
+    write_torch(tmp_path / "x" / "y", [point("a", 0, 1.0)])
+    watcher = LogdirWatcher(tmp_path, prefix="exp1")
+    assert sorted(b.run for b in watcher.scan()) == ["exp1", "exp1/x/y"]
+    assert set(watcher.runs()) == {"exp1", "exp1/x/y"}
+
+
+def test_every_event_file_of_a_run_is_read_not_only_the_newest(tmp_path: Path) -> None:
+    older = SummaryWriter(str(tmp_path))
+    older.add_scalar("a", 0.0, 0, walltime=WALL_TIME)
+    older.flush()
+    watcher = LogdirWatcher(tmp_path)
+    assert [p[1] for p in read_all(watcher.scan())] == [0]
+    newer = SummaryWriter(str(tmp_path))
+    newer.add_scalar("b", 1.0, 100, walltime=WALL_TIME)
+    newer.flush()
+    older.add_scalar("a", 2.0, 1, walltime=WALL_TIME)  # the older file keeps growing
+    older.flush()
+    older.close()
+    newer.close()
+    assert len(event_files(tmp_path)) == 2
+    assert sorted(read_all(watcher.scan())) == [point("a", 1, 2.0), point("b", 100, 1.0)]
+    assert watcher.stats["files"] == 2
+    assert watcher.stats["scalars"] == 3
+
+
+def test_scan_returns_only_what_is_new(tmp_path: Path) -> None:
+    path = tmp_path / "run" / "events.out.tfevents.1.host"
+    path.parent.mkdir()
+    path.write_bytes(records(simple_event("a", i, WALL_TIME, 1.0) for i in range(3)))
+    watcher = LogdirWatcher(tmp_path)
+    assert len(read_all(watcher.scan())) == 3
+    assert watcher.scan() == []
+    with path.open("ab") as f:
+        f.write(records([simple_event("a", 3, WALL_TIME, 1.0)]))
+    assert read_all(watcher.scan()) == [point("a", 3, 1.0)]
+
+
+def test_removed_file_keeps_its_counts_in_stats(tmp_path: Path) -> None:
+    path = write_torch(tmp_path / "run", [point("a", i, 1.0) for i in range(4)])
+    watcher = LogdirWatcher(tmp_path)
+    watcher.scan()
+    path.unlink()
+    assert watcher.scan() == []
+    assert (watcher.stats["scalars"], watcher.stats["files"]) == (4, 0)
+
+
+def test_bad_arguments_say_what_to_pass(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="poll_interval_s must be positive, got 0"):
+        LogdirWatcher(tmp_path, poll_interval_s=0)
+    with pytest.raises(ValueError, match="change_detection must be"):
+        LogdirWatcher(tmp_path, change_detection="inotify")  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- watching
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.batches: list[ScalarBatch] = []
+
+    def __call__(self, batches: list[ScalarBatch]) -> None:
+        self.batches.extend(batches)
+
+    def points(self) -> list[tuple[str, str, int, float]]:
+        return [(b.run, t, s, v) for b in self.batches for (t, s, _, v) in read_all([b])]
+
+    async def wait_for(self, predicate: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + GUARD_S
+        while not predicate():
+            assert time.monotonic() < deadline, f"gave up waiting for {what}; got {self.points()!r}"
+            await asyncio.sleep(0.005)
+
+
+@contextlib.asynccontextmanager
+async def watching(watcher: LogdirWatcher) -> AsyncIterator[Collector]:
+    collector = Collector()
+    task = asyncio.create_task(watcher.watch(collector))
+    try:
+        yield collector
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@pytest.mark.parametrize("mode", ["auto", "watchfiles", "poll"])
+async def test_watch_picks_up_new_runs_new_files_and_appends(tmp_path: Path, mode: ChangeDetection) -> None:
+    watcher = LogdirWatcher(tmp_path, poll_interval_s=0.2, change_detection=mode)
+    async with watching(watcher) as got:
+        first = SummaryWriter(str(tmp_path / "run1"))
+        first.add_scalar("loss", 1.0, 0, walltime=WALL_TIME)
+        first.flush()
+        await got.wait_for(lambda: ("run1", "loss", 0, 1.0) in got.points(), "the first point of run1")
+
+        first.add_scalar("loss", 0.5, 1, walltime=WALL_TIME)
+        first.flush()
+        await got.wait_for(lambda: ("run1", "loss", 1, 0.5) in got.points(), "an appended point")
+
+        second = SummaryWriter(str(tmp_path / "nested" / "run2"))
+        second.add_scalar("acc", 0.25, 7, walltime=WALL_TIME)
+        second.flush()
+        await got.wait_for(lambda: ("nested/run2", "acc", 7, 0.25) in got.points(), "a new run")
+
+        resumed = SummaryWriter(str(tmp_path / "run1"))  # a restarted job: a new file in the same run
+        resumed.add_scalar("loss", 0.25, 2, walltime=WALL_TIME)
+        resumed.flush()
+        await got.wait_for(lambda: ("run1", "loss", 2, 0.25) in got.points(), "a new file in run1")
+        for writer in (first, second, resumed):
+            writer.close()
+    assert sorted(watcher.runs()) == ["nested/run2", "run1"]
+    assert sorted(got.points()) == sorted(
+        [("run1", "loss", 0, 1.0), ("run1", "loss", 1, 0.5), ("nested/run2", "acc", 7, 0.25), ("run1", "loss", 2, 0.25)]
+    )
+
+
+async def test_watch_starts_a_truncated_file_over(tmp_path: Path) -> None:
+    path = tmp_path / "run" / "events.out.tfevents.1.host"
+    path.parent.mkdir()
+    path.write_bytes(records(simple_event("a", i, WALL_TIME, 1.0) for i in range(5)))
+    watcher = LogdirWatcher(tmp_path, poll_interval_s=0.2)
+    async with watching(watcher) as got:
+        await got.wait_for(lambda: len(got.points()) == 5, "the first five points")
+        path.write_bytes(records([simple_event("a", 0, WALL_TIME, 2.0)]))
+        await got.wait_for(lambda: len(got.points()) == 6, "the rewritten file's point")
+    assert got.points()[-1] == ("run", "a", 0, 2.0)
+    assert watcher.stats["restarts"] == 1
+
+
+async def test_watch_waits_for_a_logdir_that_does_not_exist_yet(tmp_path: Path) -> None:
+    logdir = tmp_path / "later"
+    watcher = LogdirWatcher(logdir, poll_interval_s=0.1)
+    async with watching(watcher) as got:
+        await asyncio.sleep(0.05)
+        write_torch(logdir / "run", [point("x", 1, 3.0)])
+        await got.wait_for(lambda: got.points() == [("run", "x", 1, 3.0)], "the point of the new logdir")
+
+
+class ForwardingFileSystem:
+    """A FileSystem that is not ``LocalFileSystem`` (as a remote one would be): no notifications."""
+
+    def __init__(self) -> None:
+        self._local = LocalFileSystem()
+        self.calls = 0
+
+    def exists(self, path: str) -> bool:
+        return self._local.exists(path)
+
+    def list_event_files(self, root: str) -> list[str]:
+        self.calls += 1
+        return self._local.list_event_files(root)
+
+    def stat(self, path: str) -> FileStat | None:
+        return self._local.stat(path)
+
+    def read(self, path: str, offset: int, size: int) -> bytes:
+        return self._local.read(path, offset, size)
+
+
+async def test_filesystem_without_notifications_is_polled(tmp_path: Path) -> None:
+    fs = ForwardingFileSystem()
+    watcher = LogdirWatcher(tmp_path, fs=fs, poll_interval_s=0.05)
+    async with watching(watcher) as got:
+        await got.wait_for(lambda: fs.calls >= 1, "a first scan")
+        write_torch(tmp_path / "run", [point("x", 1, 3.0)])  # created after that scan: only a poll finds it
+        await got.wait_for(lambda: got.points() == [("run", "x", 1, 3.0)], "a polled point")
+        assert watcher.notifications_active is False
+
+
+async def test_notifications_are_used_on_a_local_logdir(tmp_path: Path) -> None:
+    watcher = LogdirWatcher(tmp_path, poll_interval_s=60.0, change_detection="watchfiles")
+    async with watching(watcher) as got:
+        await got.wait_for(lambda: watcher.notifications_active, "notifications to start")
+        await asyncio.sleep(0.2)  # let the OS watch settle before the write
+        write_torch(tmp_path / "run", [point("x", 1, 3.0)])
+        # With a 60 s poll, only a notification can deliver this point within the guard.
+        await got.wait_for(lambda: got.points() == [("run", "x", 1, 3.0)], "a notified point")
+
+
+def test_symlinked_run_directories_are_followed(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere"
+    write_torch(target, [point("x", 1, 3.0)])
+    logdir = tmp_path / "logdir"
+    logdir.mkdir()
+    os.symlink(target, logdir / "linked")
+    assert [b.run for b in LogdirWatcher(logdir).scan()] == ["linked"]
