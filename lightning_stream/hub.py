@@ -9,13 +9,16 @@ How it stays bounded and exact:
 * Points are stored per (run, tag) in typed arrays (``series.py``; its docstring
   states the TensorBoard purge rule for restarts). Past
   ``config.memory_budget_bytes`` (24 bytes per point), the largest series are
-  decimated until a quarter of the budget is free again.
+  decimated until a quarter of the budget is free again (a series is never
+  thinned below ``series.MIN_DECIMATE`` points: that is the floor per series).
 * ``ingest`` stores points at once (so REST sees them) and queues them; every
   ``config.tick_s`` the queue becomes one or more ``scalars`` messages (at most
-  :data:`MAX_MESSAGE_POINTS` points each), each with the next global ``seq``.
+  :data:`MAX_MESSAGE_POINTS` points each, one batch per series), each with the
+  next global ``seq``.
   ``publish_status`` flushes first, so a status never overtakes earlier points.
 * All messages live in ONE shared log, bounded by ``config.replay_points``
-  points (a status counts as one; the newest message is always kept). A
+  points (a status counts as one; the newest message is always kept) and by
+  :data:`MAX_REPLAY_MESSAGES` (or twice ``subscriber_queue``) messages. A
   subscriber is only a cursor into that log, so fan-out copies nothing,
   replay is the same code path as live delivery (no gap, no duplicate), and a
   stalled subscriber holds no memory of its own.
@@ -58,6 +61,7 @@ from lightning_stream.series import BYTES_PER_POINT, MIN_DECIMATE, Series
 __all__ = [
     "MAX_GLOB_LEN",
     "MAX_MESSAGE_POINTS",
+    "MAX_REPLAY_MESSAGES",
     "STATES",
     "Hub",
     "HubClosed",
@@ -69,6 +73,7 @@ __all__ = [
 STATES = ("started", "epoch", "finished", "failed")
 MAX_GLOB_LEN = 256
 MAX_MESSAGE_POINTS = 10_000  # bounds one SSE/WS frame to ~1 MB of JSON
+MAX_REPLAY_MESSAGES = 10_000
 LOW_WATER = 0.75  # decimate down to this fraction of the budget, so it happens rarely
 KINDS = ("sse", "ws")
 
@@ -200,12 +205,17 @@ class Message:
         return self._select(sub)[0]
 
     def ws_json_for(self, sub: Subscription) -> str | None:
-        """The WebSocket form: the payload with ``"type": kind`` and ``"seq"`` in front; cached."""
+        """The WebSocket form: ``{"type": kind, "seq": N, ...payload}`` (one ``seq`` key); cached."""
         key = sub._filter.key
         if key in self._ws_cache:
             return self._ws_cache[key]
         body = self.json_for(sub)
-        text = None if body is None else f'{{"type":"{self.kind}","seq":{self.seq},{body[1:]}'
+        if body is None:
+            text = None
+        elif self.kind == "reset":  # its payload already carries "seq"
+            text = f'{{"type":"reset",{body[1:]}'
+        else:
+            text = f'{{"type":"{self.kind}","seq":{self.seq},{body[1:]}'
         self._ws_cache[key] = text
         return text
 
@@ -246,6 +256,27 @@ def points_rows_json(batch: ScalarBatch) -> str:
     if _finite(batch.values) and _finite(batch.wall_times):
         return "[" + ",".join([f"[{s},{w!r},{v!r}]" for s, w, v in rows]) + "]"
     return "[" + ",".join([f"[{s},{_num(w)},{_num(v)}]" for s, w, v in rows]) + "]"
+
+
+def _merge_by_series(batches: list[ScalarBatch]) -> list[ScalarBatch]:
+    """One batch per (run, tag), in first-seen order, points in arrival order: few objects per message."""
+    groups: dict[tuple[str, str], list[ScalarBatch]] = {}
+    for b in batches:
+        groups.setdefault((b.run, b.tag), []).append(b)
+    if len(groups) == len(batches):
+        return batches
+    merged = []
+    for (run, tag), group in groups.items():
+        if len(group) == 1:
+            merged.append(group[0])
+            continue
+        out = ScalarBatch(run, tag)
+        for b in group:
+            out.steps.extend(b.steps)
+            out.wall_times.extend(b.wall_times)
+            out.values.extend(b.values)
+        merged.append(out)
+    return merged
 
 
 class Subscription:
@@ -341,6 +372,9 @@ class Hub:
         self._closed = False
         self._points_held = 0
         self._max_points = max(MIN_DECIMATE, config.memory_budget_bytes // BYTES_PER_POINT)
+        self._next_enforce = self._max_points  # raised when decimation cannot get under the budget
+        # Few-point messages cost ~0.5 KB each, so the log is also capped in messages (~50 s at 200 ticks/s).
+        self._max_log = max(MAX_REPLAY_MESSAGES, 2 * config.subscriber_queue)
         self._counters = dict.fromkeys(
             (
                 "points_in",
@@ -386,7 +420,7 @@ class Hub:
             counters["points_in"] += n
             counters["points_purged"] += purged
             self._pending.append(batch)
-            if self._points_held > self._max_points:
+            if self._points_held > self._next_enforce:
                 self._enforce_budget()
         if self._pending and self._flush_handle is None:
             try:
@@ -428,7 +462,7 @@ class Hub:
         pending, self._pending = self._pending, []
         chunk: list[ScalarBatch] = []
         count = 0
-        for batch in pending:
+        for batch in _merge_by_series(pending):
             n = len(batch)
             start = 0
             while start < n:
@@ -467,7 +501,7 @@ class Hub:
         self._log.append(msg)
         self._log_points += max(1, msg.npoints)
         limit = self.config.replay_points
-        while self._log_points > limit and len(self._log) > 1:
+        while (self._log_points > limit or len(self._log) > self._max_log) and len(self._log) > 1:
             old = self._log.popleft()
             self._log_points -= max(1, old.npoints)
 
@@ -502,6 +536,8 @@ class Hub:
             self._counters["decimations"] += 1
             if len(series) >= MIN_DECIMATE:
                 heapq.heappush(heap, (-len(series), i, series))
+        # Every series is down to its floor (MIN_DECIMATE points): do not rescan on every batch.
+        self._next_enforce = max(self._max_points, self._points_held + self._points_held // 4)
 
     def _all_series(self) -> Iterable[Series]:
         for info in self._runs.values():

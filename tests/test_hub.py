@@ -20,6 +20,7 @@ from lightning_stream.config import ServerConfig
 from lightning_stream.hub import (
     MAX_GLOB_LEN,
     MAX_MESSAGE_POINTS,
+    MAX_REPLAY_MESSAGES,
     Hub,
     HubClosed,
     Message,
@@ -39,6 +40,12 @@ def batch(run: str, tag: str, steps: list[int], values: list[float] | None = Non
 
 def make_hub(**overrides: Any) -> Hub:
     return Hub(ServerConfig(**overrides))
+
+
+def no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    assert len(keys) == len(set(keys)), f"duplicate keys in {keys}"
+    return dict(pairs)
 
 
 def drain(sub: Subscription) -> list[Message]:
@@ -86,6 +93,29 @@ def test_large_flush_is_split_into_bounded_messages_with_consecutive_seqs() -> N
     assert [m.npoints for m in msgs] == [MAX_MESSAGE_POINTS, MAX_MESSAGE_POINTS, 5]
     steps = [p[2] for m in msgs for p in points_of(m, sub)]
     assert steps == list(range(2 * MAX_MESSAGE_POINTS + 5))
+
+
+def test_batches_of_one_series_in_a_tick_are_merged_in_arrival_order() -> None:
+    hub = make_hub()
+    sub = hub.subscribe()
+    hub.ingest([batch("a", "loss", [1]), batch("b", "loss", [1]), batch("a", "loss", [2])])
+    hub.ingest([batch("a", "loss", [1])])  # a restart: stays after step 2, so clients purge as REST did
+    hub.flush()
+    (msg,) = drain(sub)
+    assert [(b.run, list(b.steps)) for b in msg.batches] == [("a", [1, 2, 1]), ("b", [1])]
+    assert [p[2] for p in points_of(msg, sub)] == [1, 2, 1, 1]
+    assert list(hub.scalars("a", "loss").steps) == [1]
+
+
+def test_replay_log_is_capped_in_messages_too() -> None:
+    hub = make_hub(replay_points=10**6)
+    for step in range(MAX_REPLAY_MESSAGES + 50):
+        hub.ingest([batch("a", "loss", [step])])
+        hub.flush()
+    assert hub.stats()["replay_messages"] == MAX_REPLAY_MESSAGES
+    first = hub.seq - MAX_REPLAY_MESSAGES
+    assert drain(hub.subscribe(since=first))[0].seq == first + 1
+    assert drain(hub.subscribe(since=first - 1))[0].kind == "reset"
 
 
 def test_huge_ingest_without_subscribers_builds_no_json() -> None:
@@ -194,7 +224,7 @@ def test_since_older_than_the_buffer_gets_a_reset_then_live() -> None:
     payload = json.loads(reset.json_for(sub) or "")
     assert payload["seq"] == 30
     assert "no longer held" in payload["reason"]
-    assert json.loads(reset.ws_json_for(sub) or "")["type"] == "reset"
+    assert json.loads(reset.ws_json_for(sub) or "", object_pairs_hook=no_duplicate_keys) == {"type": "reset", **payload}
     hub.ingest([batch("a", "loss", [30])])
     hub.flush()
     assert [m.seq for m in drain(sub)] == [31]
@@ -462,6 +492,19 @@ def test_memory_budget_decimates_old_points_but_keeps_newest_and_extrema() -> No
         assert max(held.values) == 1e6
         assert min(held.values) == 0.0
         assert list(held.steps[-1000:]) == list(range(99_000, 100_000))
+
+
+def test_many_short_series_over_budget_are_kept_at_their_floor() -> None:
+    hub = make_hub(memory_budget_bytes=1024 * 1024)  # 43,690 points
+    for i in range(1000):
+        hub.ingest([batch(f"run_{i}", "loss", list(range(60)))])
+    stats = hub.stats()
+    assert stats["points_held"] == 60_000  # series shorter than MIN_DECIMATE are never thinned
+    assert stats["decimations"] == 0
+    hub.ingest([batch("big", "loss", list(range(100_000)))])
+    held = hub.scalars("big", "loss")
+    assert len(held) < 50_000
+    assert held.steps[-1] == 99_999
 
 
 def test_scalars_since_step_and_limit() -> None:
