@@ -1,0 +1,375 @@
+"""Fan-out: N SSE + M WebSocket clients, a publisher at R points/s, one server.
+
+Three kinds of process, so the server's CPU figure is its own:
+
+* the server: ``create_app`` on a loopback port (as ``StreamServer`` runs it), plus
+  a publisher task calling ``hub.ingest`` every 10 ms with ``R/100`` points spread
+  over ``--series`` tags; each point's ``value`` is its publish time;
+* ``--procs`` client processes sharing the N + M connections: SSE over a raw socket
+  (HTTP/1.0, so the bytes are the event stream), WebSocket with aiohttp;
+* this orchestrator: starts them, says GO once every client is connected,
+  collects the figures.
+
+Per client: points received (counted from the bytes, ``"step":`` markers), resets
+seen. A client that saw no reset must have received every published point, so
+``lost`` = published - received over those clients (must be 0). Latency =
+receive time - publish time of the OLDEST point in each socket read (the worst
+point of that read), over all clients; p50/p99 reported. Server CPU (user+sys,
+as % of one core) and peak RSS are measured over the publish window plus drain.
+
+    python benchmarks/bench_fanout.py                       # 500 SSE + 500 WS, 10,000 points/s, 10 s
+    python benchmarks/bench_fanout.py --quick               # 20 + 20 clients, 2,000 points/s, 3 s
+    python benchmarks/bench_fanout.py --sse 100 --ws 100 --rate 50000 --tick 0.05
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from array import array
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEP = b'"step":'
+WALL = b'"wall_time":'
+
+
+# ---------------------------------------------------------------------------------------------- server
+
+
+async def serve(args: argparse.Namespace) -> None:
+    import psutil
+    from aiohttp import web
+
+    from lightning_stream.app import AppState, create_app
+    from lightning_stream.config import ServerConfig
+    from lightning_stream.hub import Hub
+    from lightning_stream.looplag import LoopLagMonitor
+    from lightning_stream.scalars import ScalarBatch
+
+    config = ServerConfig(registry=False, watchdog_interval_s=0, tick_s=args.tick, subscriber_queue=args.queue)
+    hub = Hub(config)
+    state = AppState(hub=hub, config=config, loop_lag=LoopLagMonitor(interval_s=0.05, window=20))
+    state.loop_lag.start()
+    runner = web.AppRunner(create_app(state), handler_cancellation=True, access_log=None, shutdown_timeout=5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
+    await site.start()
+    print(f"PORT {runner.addresses[0][1]}", flush=True)
+
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    assert (await reader.readline()).strip() == b"GO"
+
+    proc = psutil.Process()
+    cpu0 = proc.cpu_times()
+    t0 = time.monotonic()
+    rss_peak = proc.memory_info().rss
+    hub.note_run("bench", None)
+    tags = [f"metric/{i}" for i in range(args.series)]
+    per_tick = args.rate / 100
+    published = 0
+    due = 0.0
+    step = 0
+    end = t0 + args.duration
+    next_tick = t0
+    lag_max = 0.0
+    ticks = 0
+    while time.monotonic() < end:
+        ticks += 1
+        due += per_tick
+        n = int(due) - published
+        if n > 0:
+            wall = time.time()
+            batches = []
+            for i, tag in enumerate(tags):
+                k = n // len(tags) + (1 if i < n % len(tags) else 0)
+                if k:
+                    steps = array("q", range(step, step + k))
+                    batches.append(ScalarBatch("bench", tag, steps, array("d", [wall] * k), array("d", [wall] * k)))
+            step += max(1, -(-n // len(tags)))
+            hub.ingest(batches)
+            published += n
+        if ticks % 20 == 0:
+            rss_peak = max(rss_peak, proc.memory_info().rss)
+        lag_max = max(lag_max, state.loop_lag.lag_ms)
+        next_tick += 0.01
+        await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
+    publish_s = time.monotonic() - t0
+    hub.publish_status("bench", "finished", published=published)
+    # drain: until the orchestrator says STOP (all clients reported)
+    stop = asyncio.ensure_future(reader.readline())
+    while not stop.done():
+        rss_peak = max(rss_peak, proc.memory_info().rss)
+        lag_max = max(lag_max, state.loop_lag.lag_ms)
+        await asyncio.wait([stop], timeout=0.2)
+    cpu1 = proc.cpu_times()
+    busy_s = time.monotonic() - t0
+    stats = hub.stats()
+    result = {
+        "published": published,
+        "publish_s": publish_s,
+        "busy_s": busy_s,
+        "cpu_pct": 100 * ((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)) / busy_s,
+        "rss_mb": rss_peak / 2**20,
+        "loop_lag_max_ms": max(lag_max, state.loop_lag.max_lag_ms),
+        "resets": stats["resets"],
+        "batches_out": stats["batches_out"],
+    }
+    print("RESULT " + json.dumps(result), flush=True)
+    await runner.cleanup()
+    await hub.close()
+    await state.loop_lag.stop()
+
+
+# ---------------------------------------------------------------------------------------------- clients
+
+
+class Tally:
+    """What one client saw, counted from raw bytes (markers split across reads are counted once)."""
+
+    EDGE = 32  # longer than any marker
+
+    def __init__(self) -> None:
+        self.points = 0
+        self.resets = 0
+        self.done = False
+        self.edge = b""
+        self.latencies: list[float] = []
+
+    def _count(self, buf: bytes, marker: bytes) -> int:
+        return buf.count(marker) - self.edge.count(marker)
+
+    def feed(self, data: bytes, now: float) -> None:
+        buf = self.edge + data
+        self.points += self._count(buf, STEP)
+        self.resets += self._count(buf, b"event: reset") + self._count(buf, b'"type":"reset"')
+        if self._count(buf, b"event: status") + self._count(buf, b'"type":"status"'):
+            self.done = True
+        i = data.find(WALL)  # the oldest point of this read
+        if i >= 0:
+            j = k = i + len(WALL)
+            while k < len(data) and data[k] in b"0123456789.e+-":
+                k += 1
+            if k < len(data):
+                self.latencies.append(now - float(data[j:k]))
+        self.edge = buf[-self.EDGE :]
+
+
+async def sse_client(port: int, tally: Tally, ready: asyncio.Event, deadline: float) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
+    writer.write(f"GET /stream HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert b" 200 " in head.split(b"\r\n", 1)[0], head
+    ready.set()
+    try:
+        while not tally.done and time.time() < deadline:
+            data = await asyncio.wait_for(reader.read(1 << 18), max(0.1, deadline - time.time()))
+            if not data:
+                break
+            tally.feed(data, time.time())
+    except TimeoutError:
+        pass
+    finally:
+        writer.close()
+
+
+async def ws_client(session: Any, port: int, tally: Tally, ready: asyncio.Event, deadline: float) -> None:
+    import aiohttp
+
+    async with session.ws_connect(f"http://127.0.0.1:{port}/ws", compress=0, max_msg_size=0) as ws:
+        await ws.send_str('{"op":"subscribe"}')
+        msg = await ws.receive()
+        assert '"subscribed"' in msg.data, msg
+        ready.set()
+        while not tally.done and time.time() < deadline:
+            try:
+                msg = await ws.receive(timeout=max(0.1, deadline - time.time()))
+            except TimeoutError:
+                break
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                break
+            tally.feed(msg.data.encode(), time.time())
+
+
+async def clients(args: argparse.Namespace) -> None:
+    import aiohttp
+
+    deadline = time.time() + args.timeout
+    sse = [Tally() for _ in range(args.sse)]
+    ws = [Tally() for _ in range(args.ws)]
+    readies = [asyncio.Event() for _ in range(args.sse + args.ws)]
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        tasks = []
+        for i, t in enumerate(sse):
+            tasks.append(asyncio.ensure_future(sse_client(args.port, t, readies[i], deadline)))
+            if i % 50 == 49:
+                await asyncio.sleep(0.01)  # do not flood the listen backlog
+        for i, t in enumerate(ws):
+            tasks.append(asyncio.ensure_future(ws_client(session, args.port, t, readies[args.sse + i], deadline)))
+            if i % 50 == 49:
+                await asyncio.sleep(0.01)
+        await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 60)
+        print("READY", flush=True)
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    errors = [repr(r) for r in results if isinstance(r, BaseException)]
+    out = {
+        "sse": [(t.points, t.resets, t.done) for t in sse],
+        "ws": [(t.points, t.resets, t.done) for t in ws],
+        "latencies": [x for t in sse + ws for x in t.latencies],
+        "errors": errors[:5],
+        "n_errors": len(errors),
+    }
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+# ---------------------------------------------------------------------------------------------- orchestrator
+
+
+def _spawn(*argv: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    return subprocess.Popen(
+        [sys.executable, os.path.abspath(__file__), *argv],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def _line(proc: subprocess.Popen[str], prefix: str) -> str:
+    assert proc.stdout is not None
+    while True:
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"process {proc.args!r} ended before printing {prefix!r}")
+        if line.startswith(prefix):
+            return line[len(prefix) :].strip()
+
+
+def _split(total: int, parts: int) -> list[int]:
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    load_before = os.getloadavg()
+    server = _spawn(
+        "_server",
+        f"--tick={args.tick}",
+        f"--queue={args.queue}",
+        f"--rate={args.rate}",
+        f"--duration={args.duration}",
+        f"--series={args.series}",
+    )
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        port = int(_line(server, "PORT "))
+        timeout = args.duration + 60
+        for n_sse, n_ws in zip(_split(args.sse, args.procs), _split(args.ws, args.procs), strict=True):
+            procs.append(_spawn("_clients", f"--port={port}", f"--sse={n_sse}", f"--ws={n_ws}", f"--timeout={timeout}"))
+        for p in procs:
+            _line(p, "READY")
+        assert server.stdin is not None
+        server.stdin.write("GO\n")
+        server.stdin.flush()
+        results = [json.loads(_line(p, "RESULT ")) for p in procs]
+        server.stdin.write("STOP\n")
+        server.stdin.flush()
+        srv = json.loads(_line(server, "RESULT "))
+    finally:
+        for p in [*procs, server]:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    published = srv["published"]
+    rows = [r for res in results for r in res["sse"] + res["ws"]]
+    kept_up = [r for r in rows if r[1] == 0]
+    lost = sum(max(0, published - r[0]) for r in kept_up)
+    lat = sorted(x for res in results for x in res["latencies"])
+    delivered = sum(r[0] for r in rows)
+    return {
+        "sse": args.sse,
+        "ws": args.ws,
+        "rate": args.rate,
+        "tick": args.tick,
+        "published": published,
+        "delivered_per_s": delivered / srv["busy_s"],
+        "clients_kept_up": len(kept_up),
+        "clients_reset": len(rows) - len(kept_up),
+        "clients_unfinished": sum(1 for r in rows if not r[2]),
+        "lost": lost,
+        "p50_ms": 1000 * lat[len(lat) // 2] if lat else float("nan"),
+        "p99_ms": 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else float("nan"),
+        "max_ms": 1000 * lat[-1] if lat else float("nan"),
+        "server_cpu_pct": srv["cpu_pct"],
+        "server_rss_mb": srv["rss_mb"],
+        "loop_lag_max_ms": srv["loop_lag_max_ms"],
+        "client_errors": sum(res["n_errors"] for res in results),
+        "load_before": load_before[0],
+        "load_after": os.getloadavg()[0],
+    }
+
+
+def _table(r: dict[str, Any]) -> str:
+    rows = [
+        ("clients (SSE + WS)", f"{r['sse']} + {r['ws']}"),
+        ("publish rate", f"{r['rate']:,} points/s (tick {r['tick'] * 1000:g} ms)"),
+        ("points published", f"{r['published']:,}"),
+        ("delivered", f"{r['delivered_per_s']:,.0f} points/s"),
+        (
+            "clients kept up / reset / unfinished",
+            f"{r['clients_kept_up']} / {r['clients_reset']} / {r['clients_unfinished']}",
+        ),
+        ("lost (clients that kept up)", f"{r['lost']:,}"),
+        ("latency p50 / p99 / max", f"{r['p50_ms']:.1f} / {r['p99_ms']:.1f} / {r['max_ms']:.1f} ms"),
+        ("server CPU", f"{r['server_cpu_pct']:.0f}% of one core"),
+        ("server peak RSS", f"{r['server_rss_mb']:.0f} MB"),
+        ("server loop lag max", f"{r['loop_lag_max_ms']:.0f} ms"),
+        ("client errors", str(r["client_errors"])),
+        ("load average before / after", f"{r['load_before']:.2f} / {r['load_after']:.2f} ({os.cpu_count()} cores)"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("role", nargs="?", default="bench", choices=["bench", "_server", "_clients"])
+    parser.add_argument("--sse", type=int, default=500)
+    parser.add_argument("--ws", type=int, default=500)
+    parser.add_argument("--rate", type=int, default=10_000, help="points per second")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of publishing")
+    parser.add_argument("--series", type=int, default=10, help="tags the points are spread over")
+    parser.add_argument("--tick", type=float, default=0.005, help="hub coalescing tick, seconds (ServerConfig.tick_s)")
+    parser.add_argument("--queue", type=int, default=512, help="ServerConfig.subscriber_queue")
+    parser.add_argument("--procs", type=int, default=2, help="client processes")
+    parser.add_argument("--quick", action="store_true", help="20 + 20 clients, 2,000 points/s, 3 s")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON too")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--timeout", type=float, default=120.0)
+    args = parser.parse_args()
+    if args.role == "_server":
+        asyncio.run(serve(args))
+        return 0
+    if args.role == "_clients":
+        asyncio.run(clients(args))
+        return 0
+    if args.quick:
+        args.sse, args.ws, args.rate, args.duration, args.procs = 20, 20, 2000, 3.0, 1
+    result = run(args)
+    print(_table(result))
+    if args.json:
+        print(json.dumps(result))
+    return 0 if result["lost"] == 0 and result["client_errors"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
