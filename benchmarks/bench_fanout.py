@@ -73,18 +73,16 @@ async def serve(args: argparse.Namespace) -> None:
     rss_peak = proc.memory_info().rss
     hub.note_run("bench", None)
     tags = [f"metric/{i}" for i in range(args.series)]
-    per_tick = args.rate / 100
     published = 0
-    due = 0.0
     step = 0
     end = t0 + args.duration
     next_tick = t0
     lag_max = 0.0
     ticks = 0
-    while time.monotonic() < end:
+    while (now := time.monotonic()) < end:
         ticks += 1
-        due += per_tick
-        n = int(due) - published
+        # offered load follows the clock: a late tick publishes what is due (a burst), as a real run would
+        n = int(args.rate * (now - t0)) - published
         if n > 0:
             wall = time.time()
             batches = []
@@ -93,7 +91,7 @@ async def serve(args: argparse.Namespace) -> None:
                 if k:
                     steps = array("q", range(step, step + k))
                     batches.append(ScalarBatch("bench", tag, steps, array("d", [wall] * k), array("d", [wall] * k)))
-            step += max(1, -(-n // len(tags)))
+            step += -(-n // len(tags))
             hub.ingest(batches)
             published += n
         if ticks % 20 == 0:
@@ -200,8 +198,12 @@ async def ws_client(session: Any, port: int, tally: Tally, ready: asyncio.Event,
 
 async def clients(args: argparse.Namespace) -> None:
     import aiohttp
+    import psutil
+
+    from lightning_stream.looplag import LoopLagMonitor
 
     deadline = time.time() + args.timeout
+    lag = LoopLagMonitor(interval_s=0.05, window=1)
     sse = [Tally() for _ in range(args.sse)]
     ws = [Tally() for _ in range(args.ws)]
     readies = [asyncio.Event() for _ in range(args.sse + args.ws)]
@@ -218,7 +220,12 @@ async def clients(args: argparse.Namespace) -> None:
                 await asyncio.sleep(0.01)
         await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 60)
         print("READY", flush=True)
+        lag.start()
+        proc = psutil.Process()
+        cpu0, t0 = proc.cpu_times(), time.monotonic()
         results = await asyncio.gather(*tasks, return_exceptions=True)
+        cpu1, t1 = proc.cpu_times(), time.monotonic()
+        await lag.stop()
     errors = [repr(r) for r in results if isinstance(r, BaseException)]
     out = {
         "sse": [(t.points, t.resets, t.done) for t in sse],
@@ -226,6 +233,8 @@ async def clients(args: argparse.Namespace) -> None:
         "latencies": [x for t in sse + ws for x in t.latencies],
         "errors": errors[:5],
         "n_errors": len(errors),
+        "cpu_pct": 100 * ((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)) / (t1 - t0),
+        "loop_lag_max_ms": lag.max_lag_ms,
     }
     print("RESULT " + json.dumps(out), flush=True)
 
@@ -313,6 +322,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "server_rss_mb": srv["rss_mb"],
         "loop_lag_max_ms": srv["loop_lag_max_ms"],
         "client_errors": sum(res["n_errors"] for res in results),
+        "client_cpu_pct": [round(res["cpu_pct"]) for res in results],
+        "client_lag_max_ms": max(res["loop_lag_max_ms"] for res in results),
         "load_before": load_before[0],
         "load_after": os.getloadavg()[0],
     }
@@ -334,6 +345,8 @@ def _table(r: dict[str, Any]) -> str:
         ("server peak RSS", f"{r['server_rss_mb']:.0f} MB"),
         ("server loop lag max", f"{r['loop_lag_max_ms']:.0f} ms"),
         ("client errors", str(r["client_errors"])),
+        ("client processes CPU", " + ".join(f"{c}%" for c in r["client_cpu_pct"]) + " of one core"),
+        ("client loop lag max", f"{r['client_lag_max_ms']:.0f} ms (latency includes the clients' own backlog)"),
         ("load average before / after", f"{r['load_before']:.2f} / {r['load_after']:.2f} ({os.cpu_count()} cores)"),
     ]
     width = max(len(k) for k, _ in rows)

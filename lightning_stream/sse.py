@@ -26,7 +26,8 @@ import contextlib
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import hdrs, web
@@ -85,6 +86,37 @@ def resume_point(request: web.Request) -> int | None:
     return None
 
 
+class FrameCache:
+    """Encoded frames shared by every client with the same filter (fan-out encodes once, not per client).
+
+    Keyed by message identity and the subscription's globs; bounded by the bytes it holds
+    (oldest entries go first), so it never pins more than ``max_bytes`` of old messages.
+    """
+
+    def __init__(self, encode: Callable[[Message, Subscription], bytes], max_bytes: int = 16 * 1024 * 1024) -> None:
+        self._encode = encode
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        self._frames: OrderedDict[tuple[Message, str, str], bytes] = OrderedDict()
+
+    def get(self, message: Message, sub: Subscription) -> bytes:
+        key = (message, sub.run_glob, sub.tag_glob)
+        frame = self._frames.get(key)
+        if frame is None:
+            frame = self._encode(message, sub)
+            self._frames[key] = frame
+            self._bytes += len(frame)
+            while self._bytes > self._max_bytes and len(self._frames) > 1:
+                _, old = self._frames.popitem(last=False)
+                self._bytes -= len(old)
+        return frame
+
+
+def _sse_bytes(message: Message, sub: Subscription) -> bytes:
+    payload = message.json_for(sub)
+    return b"" if payload is None else sse_frame(message.kind, message.seq, payload)
+
+
 @dataclass(eq=False)
 class _Stream:
     request: web.Request
@@ -101,7 +133,7 @@ class SSEStreams:
         self._config = config
         self._streams: set[_Stream] = set()
         self._closing = False
-        self.frames_sent = 0
+        self._frames = FrameCache(_sse_bytes)
         self.bytes_sent = 0
 
     @property
@@ -171,11 +203,7 @@ class SSEStreams:
                 self.bytes_sent += len(data)
 
     def _encode(self, message: Message, sub: Subscription) -> bytes:
-        payload = message.json_for(sub)
-        if payload is None:
-            return b""
-        self.frames_sent += 1
-        return sse_frame(message.kind, message.seq, payload)
+        return self._frames.get(message, sub)
 
     async def close_all(self) -> None:
         """End every stream: subscriptions close (handlers return), stalled writers are aborted."""

@@ -34,6 +34,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from lightning_stream.config import ServerConfig
 from lightning_stream.hub import Hub, HubClosed, Message, Subscription
 from lightning_stream.security import BadRequest, json_error, parse_glob, parse_seq
+from lightning_stream.sse import FrameCache
 
 log = logging.getLogger(__name__)
 
@@ -42,22 +43,9 @@ MAX_COALESCE = 64
 OPS = ("subscribe", "unsubscribe", "ping")
 
 
-def ws_text(message: Message, payload: str) -> str:
-    """``{"type": kind, "seq": N, ...payload}`` without re-encoding the hub's JSON."""
-    body = payload.strip()
-    if not body.startswith("{") or not body.endswith("}"):
-        raise ValueError(f"hub payload must be a JSON object, got {payload[:40]!r}")
-    inner = body[1:-1].strip()
-    # the reset payload carries its own "seq"
-    head = f'{{"type":"{message.kind}"' if message.kind == "reset" else f'{{"type":"{message.kind}","seq":{message.seq}'
-    return f"{head},{inner}}}" if inner else f"{head}}}"
-
-
-def _ws_message(message: Message, sub: Subscription) -> str | None:
-    if message.kind == "reset":
-        payload = message.json_for(sub)
-        return None if payload is None else ws_text(message, payload)
-    return message.ws_json_for(sub)  # cached per filter: shared by every subscriber with the same globs
+def _ws_bytes(message: Message, sub: Subscription) -> bytes:
+    text = message.ws_json_for(sub)  # {"type": kind, "seq": N, ...payload}
+    return b"" if text is None else text.encode()
 
 
 def _error(message: str) -> str:
@@ -139,9 +127,9 @@ class _Connection:
                         break
                     batch.append(more)
                 for item in batch:
-                    text = _ws_message(item, sub)
-                    if text is not None:
-                        await ws.send_str(text)
+                    data = self.owner.frames.get(item, sub)
+                    if data:
+                        await ws.send_frame(data, WSMsgType.TEXT)  # bytes encoded once for all clients
                         self.owner.messages_sent += 1
         except (HubClosed, ConnectionError):
             pass
@@ -160,6 +148,7 @@ class WebSockets:
         self._config = config
         self._connections: set[_Connection] = set()
         self._closing = False
+        self.frames = FrameCache(_ws_bytes)
         self.messages_sent = 0
         self.errors_sent = 0
 
