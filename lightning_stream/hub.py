@@ -285,7 +285,7 @@ class Subscription:
     Obtain one from :meth:`Hub.subscribe`; read with ``await sub.get()``.
     """
 
-    def __init__(self, hub: Hub, flt: _Filter, kind: str, cursor: int, attach_seq: int, reset: Message | None):
+    def __init__(self, hub: Hub, flt: _Filter, kind: str, cursor: int, attach_seq: int, reset: Message | None) -> None:
         self._hub = hub
         self._filter = flt
         self.kind = kind

@@ -4,13 +4,21 @@ Steps live in ``array('q')``, wall times and values in ``array('d')``: no Python
 object per point, so a million points hold ~24 MB (plus array growth slack of
 at most 1/16) instead of ~200 MB of tuples.
 
-Restarts (the rule TensorBoard applies with ``purge_orphaned_data``): held steps
+Restarts (TensorBoard's ``purge_orphaned_data``, applied per series): held steps
 are kept strictly increasing. A new point whose step is ``<=`` the series' last
 step means the run was resumed from a checkpoint (or written with
 ``purge_step``): every held point with ``step >= new step`` is dropped, then the
 new point is appended. So re-sending a point is idempotent, and a resumed run
 shows its new curve instead of a zig-zag. Clients that keep their own copy of
 a live series apply the same rule to streamed points and stay identical.
+
+How this relates to TensorBoard (``event_accumulator._Purge``): TensorBoard keeps
+``step < new step`` too, but triggers on a step below the run's most recent step
+(old files) or on a ``SessionLog.START`` event (``SummaryWriter(purge_step=N)``
+writes one), purging every tag at once. We trigger per series and also on an
+equal step (a re-logged step replaces the point instead of doubling it). The
+difference shows only for a tag the resumed run never logs again: TensorBoard
+drops its points past the restart step, we keep them.
 
 Decimation: when the hub's memory budget is exceeded it calls
 :meth:`Series.decimate`, which keeps the first point, the newest quarter of the
