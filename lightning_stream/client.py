@@ -11,6 +11,9 @@ Live iteration (``stream`` and ``astream``) yields one ``StreamPoint`` per point
   ``Last-Event-ID`` set to the last sequence number seen, so the server replays
   exactly what was missed; the first connection is not retried (a wrong URL
   fails at once), later ones for up to ``retry_s`` seconds;
+* a server that restarted meanwhile (``/health`` ``uptime_s`` shorter than our
+  connection: its sequence numbers started over, so ``Last-Event-ID`` would
+  replay the wrong messages) is treated like a reset, below;
 * on ``event: reset`` (the server no longer holds what was missed, or this
   client fell too far behind) the iterator re-reads over REST, for every series
   matching the filters, the points after the last step it yielded for that
@@ -34,7 +37,7 @@ import logging
 import os
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -159,7 +162,7 @@ class StreamClient:
         duration: float | None = None,
         retry_s: float | None = 30.0,
         on_status: StatusCallback | None = None,
-    ) -> Iterator[StreamPoint]:
+    ) -> Generator[StreamPoint, None, None]:
         """Yield live points of runs/tags matching the globs, reconnecting as needed.
 
         Args:
@@ -177,6 +180,8 @@ class StreamClient:
         reconnect = _Reconnect(self.url, retry_s)
         while True:
             try:
+                if reconnect.connected_once and follower.last_seq is not None:
+                    reconnect.check_restart(follower, self._health_or_retry())
                 conn, response = self._open_stream(follower)
             except _Retryable as exc:
                 if not reconnect.connected_once:
@@ -188,6 +193,8 @@ class StreamClient:
                 continue
             reconnect.connected()
             try:
+                if follower.reset_seq is not None:
+                    yield from self._reread(follower)
                 while True:
                     sock_timeout = _IDLE_TIMEOUT_S
                     if deadline is not None:
@@ -237,6 +244,12 @@ class StreamClient:
             raise _http_error(self.url + "/stream", response.status, body)
         return conn, response
 
+    def _health_or_retry(self) -> dict[str, Any]:
+        try:
+            return self.health()
+        except ClientError as exc:
+            raise _Retryable(str(exc)) from None
+
     def _reread(self, follower: _Follower) -> Iterator[StreamPoint]:
         try:
             targets = follower.reread_targets(self.runs())
@@ -260,7 +273,7 @@ class StreamClient:
         duration: float | None = None,
         retry_s: float | None = 30.0,
         on_status: StatusCallback | None = None,
-    ) -> AsyncIterator[StreamPoint]:
+    ) -> AsyncGenerator[StreamPoint, None]:
         """``async for`` version of ``stream`` (same arguments and behaviour), over aiohttp."""
         import aiohttp
 
@@ -271,6 +284,8 @@ class StreamClient:
         async with aiohttp.ClientSession(timeout=timeout) as session:
             while True:
                 try:
+                    if reconnect.connected_once and follower.last_seq is not None:
+                        reconnect.check_restart(follower, await self._ahealth_or_retry(session))
                     response = await self._aopen_stream(session, follower)
                 except _Retryable as exc:
                     if not reconnect.connected_once:
@@ -282,6 +297,9 @@ class StreamClient:
                     continue
                 reconnect.connected()
                 async with response:
+                    if follower.reset_seq is not None:
+                        async for point in self._areread(session, follower):
+                            yield point
                     while True:
                         wait = _IDLE_TIMEOUT_S
                         if deadline is not None:
@@ -337,6 +355,13 @@ class StreamClient:
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
             raise ClientError(f"cannot reach {url!r} ({exc!r}); {_LS_HINT}") from None
         return _decode(url, status, body)
+
+    async def _ahealth_or_retry(self, session: aiohttp.ClientSession) -> dict[str, Any]:
+        try:
+            health = await self._aget_json(session, "/health")
+        except ClientError as exc:
+            raise _Retryable(str(exc)) from None
+        return health if isinstance(health, dict) else {}
 
     async def _areread(self, session: aiohttp.ClientSession, follower: _Follower) -> AsyncIterator[StreamPoint]:
         try:
@@ -395,12 +420,25 @@ class _Reconnect:
         self.url = url
         self.retry_s = retry_s
         self.connected_once = False
+        self.connected_at = 0.0
         self._failures = 0
         self._first_failure = 0.0
 
     def connected(self) -> None:
         self.connected_once = True
+        self.connected_at = time.monotonic()
         self._failures = 0
+
+    def check_restart(self, follower: _Follower, health: dict[str, Any]) -> None:
+        """A server younger than our last connection restarted (its seqs started over, so
+        ``Last-Event-ID`` would replay the wrong messages): resume as after a reset."""
+        uptime = health.get("uptime_s")
+        if not isinstance(uptime, (int, float)) or uptime >= time.monotonic() - self.connected_at:
+            return
+        logger.info("%s restarted (up %.1f s); re-reading what was missed over REST", self.url, uptime)
+        seq = health.get("seq")
+        follower.last_seq = None
+        follower.reset_seq = seq if isinstance(seq, int) and not isinstance(seq, bool) else 0
 
     def failed(self, reason: str) -> float:
         """Seconds to wait before the next attempt; raises ``ClientError`` past ``retry_s``."""
@@ -582,7 +620,8 @@ def _http_error(url: str, status: int, body: bytes) -> ClientError:
     except ValueError:
         pass
     if status == 404:
-        return NotFoundError(f"{url} answered 404: {message}; list what exists with StreamClient.runs()", status=status)
+        hint = "" if message else "; list what exists with StreamClient.runs()"
+        return NotFoundError(f"{url} answered 404: {message}{hint}", status=status)
     if status in (401, 403):
         return ClientError(
             f"{url} answered {status}: {message}; pass token=... (or set {ENV_TOKEN}) with the server's token",
