@@ -35,8 +35,10 @@ How it stays bounded and exact:
 Non-finite floats (NaN, ±inf) are not valid JSON; they are sent as the strings
 ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` (``Number(s)`` / ``float(s)`` read them).
 
-Limit: ``seq`` restarts at 0 with a new hub, so a client resuming against a
-restarted server with a ``since`` not above the new ``seq`` cannot detect it.
+Restarts: a server starts its hub at ``seq_start`` = the wall clock in
+microseconds, so every seq of a restarted server is above every seq its
+predecessor handed out; a client resuming with an old ``since`` then gets a
+``reset`` (the replay log cannot hold it) instead of silently missing data.
 """
 
 from __future__ import annotations
@@ -359,9 +361,11 @@ class _Run:
 class Hub:
     """Series storage + sequence numbers + replay log + subscriptions; see the module docstring."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, *, seq_start: int = 0) -> None:
+        if isinstance(seq_start, bool) or not isinstance(seq_start, int) or seq_start < 0:
+            raise ValueError(f"seq_start={seq_start!r} must be a non-negative int")
         self.config = config
-        self.seq = 0
+        self.seq = seq_start
         self._runs: dict[str, _Run] = {}
         self._log: deque[Message] = deque()
         self._log_points = 0

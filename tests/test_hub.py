@@ -607,3 +607,19 @@ def test_memory_benchmark_quick_run_works() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "bytes/point" in result.stdout
+
+
+async def test_resume_against_a_restarted_hub_gets_a_reset_not_silence() -> None:
+    from lightning_stream.config import ServerConfig
+    from lightning_stream.hub import Hub
+
+    old = Hub(ServerConfig(), seq_start=1_000)
+    old.publish_status("r", "started")
+    last_seen = old.seq
+    await old.close()
+    new = Hub(ServerConfig(), seq_start=2_000)  # a later start: every new seq is above every old one
+    new.publish_status("r", "epoch", epoch=1)
+    sub = new.subscribe(since=last_seen)
+    first = await asyncio.wait_for(sub.get(), 5)
+    assert first.kind == "reset"
+    await new.close()
