@@ -100,6 +100,7 @@ async def serve(args: argparse.Namespace) -> None:
         next_tick += 0.01
         await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
     publish_s = time.monotonic() - t0
+    cpu_pub = proc.cpu_times()
     hub.publish_status("bench", "finished", published=published)
     # drain: until the orchestrator says STOP (all clients reported)
     stop = asyncio.ensure_future(reader.readline())
@@ -115,13 +116,17 @@ async def serve(args: argparse.Namespace) -> None:
         "publish_s": publish_s,
         "busy_s": busy_s,
         "cpu_pct": 100 * ((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)) / busy_s,
+        "cpu_pct_publish": 100 * ((cpu_pub.user - cpu0.user) + (cpu_pub.system - cpu0.system)) / publish_s,
+        "cpu_s": (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system),
         "rss_mb": rss_peak / 2**20,
         "loop_lag_max_ms": max(lag_max, state.loop_lag.max_lag_ms),
         "resets": stats["resets"],
         "batches_out": stats["batches_out"],
     }
     print("RESULT " + json.dumps(result), flush=True)
+    t = time.monotonic()
     await runner.cleanup()
+    print(f"server cleanup took {time.monotonic() - t:.2f} s", file=sys.stderr)
     await hub.close()
     await state.loop_lag.stop()
 
@@ -130,7 +135,11 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 class Tally:
-    """What one client saw, counted from raw bytes (markers split across reads are counted once)."""
+    """What one client saw, counted from raw bytes without copying them.
+
+    Markers are counted in each read plus in the seam ``previous tail + head of this read``
+    (minus what lies wholly inside either side), so a marker split across reads counts once.
+    """
 
     EDGE = 32  # longer than any marker
 
@@ -141,14 +150,17 @@ class Tally:
         self.edge = b""
         self.latencies: list[float] = []
 
-    def _count(self, buf: bytes, marker: bytes) -> int:
-        return buf.count(marker) - self.edge.count(marker)
+    def _count(self, data: bytes, head: bytes, seam: bytes, marker: bytes) -> int:
+        return data.count(marker) + seam.count(marker) - self.edge.count(marker) - head.count(marker)
 
     def feed(self, data: bytes, now: float) -> None:
-        buf = self.edge + data
-        self.points += self._count(buf, STEP)
-        self.resets += self._count(buf, b"event: reset") + self._count(buf, b'"type":"reset"')
-        if self._count(buf, b"event: status") + self._count(buf, b'"type":"status"'):
+        head = data[: self.EDGE]
+        seam = self.edge + head
+        self.points += self._count(data, head, seam, STEP)
+        if b"reset" in data or b"reset" in seam:
+            self.resets += self._count(data, head, seam, b"event: reset")
+            self.resets += self._count(data, head, seam, b'"type":"reset"')
+        if self._count(data, head, seam, b"event: status") + self._count(data, head, seam, b'"type":"status"'):
             self.done = True
         i = data.find(WALL)  # the oldest point of this read
         if i >= 0:
@@ -157,7 +169,7 @@ class Tally:
                 k += 1
             if k < len(data):
                 self.latencies.append(now - float(data[j:k]))
-        self.edge = buf[-self.EDGE :]
+        self.edge = data[-self.EDGE :] if len(data) >= self.EDGE else (self.edge + data)[-self.EDGE :]
 
 
 async def sse_client(port: int, tally: Tally, ready: asyncio.Event, deadline: float) -> None:
@@ -276,6 +288,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         f"--rate={args.rate}",
         f"--duration={args.duration}",
         f"--series={args.series}",
+        *([f"--profile={args.profile}"] if args.profile else []),
     )
     procs: list[subprocess.Popen[str]] = []
     try:
@@ -295,8 +308,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         for p in [*procs, server]:
             try:
-                p.wait(timeout=15)
+                p.wait(timeout=30)
             except subprocess.TimeoutExpired:
+                print(f"warning: {p.args[2:4]} did not exit within 30 s; killed", file=sys.stderr)
                 p.kill()
     published = srv["published"]
     rows = [r for res in results for r in res["sse"] + res["ws"]]
@@ -319,6 +333,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "p99_ms": 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else float("nan"),
         "max_ms": 1000 * lat[-1] if lat else float("nan"),
         "server_cpu_pct": srv["cpu_pct"],
+        "server_cpu_pct_publish": srv["cpu_pct_publish"],
+        "server_us_per_point": 1e6 * srv["cpu_s"] / max(1, delivered),
+        "busy_s": srv["busy_s"],
         "server_rss_mb": srv["rss_mb"],
         "loop_lag_max_ms": srv["loop_lag_max_ms"],
         "client_errors": sum(res["n_errors"] for res in results),
@@ -341,7 +358,12 @@ def _table(r: dict[str, Any]) -> str:
         ),
         ("lost (clients that kept up)", f"{r['lost']:,}"),
         ("latency p50 / p99 / max", f"{r['p50_ms']:.1f} / {r['p99_ms']:.1f} / {r['max_ms']:.1f} ms"),
-        ("server CPU", f"{r['server_cpu_pct']:.0f}% of one core"),
+        (
+            "server CPU (publish / publish+drain)",
+            f"{r['server_cpu_pct_publish']:.0f}% / {r['server_cpu_pct']:.0f}% of one core",
+        ),
+        ("server CPU per delivered point", f"{r['server_us_per_point']:.2f} µs"),
+        ("publish + drain time", f"{r['busy_s']:.1f} s"),
         ("server peak RSS", f"{r['server_rss_mb']:.0f} MB"),
         ("server loop lag max", f"{r['loop_lag_max_ms']:.0f} ms"),
         ("client errors", str(r["client_errors"])),
@@ -366,11 +388,17 @@ def main() -> int:
     parser.add_argument("--procs", type=int, default=2, help="client processes")
     parser.add_argument("--quick", action="store_true", help="20 + 20 clients, 2,000 points/s, 3 s")
     parser.add_argument("--json", action="store_true", help="print the result as JSON too")
+    parser.add_argument("--profile", metavar="PATH", help="write a cProfile of the server process to PATH")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=120.0)
     args = parser.parse_args()
     if args.role == "_server":
-        asyncio.run(serve(args))
+        if args.profile:
+            import cProfile
+
+            cProfile.runctx("asyncio.run(serve(args))", globals(), {"args": args}, args.profile)
+        else:
+            asyncio.run(serve(args))
         return 0
     if args.role == "_clients":
         asyncio.run(clients(args))

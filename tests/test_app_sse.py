@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 from typing import Any
@@ -212,3 +213,21 @@ async def test_events_counted_and_stream_clients_in_health() -> None:
         ingest(app.hub, batch("r", "loss", [1]))
         await wait_for_seq(app.hub, 1)
         await until(lambda: app.app[SSE].count == 0)  # the server notices the closed connections
+
+
+@pytest.mark.slow
+def test_fanout_benchmark_quick_run_loses_nothing() -> None:
+    """Keeps ``benchmarks/bench_fanout.py`` from rotting (figures are not asserted: the machine is shared)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_fanout.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--quick", "--json"], capture_output=True, text=True, timeout=150, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["lost"] == 0
+    assert result["clients_kept_up"] == 40
+    assert result["published"] > 0
