@@ -157,12 +157,13 @@ def write_entry(info: ServerInfo) -> Path:
                 fh.write(info.to_json())
                 fh.flush()
                 os.fsync(fh.fileno())
+            # No fsync of the directory: the rename is atomic for readers already, and
+            # after a crash every entry is stale anyway (its pid is gone, readers prune it).
             os.replace(tmp, final)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        _fsync_dir(directory)
     except OSError as exc:
         raise RegistryError(
             f"cannot write registry entry {str(final)!r}: {exc.strerror or exc}; "
@@ -284,22 +285,6 @@ def find_holder(port: int, entries: Iterable[ServerInfo] | None = None) -> Serve
         if info.port == port and pid_alive(info.pid):
             return info
     return None
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename durable (POSIX only: Windows cannot open a directory)."""
-    if sys.platform == "win32":
-        return
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _windows_pid_alive(pid: int) -> bool:  # pragma: no cover - CI runs Linux only

@@ -65,6 +65,7 @@ logger = logging.getLogger(__name__)
 START_TIMEOUT_S = 30.0  # generous: a loaded 2-core CI box
 STOP_TIMEOUT_S = 15.0
 SHUTDOWN_TIMEOUT_S = 3.0  # handlers still running after on_shutdown get this long
+WATCH_STOP_TIMEOUT_S = 2.0  # a cancelled logdir watcher gets this long to end
 HEALTH_TRIES = 3
 _READER_ERROR_KINDS = ("crc_errors", "bad_lengths", "parse_errors")
 
@@ -402,10 +403,8 @@ class StreamServer:
 
     async def _aunwatch(self, inc: _Incarnation, path: str) -> None:
         entry = inc.watches.pop(path, None)
-        if entry is not None:
-            entry[1].cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await entry[1]
+        if entry is not None and not await _cancel(entry[1], WATCH_STOP_TIMEOUT_S):
+            logger.warning("the watcher of %s did not stop within %.1f s; abandoning it", path, WATCH_STOP_TIMEOUT_S)
 
     async def _ateardown(self, inc: _Incarnation) -> None:
         """Graceful: watchers, then the runner (ends SSE/WS, closes the socket), then the hub."""
@@ -434,10 +433,8 @@ class StreamServer:
                 logger.exception("lightning-stream server on port %d did not shut down cleanly", inc.port)
             try:
                 tasks = asyncio.all_tasks(loop)
-                for task in tasks:
-                    task.cancel()
                 if tasks:
-                    loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+                    loop.run_until_complete(asyncio.gather(*(_cancel(t, 1.0) for t in tasks)))
                 loop.run_until_complete(loop.shutdown_asyncgens())
             except BaseException:
                 logger.debug("error while closing the server loop", exc_info=True)
@@ -612,6 +609,25 @@ def _reader_errors(inc: _Incarnation) -> dict[str, int]:
             if kind in totals and isinstance(value, int):
                 totals[kind] += value
     return totals
+
+
+async def _cancel(task: asyncio.Task[Any], timeout: float) -> bool:
+    """Cancel ``task`` and wait for it, at most ``timeout`` s; True if it ended.
+
+    Cancels more than once: a cancellation that lands inside an anyio shielded scope
+    (watchfiles' ``awatch`` waits on its notify thread that way) is swallowed, and the
+    next one, after the shield, is not.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not task.done():
+        task.cancel()
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            return False
+        await asyncio.wait({task}, timeout=min(0.05, remaining))
+    if not task.cancelled():
+        task.exception()  # retrieved, so asyncio does not log it as never retrieved
+    return True
 
 
 def _log_watch_end(task: asyncio.Task[None]) -> None:
