@@ -5,17 +5,19 @@ contains ``tfevents``, named by its path relative to the logdir (``.`` for the l
 *Every* event file of a run is read, not only the newest: TensorBoard's ``DirectoryWatcher``
 follows only the last file, so writes to an older one (two writers, a resumed job) are lost there.
 
-Change detection, measured with ``benchmarks/bench_watch_idle.py`` (100 idle runs):
+Change detection (measured with ``benchmarks/bench_watch_idle.py``, 100 idle runs; figures in
+``benchmarks/README.md``): the default, ``"auto"``, combines
 
-* inotify/FSEvents through ``watchfiles`` wakes a scan a few ms after a write (``step`` below is
-  the debounce), so a flushed point reaches clients in milliseconds;
-* an adaptive ``stat`` poll runs alongside: fast right after data arrived, backing off to
-  ``poll_interval_s`` while idle. It is the safety net for what notifications miss (network
-  filesystems, a directory created and filled before its watch was added) and the only detector
-  when notifications are unavailable (inotify watch limit reached, unsupported filesystem,
-  ``change_detection="poll"``).
-
-The default, ``"auto"``, is both; see the benchmark README for the idle cost of each mode.
+* notifications: on Linux an inotify descriptor on the event loop (``_inotify.py``), which wakes a
+  scan within a millisecond of a write and costs nothing while idle; elsewhere ``watchfiles``
+  (FSEvents, ReadDirectoryChangesW) with a 5 ms step. ``watchfiles`` is not used on Linux because
+  its Rust loop wakes every ``step`` ms, costing ~0.5 % of a core idle at the 5 ms step that low
+  latency needs (``change_detection="watchfiles"`` still selects it);
+* a ``stat`` poll every ``poll_interval_s``: the safety net for what notifications miss (writes by
+  another host on a network filesystem, a watch limit reached). When notifications are
+  unavailable (``fs.inotify.max_user_watches`` exhausted, a non-local ``FileSystem``,
+  ``change_detection="poll"``) the poll is adaptive instead: every 20 ms right after data arrived,
+  doubling while idle up to ``poll_interval_s``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import threading
 from collections.abc import Callable
 from typing import Literal
 
+from lightning_stream import _inotify
 from lightning_stream.filesystem import DEFAULT_FILESYSTEM, EVENT_FILE_MARKER, FileSystem, LocalFileSystem
 from lightning_stream.reader import STAT_KEYS, EventFileReader
 from lightning_stream.scalars import ScalarBatch
@@ -36,7 +39,7 @@ __all__ = ["ChangeDetection", "LogdirWatcher"]
 
 log = logging.getLogger(__name__)
 
-ChangeDetection = Literal["auto", "watchfiles", "poll"]
+ChangeDetection = Literal["auto", "inotify", "watchfiles", "poll"]
 
 FAST_POLL_S = 0.02
 """Poll interval right after data arrived; it doubles on every empty scan up to ``poll_interval_s``."""
@@ -60,8 +63,10 @@ class LogdirWatcher:
     ) -> None:
         if poll_interval_s <= 0:
             raise ValueError(f"poll_interval_s must be positive, got {poll_interval_s!r}")
-        if change_detection not in ("auto", "watchfiles", "poll"):
-            raise ValueError(f"change_detection must be 'auto', 'watchfiles' or 'poll', got {change_detection!r}")
+        if change_detection not in ("auto", "inotify", "watchfiles", "poll"):
+            raise ValueError(
+                f"change_detection must be 'auto', 'inotify', 'watchfiles' or 'poll', got {change_detection!r}"
+            )
         self.logdir = os.path.abspath(os.fspath(logdir))
         self.prefix = prefix.strip("/") if prefix else None
         self.poll_interval_s = poll_interval_s
@@ -72,7 +77,8 @@ class LogdirWatcher:
         self._retired: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
         self._scan_lock = threading.Lock()
         self.notifications_active = False
-        """Whether watchfiles notifications currently wake scans (False: polling only)."""
+        """Whether file-system notifications currently wake scans (False: polling only)."""
+        self._notify_degraded: Callable[[], bool] = _never
 
     def run_name(self, directory: str) -> str:
         """The run name of a directory under the logdir (relative path, ``/``-separated)."""
@@ -136,9 +142,11 @@ class LogdirWatcher:
                     interval = FAST_POLL_S
                 else:
                     interval = min(interval * 2, self.poll_interval_s)
-                if self.notifications_active and self.change_detection == "watchfiles":
-                    await wake.wait()
-                    continue
+                if self.notifications_active and not self._notify_degraded():
+                    if self.change_detection in ("inotify", "watchfiles"):
+                        await wake.wait()  # notifications only
+                        continue
+                    interval = self.poll_interval_s  # notifications are fast: the poll is only a safety net
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(wake.wait(), interval)
         finally:
@@ -149,33 +157,25 @@ class LogdirWatcher:
             self.notifications_active = False
 
     async def _notify(self, wake: asyncio.Event) -> None:
-        """Set ``wake`` on every file-system notification under the logdir; polling covers any gap."""
-        import watchfiles
-
-        def relevant(change: watchfiles.Change, path: str) -> bool:
-            return change == watchfiles.Change.added or EVENT_FILE_MARKER in os.path.basename(path)
-
+        """Set ``wake`` on every relevant file-system notification under the logdir."""
+        use_inotify = self.change_detection in ("auto", "inotify") and _inotify.available()
+        if self.change_detection == "inotify" and not use_inotify:
+            log.warning("%s: inotify is not available here; polling instead", self.logdir)
+            return
         while True:
             if not await asyncio.to_thread(os.path.isdir, self.logdir):
                 await asyncio.sleep(self.poll_interval_s)
                 continue
             try:
-                changes = watchfiles.awatch(
-                    self.logdir,
-                    watch_filter=relevant,
-                    debounce=NOTIFY_MAX_DEBOUNCE_MS,
-                    step=NOTIFY_STEP_MS,
-                    ignore_permission_denied=True,
-                )
-                self.notifications_active = True
-                wake.set()  # anything that happened before the watch existed
-                async for _ in changes:
-                    wake.set()
+                if use_inotify:
+                    await self._notify_inotify(wake)
+                else:
+                    await self._notify_watchfiles(wake)
             except (OSError, RuntimeError) as exc:
-                # e.g. "OS file watch limit reached" (fs.inotify.max_user_watches): keep polling.
+                # e.g. the inotify watch limit (fs.inotify.max_user_watches) is reached: keep polling.
                 self.notifications_active = False
                 log.warning(
-                    "%s: file notifications unavailable (%s); falling back to polling every %.3g s at most",
+                    "%s: file notifications unavailable (%s); polling every %.3g s at most instead",
                     self.logdir,
                     exc,
                     self.poll_interval_s,
@@ -183,4 +183,41 @@ class LogdirWatcher:
                 wake.set()
                 return
             self.notifications_active = False
+            wake.set()
             await asyncio.sleep(self.poll_interval_s)  # the logdir went away: wait for it to come back
+
+    async def _notify_inotify(self, wake: asyncio.Event) -> None:
+        gone = asyncio.Event()
+        tree = _inotify.TreeWatch(self.logdir, wake.set, marker=EVENT_FILE_MARKER, on_root_gone=gone.set)
+        await asyncio.to_thread(tree.open)
+        try:
+            tree.attach(asyncio.get_running_loop())
+            self.notifications_active = True
+            self._notify_degraded = lambda: tree.degraded
+            wake.set()  # anything that happened before the watches existed
+            await gone.wait()
+        finally:
+            tree.close()
+            self._notify_degraded = _never
+
+    async def _notify_watchfiles(self, wake: asyncio.Event) -> None:
+        import watchfiles
+
+        def relevant(change: watchfiles.Change, path: str) -> bool:
+            return change == watchfiles.Change.added or EVENT_FILE_MARKER in os.path.basename(path)
+
+        changes = watchfiles.awatch(
+            self.logdir,
+            watch_filter=relevant,
+            debounce=NOTIFY_MAX_DEBOUNCE_MS,
+            step=NOTIFY_STEP_MS,
+            ignore_permission_denied=True,
+        )
+        self.notifications_active = True
+        wake.set()
+        async for _ in changes:
+            wake.set()
+
+
+def _never() -> bool:
+    return False

@@ -1,0 +1,187 @@
+"""Linux inotify through ctypes: wake an asyncio loop the moment an event file under a tree changes.
+
+Why not only ``watchfiles``: its Rust loop wakes every ``step`` ms to check for changes and for its
+stop event (taking the GIL each time), so a 5 ms step (latency ~10 ms) costs ~0.5 % of a core while
+idle. An inotify descriptor registered with ``loop.add_reader`` costs nothing while idle and wakes
+the loop within a millisecond (see ``benchmarks/bench_watch_idle.py``).
+
+Only wake-ups come from here; what changed is always found by the watcher's scan, so a lost
+event (queue overflow, a directory created and filled before its watch was added) delays a
+point until the next scan at worst, never loses it. Limits: Linux only; one watch per directory,
+bounded by ``fs.inotify.max_user_watches`` (``start`` raises ``OSError`` when it is reached, and
+the watcher then polls); remote writes on network filesystems are not seen (the poll is).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import errno
+import logging
+import os
+import struct
+from collections.abc import Callable
+
+__all__ = ["TreeWatch", "available"]
+
+log = logging.getLogger(__name__)
+
+IN_MODIFY = 0x00000002
+IN_CLOSE_WRITE = 0x00000008
+IN_MOVED_FROM = 0x00000040
+IN_MOVED_TO = 0x00000080
+IN_CREATE = 0x00000100
+IN_DELETE = 0x00000200
+IN_DELETE_SELF = 0x00000400
+IN_MOVE_SELF = 0x00000800
+IN_Q_OVERFLOW = 0x00004000
+IN_IGNORED = 0x00008000
+IN_ONLYDIR = 0x01000000
+IN_ISDIR = 0x40000000
+IN_NONBLOCK = 0o4000
+IN_CLOEXEC = 0o2000000
+
+_MASK = IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF
+_EVENT = struct.Struct("iIII")  # wd, mask, cookie, len; then len bytes of NUL-padded name
+
+_libc: ctypes.CDLL | None = None
+
+
+def _load_libc() -> ctypes.CDLL | None:
+    global _libc
+    if _libc is None:
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            libc.inotify_init1.argtypes = [ctypes.c_int]
+            libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+            _libc = libc
+        except (OSError, AttributeError):
+            return None
+    return _libc
+
+
+def available() -> bool:
+    """Whether this platform has inotify (Linux with a libc exporting it)."""
+    return os.name == "posix" and os.uname().sysname == "Linux" and _load_libc() is not None
+
+
+class TreeWatch:
+    """Calls ``on_change`` (on the loop) whenever a file whose name contains ``marker`` changes, or a
+    directory appears, anywhere under ``root``; ``on_root_gone`` once ``root`` itself is removed."""
+
+    def __init__(
+        self,
+        root: str,
+        on_change: Callable[[], None],
+        *,
+        marker: str = "tfevents",
+        on_root_gone: Callable[[], None] | None = None,
+    ) -> None:
+        self.root = root
+        self._on_change = on_change
+        self._on_root_gone = on_root_gone
+        self._marker = marker.encode()
+        self._fd = -1
+        self._dirs: dict[int, str] = {}
+        self._root_wd = -1
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.degraded = False
+        """True once a directory could not be watched (watch limit): some changes only the poll sees."""
+
+    def open(self) -> None:
+        """Watch ``root`` and every directory below it (blocking: walks the tree, so call it from a
+        worker thread); raises ``OSError`` when inotify cannot be used."""
+        libc = _load_libc()
+        if libc is None:
+            raise OSError(errno.ENOSYS, "inotify is not available on this platform")
+        fd = libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+        if fd < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"inotify_init1 failed: {os.strerror(err)}")
+        self._fd = fd
+        try:
+            self._add_tree(self.root, strict=True)
+        except BaseException:
+            self.close()
+            raise
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start delivering ``on_change`` calls on ``loop`` (call it on that loop, after ``open``)."""
+        loop.add_reader(self._fd, self._on_readable)
+        self._loop = loop
+
+    @property
+    def alive(self) -> bool:
+        """False once the root itself was deleted or moved away (its watch is gone)."""
+        return self._fd >= 0 and self._root_wd in self._dirs
+
+    def close(self) -> None:
+        if self._fd < 0:
+            return
+        if self._loop is not None:
+            self._loop.remove_reader(self._fd)
+            self._loop = None
+        os.close(self._fd)
+        self._fd = -1
+        self._dirs.clear()
+
+    def _add_tree(self, top: str, *, strict: bool) -> None:
+        for directory, _subdirs, _files in os.walk(top, followlinks=True):
+            self._add(directory, strict=strict and directory == top)
+
+    def _add(self, directory: str, *, strict: bool) -> None:
+        assert _libc is not None
+        wd = _libc.inotify_add_watch(self._fd, os.fsencode(directory), _MASK | IN_ONLYDIR)
+        if wd >= 0:
+            self._dirs[wd] = directory
+            if directory == self.root:
+                self._root_wd = wd
+            return
+        err = ctypes.get_errno()
+        if err == errno.ENOSPC:
+            message = (
+                f"inotify watch limit reached at {directory!r}; raise fs.inotify.max_user_watches "
+                "(sysctl) for instant updates there, polling meanwhile"
+            )
+            if strict:
+                raise OSError(err, message)
+            if not self.degraded:
+                log.warning(message)
+            self.degraded = True
+        elif strict:
+            raise OSError(err, f"cannot watch {directory!r}: {os.strerror(err)}")
+        # Otherwise the directory vanished or is unreadable: nothing to watch there.
+
+    def _on_readable(self) -> None:
+        relevant = False
+        while True:
+            try:
+                data = os.read(self._fd, 65536)
+            except BlockingIOError:
+                break
+            except OSError:
+                return
+            if not data:
+                break
+            pos = 0
+            while pos + _EVENT.size <= len(data):
+                wd, mask, _cookie, length = _EVENT.unpack_from(data, pos)
+                name = data[pos + _EVENT.size : pos + _EVENT.size + length].rstrip(b"\0")
+                pos += _EVENT.size + length
+                if mask & IN_Q_OVERFLOW:
+                    relevant = True  # events were dropped: let the scan find out what changed
+                elif mask & IN_IGNORED:
+                    self._dirs.pop(wd, None)
+                    relevant = True
+                    if wd == self._root_wd and self._on_root_gone is not None:
+                        self._on_root_gone()
+                elif mask & IN_ISDIR:
+                    relevant = True
+                    parent = self._dirs.get(wd)
+                    if parent is not None and mask & (IN_CREATE | IN_MOVED_TO):
+                        self._add_tree(os.path.join(parent, os.fsdecode(name)), strict=False)
+                elif self._marker in name or mask & (IN_DELETE_SELF | IN_MOVE_SELF):
+                    relevant = True
+        if relevant:
+            self._on_change()
