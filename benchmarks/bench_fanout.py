@@ -180,7 +180,8 @@ async def sse_client(port: int, tally: Tally, ready: asyncio.Event, deadline: fl
     ready.set()
     try:
         while not tally.done and time.time() < deadline:
-            data = await asyncio.wait_for(reader.read(1 << 18), max(0.1, deadline - time.time()))
+            async with asyncio.timeout(max(0.1, deadline - time.time())):
+                data = await reader.read(1 << 18)
             if not data:
                 break
             tally.feed(data, time.time())
@@ -314,7 +315,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 p.kill()
     published = srv["published"]
     rows = [r for res in results for r in res["sse"] + res["ws"]]
-    kept_up = [r for r in rows if r[1] == 0]
+    kept_up = [r for r in rows if r[1] == 0 and r[2]]  # no reset, and saw the final status
     lost = sum(max(0, published - r[0]) for r in kept_up)
     lat = sorted(x for res in results for x in res["latencies"])
     delivered = sum(r[0] for r in rows)
@@ -326,7 +327,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "published": published,
         "delivered_per_s": delivered / srv["busy_s"],
         "clients_kept_up": len(kept_up),
-        "clients_reset": len(rows) - len(kept_up),
+        "clients_reset": sum(1 for r in rows if r[1]),
         "clients_unfinished": sum(1 for r in rows if not r[2]),
         "lost": lost,
         "p50_ms": 1000 * lat[len(lat) // 2] if lat else float("nan"),

@@ -63,6 +63,9 @@ KEEPALIVE = b": keep-alive\n\n"
 LIVENESS_CHECK_S = 1.0
 #: coalesce ready messages into one write up to this size (bounds what one stream buffers)
 COALESCE_BYTES = 256 * 1024
+#: largest single write: a big frame (up to ~1 MB) goes out in slices, so a slow client never
+#: holds a private copy of more than about one slice plus aiohttp's 64 KiB high-water mark
+WRITE_SLICE = 64 * 1024
 SHUTDOWN_GRACE_S = 1.0
 
 
@@ -196,9 +199,12 @@ class SSEStreams:
                     break
                 chunks.append(self._encode(more, sub))
                 size += len(chunks[-1])
-            data = b"".join(chunks)
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
             if data:
-                await response.write(data)
+                # slices of a shared frame: the transport copies at most one slice per client
+                view = memoryview(data)
+                for offset in range(0, len(data), WRITE_SLICE):
+                    await response.write(view[offset : offset + WRITE_SLICE])
                 stream.last_write = time.monotonic()
                 self.bytes_sent += len(data)
 
