@@ -212,8 +212,8 @@ def create_app(state: AppState) -> web.Application:
     app.router.add_get("/api/scalars", routes.scalars)
     app.router.add_get("/api/openapi.json", routes.openapi)
     app.router.add_get("/metrics", routes.metrics)
-    app.router.add_get("/stream", sse.handle)
-    app.router.add_get("/ws", ws.handle)
+    app.router.add_get("/stream", sse.handle, allow_head=False)  # a HEAD would hold a subscription open
+    app.router.add_get("/ws", ws.handle, allow_head=False)
     app.router.add_get("/", routes.index)
     if STATIC_DIR.is_dir():
         app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)

@@ -153,7 +153,12 @@ class SSEStreams:
         except BadRequest as exc:
             return json_error(400, str(exc))
 
-        sub = self._hub.subscribe(run_glob, tag_glob, since=since, kind="sse")
+        try:
+            sub = self._hub.subscribe(run_glob, tag_glob, since=since, kind="sse")
+        except HubClosed:
+            return json_error(503, "the server is shutting down; reconnect in a moment")
+        except ValueError as exc:  # the hub's own argument checks
+            return json_error(400, str(exc))
         stream = _Stream(request, sub, asyncio.current_task())
         self._streams.add(stream)
         try:

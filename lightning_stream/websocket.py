@@ -98,7 +98,10 @@ class _Connection:
         since = request.get("since")
         since_seq = None if since is None else parse_seq(since, "since")
         await self.unsubscribe()
-        sub = self.hub.subscribe(run_glob, tag_glob, since=since_seq, kind="ws")
+        try:
+            sub = self.hub.subscribe(run_glob, tag_glob, since=since_seq, kind="ws")
+        except ValueError as exc:  # the hub's own argument checks
+            raise BadRequest(str(exc)) from None
         self.sub = sub
         await self.ws.send_str(
             json.dumps({"type": "subscribed", "run": run_glob, "tag": tag_glob, "seq": self.hub.seq})
@@ -179,11 +182,13 @@ class WebSockets:
                     await conn.error("binary frames are not understood; send JSON text")
                 elif msg.type == WSMsgType.ERROR:
                     log.debug("websocket error from %s: %r", request.remote, ws.exception())
-        except ConnectionError:
-            pass
+        except (ConnectionError, HubClosed):
+            pass  # client gone, or the hub closed under us (shutdown): close the socket below
         finally:
             await conn.close()
             self._connections.discard(conn)
+            if not ws.closed:
+                await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
         return ws
 
     async def close_all(self) -> None:

@@ -37,6 +37,20 @@ async def test_stream_frames_are_exact_bytes_with_id_event_and_data() -> None:
             await raw.close()
 
 
+async def test_head_on_stream_is_refused_rather_than_held_open() -> None:
+    async with running_app() as app, aiohttp.ClientSession(timeout=TIMEOUT) as s, s.head(app.url + "/stream") as r:
+        assert r.status == 405
+        assert app.app[SSE].count == 0
+
+
+async def test_stream_after_the_hub_closed_is_503() -> None:
+    async with running_app() as app, aiohttp.ClientSession(timeout=TIMEOUT) as s:
+        await app.hub.close()
+        async with s.get(app.url + "/stream") as r:
+            assert r.status == 503
+            assert "shutting down" in (await r.json())["error"]
+
+
 async def test_idle_stream_sends_keepalive_comments() -> None:
     async with running_app(keepalive_s=0.2) as app:
         raw = await RawSSE.open(app)

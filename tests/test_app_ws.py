@@ -174,3 +174,12 @@ async def test_closed_connections_are_forgotten() -> None:
                     await receive(ws)
                     assert app.app[WS].count == 1
         await until(lambda: app.app[WS].count == 0 and app.hub.stats()["subscribers"]["ws"] == 0)
+
+
+async def test_hub_closing_under_a_connection_closes_it_with_going_away() -> None:
+    async with running_app() as app, aiohttp.ClientSession(timeout=TIMEOUT) as s, s.ws_connect(app.url + "/ws") as ws:
+        await app.hub.close()
+        await ws.send_json({"op": "subscribe"})
+        msg = await ws.receive(timeout=10)
+        assert msg.type == WSMsgType.CLOSE
+        assert msg.data == WSCloseCode.GOING_AWAY
