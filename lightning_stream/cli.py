@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import signal
@@ -30,12 +31,13 @@ from lightning_stream.config import ENV_TOKEN, ServerConfig
 from lightning_stream.errors import LightningStreamError
 
 if TYPE_CHECKING:
-    from lightning_stream.client import StreamPoint
+    from lightning_stream.client import StreamClient, StreamPoint
     from lightning_stream.server import StreamServer
 
 __all__ = ["main"]
 
 PROG = "lightning-stream"
+COMMANDS = ("serve", "ls", "tail", "health")
 
 _EPILOG_MAIN = f"""\
 examples:
@@ -192,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
     if func is None:
-        parser.print_help(sys.stderr)
+        print(f"{PROG}: error: choose a command: {', '.join(COMMANDS)} (see '{PROG} --help')", file=sys.stderr)
         return 2
     try:
         return func(args)
@@ -226,10 +228,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         if not logdir.is_dir():
             return _usage_error("serve", f"LOGDIR {str(logdir)!r} is not a directory; create it or fix the path")
 
+    import logging
+
     from lightning_stream.manager import get_stream_server_manager
 
+    logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(levelname)s: %(message)s")
     manager = get_stream_server_manager()
-    server = manager.acquire(config=config)
+    result = manager.acquire_result(config=config)
+    server = result.server
+    if server.fallback_message:
+        print(f"{PROG}: {server.fallback_message}", file=sys.stderr, flush=True)
     try:
         _watch_with_progress(server, logdirs)
         print(f"{PROG}: serving {', '.join(str(d) for d in logdirs)} at {server.url}  (Ctrl-C to stop)", flush=True)
@@ -274,7 +282,9 @@ def _event_files(logdir: Path) -> tuple[int, int]:
 
 
 def _watch_with_progress(server: StreamServer, logdirs: list[Path]) -> None:
-    """Start watching; while the first read of a large logdir runs, show a progress display."""
+    """Watch each logdir; ``watch()`` returns after the first full read, which for a big
+    logdir takes a while, so show a spinner with the files and bytes being read meanwhile
+    (the server reports no byte progress, so the bar pulses rather than fills)."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -283,40 +293,36 @@ def _watch_with_progress(server: StreamServer, logdirs: list[Path]) -> None:
         SpinnerColumn(),
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
-        TextColumn("{task.fields[points]} points"),
         TimeElapsedColumn(),
         console=console,
         transient=True,
     ) as progress:
         for logdir in logdirs:
             files, size = _event_files(logdir)
-            task = progress.add_task(f"reading {logdir} ({files} files, {size / 1e6:.1f} MB)", total=None, points=0)
-            done = threading.Event()
-            error: list[BaseException] = []
-
-            def watch(target: Path = logdir) -> None:
-                try:
-                    server.watch(str(target))
-                except BaseException as exc:  # re-raised in the main thread
-                    error.append(exc)
-                finally:
-                    done.set()
-
-            threading.Thread(target=watch, name="lightning-stream-watch", daemon=True).start()
-            while not done.wait(0.1):
-                progress.update(task, points=_points_in(server))
-            if error:
-                raise error[0]
-            progress.update(task, total=1, completed=1, points=_points_in(server))
+            task = progress.add_task(f"reading {logdir} ({files} event files, {size / 1e6:.1f} MB)", total=None)
+            _in_thread(functools.partial(server.watch, logdir))
+            progress.update(task, total=1, completed=1)
 
 
-def _points_in(server: StreamServer) -> int:
-    stats = getattr(server, "stats", None)
-    try:
-        data = stats() if callable(stats) else stats
-        return int(data.get("points_in", 0)) if isinstance(data, dict) else 0
-    except Exception:
-        return 0
+def _in_thread(func: Callable[[], object]) -> None:
+    """Run ``func`` in a worker thread and wait, so the main thread stays free to redraw the
+    progress display and to receive Ctrl-C; the worker's exception is re-raised here."""
+    done = threading.Event()
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            func()
+        except BaseException as exc:
+            failure.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="lightning-stream-watch", daemon=True).start()
+    while not done.wait(0.1):
+        pass
+    if failure:
+        raise failure[0]
 
 
 # ---------------------------------------------------------------------- ls
@@ -371,8 +377,9 @@ def _cmd_tail(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return _usage_error("tail", str(exc))
     try:
+        since = _after_initial_read(client) if private is not None else None
         shown = 0
-        points = client.stream(args.run, args.tag, duration=args.duration, on_status=_print_status)
+        points = client.stream(args.run, args.tag, since=since, duration=args.duration, on_status=_print_status)
         try:
             for point in points:
                 print(format_point(point), flush=True)
@@ -411,6 +418,21 @@ def _registry_url_for(logdir: str) -> str | None:
             if wanted == real or wanted.startswith(real.rstrip(os.sep) + os.sep):
                 return info.url
     return None
+
+
+def _after_initial_read(client: StreamClient) -> int:
+    """The seq after a fresh server's first read of its logdir.
+
+    ``watch()`` returns once the points are stored, but they get their seq (and go out
+    to subscribers) a tick later; following from that seq keeps the history out of a
+    live ``tail``."""
+    deadline = time.monotonic() + 10.0
+    while True:
+        health = client.health()
+        seq = int(health.get("seq", 0))
+        if seq > 0 or not health.get("events_total") or time.monotonic() > deadline:
+            return seq
+        time.sleep(0.02)
 
 
 def _private_server(logdir: str) -> StreamServer:

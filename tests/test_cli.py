@@ -1,0 +1,376 @@
+"""The ``lightning-stream`` command: in-process ``main([...])`` and real subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from lightning_stream import __version__
+from lightning_stream.cli import main
+from lightning_stream.client import StreamClient
+from lightning_stream.config import ServerConfig
+from lightning_stream.registry import list_servers
+from lightning_stream.server import StreamServer
+
+WAIT_S = 30.0
+COMMANDS = ("serve", "ls", "tail", "health")
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = WAIT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(0.05)
+
+
+class Proc:
+    """``python -m lightning_stream ARGS`` with its output lines collected by threads."""
+
+    def __init__(self, *args: str) -> None:
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "lightning_stream", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.out: list[str] = []
+        self.err: list[str] = []
+        assert self.popen.stdout is not None
+        assert self.popen.stderr is not None
+        self._threads = [
+            threading.Thread(target=self._read, args=(self.popen.stdout, self.out), daemon=True),
+            threading.Thread(target=self._read, args=(self.popen.stderr, self.err), daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    @staticmethod
+    def _read(stream: object, lines: list[str]) -> None:
+        for line in stream:  # type: ignore[attr-defined]
+            lines.append(line.rstrip("\n"))
+
+    def wait_out(self, pattern: str, timeout: float = WAIT_S) -> re.Match[str]:
+        found: list[re.Match[str]] = []
+
+        def check() -> bool:
+            found[:] = [m for m in (re.search(pattern, line) for line in list(self.out)) if m]
+            if not found and self.popen.poll() is not None:
+                time.sleep(0.1)  # let the reader threads drain
+                raise AssertionError(f"exited {self.popen.returncode} before {pattern!r}: {self.out} {self.err}")
+            return bool(found)
+
+        wait_until(check, timeout)
+        return found[0]
+
+    def finish(self, timeout: float = WAIT_S) -> int:
+        """Wait for the exit (killing it after ``timeout``) and close the pipes."""
+        if self.popen.stdout is None or self.popen.stdout.closed:
+            return self.popen.wait()
+        try:
+            code = self.popen.wait(timeout)
+        finally:
+            if self.popen.poll() is None:
+                self.popen.kill()
+                self.popen.wait()
+        for t in self._threads:
+            t.join(5)
+        assert self.popen.stdout is not None
+        assert self.popen.stderr is not None
+        self.popen.stdout.close()
+        self.popen.stderr.close()
+        return code
+
+
+@pytest.fixture
+def cli() -> Iterator[Callable[..., Proc]]:
+    """Start ``python -m lightning_stream ...``; whatever a test leaves running is killed after it."""
+    procs: list[Proc] = []
+
+    def start(*args: str) -> Proc:
+        procs.append(Proc(*args))
+        return procs[-1]
+
+    yield start
+    for proc in procs:
+        if proc.popen.poll() is None:
+            proc.popen.kill()
+        proc.finish()
+
+
+@pytest.fixture
+def logdir(tmp_path: Path) -> Path:
+    from tensorboardX import SummaryWriter
+
+    root = tmp_path / "logs"
+    for run in ("version_0", "version_1"):
+        with SummaryWriter(str(root / run)) as writer:
+            for step in range(10):
+                writer.add_scalar("train/loss", 1.0 / (step + 1), step)
+    return root
+
+
+@pytest.fixture
+def server() -> Iterator[StreamServer]:
+    with StreamServer(ServerConfig(watchdog_interval_s=0)) as srv:
+        yield srv
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as a server binds: TIME_WAIT is fine
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+# ------------------------------------------------------------------ arguments
+
+
+def test_help_lists_every_command_with_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out
+    for command in COMMANDS:
+        assert f"lightning-stream {command}" in out
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help_with_examples(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: lightning-stream {command}")
+    assert f"examples:\n  lightning-stream {command}" in out
+
+
+def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"lightning-stream {__version__}"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "lightning-stream: error: choose a command"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["serve"], "the following arguments are required: LOGDIR"),
+        (["serve", ".", "--port", "http"], "port 'http' is not a number"),
+        (["serve", ".", "--port", "70000"], "port '70000' is out of range"),
+        (["serve", "no/such/dir"], "LOGDIR 'no/such/dir' is not a directory"),
+        (["serve", ".", "--host", "0.0.0.0"], "pass token="),
+        (["serve", ".", "--strict-port"], "strict_port=True needs a fixed port"),
+        (["tail", "no/such/thing"], "'no/such/thing' is neither a URL, a port, nor a directory"),
+        (["tail", "http://x", "--count", "0"], "'0' must be > 0"),
+        (["health"], "the following arguments are required: URL"),
+        (["health", "ftp://example.com"], "is not an http(s) URL"),
+        (["ls", "--jsn"], "unrecognized arguments: --jsn"),
+    ],
+)
+def test_bad_arguments_give_one_line_and_exit_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1, captured.err
+    assert message in captured.err
+    assert "--help" in captured.err
+
+
+def test_help_does_not_import_torch_lightning_or_aiohttp() -> None:
+    code = (
+        "import sys, contextlib, io\n"
+        "from lightning_stream.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    assert main(['--help']) == 0\n"
+        "heavy = {'torch', 'lightning', 'aiohttp', 'rich', 'tensorboard'}\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & heavy))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=WAIT_S, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_python_dash_m_runs_the_same_command() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "lightning_stream", "--version"], capture_output=True, text=True, timeout=WAIT_S
+    )
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"lightning-stream {__version__}"
+
+
+# ---------------------------------------------------------------------- serve
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_serve_prints_the_url_serves_the_logdir_and_stops_cleanly(
+    cli: Callable[..., Proc], logdir: Path, stop_signal: int
+) -> None:
+    proc = cli("serve", str(logdir))
+    url = proc.wait_out(r"serving .* at (http://\S+)").group(1)
+    client = StreamClient(url)
+    assert sorted(r["run"] for r in client.runs()) == ["version_0", "version_1"]
+    assert [s for s, _, _ in client.scalars("version_0", "train/loss")] == list(range(10))
+    (entry,) = list_servers()
+    assert entry.url == url
+    assert entry.pid == proc.popen.pid
+    assert entry.logdirs == (str(logdir),)
+
+    proc.popen.send_signal(stop_signal)
+    assert proc.finish() == 0, proc.err
+    assert list_servers() == []
+    assert port_is_free(entry.port)
+    assert not any("Traceback" in line for line in proc.err), proc.err
+
+
+def test_serve_on_a_fixed_busy_port_with_strict_port_fails_with_exit_1(cli: Callable[..., Proc], logdir: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        proc = cli("serve", str(logdir), "--port", str(port), "--strict-port")
+        assert proc.finish() == 1
+    assert any(str(port) in line for line in proc.err), proc.err
+    assert len(proc.err) == 1, proc.err
+
+
+# ------------------------------------------------------------------------- ls
+
+
+def test_ls_lists_live_servers_as_a_table_and_as_json(
+    server: StreamServer, logdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server.watch(logdir)
+    assert main(["ls"]) == 0
+    header, row = capsys.readouterr().out.splitlines()
+    assert header.split() == ["PID", "URL", "STARTED", "LOGDIRS"]
+    assert row.split()[:2] == [str(os.getpid()), server.url]
+    assert row.endswith(str(logdir))
+
+    assert main(["ls", "--json"]) == 0
+    (entry,) = json.loads(capsys.readouterr().out)
+    assert entry["url"] == server.url
+    assert entry["logdirs"] == [str(logdir)]
+
+
+def test_ls_without_servers_says_how_to_start_one(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ls"]) == 0
+    assert "lightning-stream serve LOGDIR" in capsys.readouterr().out
+    assert main(["ls", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+
+
+# ----------------------------------------------------------------------- tail
+
+
+def sse_clients(url: str) -> int:
+    return int(StreamClient(url).health()["clients"]["sse"])
+
+
+def test_tail_prints_one_readable_line_per_live_point(cli: Callable[..., Proc], server: StreamServer) -> None:
+    proc = cli("tail", server.url, "--tag", "train/*", "--count", "2")
+    wait_until(lambda: sse_clients(server.url) == 1)
+    server.publish("run-a", "val/acc", 1, 0.5)  # filtered out
+    server.publish("run-a", "train/loss", 7, 0.25)
+    server.publish_status("run-a", "finished")
+    server.publish("run-a", "train/loss", 8, 0.125)
+    assert proc.finish() == 0, proc.err
+    points = [line for line in proc.out if not line.startswith("#")]
+    assert [line.split()[1:] for line in points] == [
+        ["run-a", "train/loss", "step=7", "value=0.25"],
+        ["run-a", "train/loss", "step=8", "value=0.125"],
+    ]
+    assert re.fullmatch(r"\d\d:\d\d:\d\d\.\d{3}", points[0].split()[0])
+    assert "# run-a: finished" in proc.out
+
+
+def test_tail_of_a_logdir_follows_the_registry_server_watching_it(
+    cli: Callable[..., Proc], server: StreamServer, logdir: Path
+) -> None:
+    server.watch(logdir)
+    proc = cli("tail", str(logdir), "--count", "1")
+    wait_until(lambda: sse_clients(server.url) == 1)
+    server.publish("version_0", "train/loss", 10, 0.1)
+    assert proc.finish() == 0, proc.err
+    assert f"lightning-stream: following {server.url} (watching {logdir})" in proc.err
+    assert proc.out[0].split()[1:4] == ["version_0", "train/loss", "step=10"]
+
+
+def test_tail_of_a_logdir_without_a_server_starts_a_private_one(cli: Callable[..., Proc], logdir: Path) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    proc = cli("tail", str(logdir), "--count", "2")
+    wait_until(lambda: any("started a private server" in line for line in proc.err))
+    url = re.search(r"at (http://\S+)", proc.err[0]).group(1)  # type: ignore[union-attr]
+    assert list_servers() == []  # private: not published in the registry
+    wait_until(lambda: sse_clients(url) == 1)
+    with SummaryWriter(str(logdir / "version_2")) as writer:
+        writer.add_scalar("train/loss", 0.5, 0)
+        writer.add_scalar("train/loss", 0.25, 1)
+    assert proc.finish() == 0, proc.err
+    assert [line.split()[1:4] for line in proc.out] == [
+        ["version_2", "train/loss", "step=0"],
+        ["version_2", "train/loss", "step=1"],
+    ]
+
+
+def test_tail_stops_after_duration(server: StreamServer) -> None:
+    assert main(["tail", str(server.port), "--duration", "0.3"]) == 0
+
+
+def test_tail_of_an_unreachable_url_fails_with_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        port = s.getsockname()[1]
+    assert main(["tail", f"http://127.0.0.1:{port}"]) == 1
+    assert "cannot reach" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------- health
+
+
+def test_health_exits_0_and_prints_the_json_when_healthy(
+    server: StreamServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["health", server.url]) == 0
+    health = json.loads(capsys.readouterr().out)
+    assert health["status"] == "ok"
+    assert health["pid"] == os.getpid()
+    assert main(["health", str(server.port)]) == 0
+
+
+def test_health_exits_1_when_nothing_answers(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        port = s.getsockname()[1]
+    assert main(["health", f"http://127.0.0.1:{port}", "--timeout", "2"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "cannot reach" in captured.err
+
+
+def test_health_exits_1_for_a_server_that_is_not_lightning_stream(tmp_path: Path) -> None:
+    (tmp_path / "health").write_text("<html>not json</html>")
+    http = subprocess.Popen(
+        [sys.executable, "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert http.stdout is not None
+        port = re.search(r"port (\d+)", http.stdout.readline()).group(1)  # type: ignore[union-attr]
+        assert main(["health", f"http://127.0.0.1:{port}"]) == 1
+    finally:
+        http.terminate()
+        http.wait(WAIT_S)
+        assert http.stdout is not None
+        http.stdout.close()
