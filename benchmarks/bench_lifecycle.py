@@ -87,6 +87,14 @@ def main(argv: list[str] | None = None) -> int:
         acquire_ms.append((t1 - t0) * 1000)
         release_ms_all.append((t2 - t1) * 1000)
     total_s = time.perf_counter() - started
+
+    # publish(): the cost to the training thread, per call (deque append + rare wake-up)
+    server = manager.acquire()
+    n_publish = 20_000 if args.quick else 200_000
+    t0 = time.perf_counter()
+    for step in range(n_publish):
+        server.publish("bench", "loss", step, 0.5)
+    publish_us = (time.perf_counter() - t0) / n_publish * 1e6
     manager.cleanup()
     leftovers = os.listdir(registry.name)
     registry.cleanup()
@@ -104,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         ("  acquire p50 / p99", _pair(acquire_ms), ""),
         ("  release p50 / p99", _pair(release_ms_all), ""),
         ("registry files left", str(len(leftovers)), "goal 0"),
+        (f"publish() per call ({n_publish:,} calls)", f"{publish_us:.2f} µs", "caller's thread"),
         ("seed (sleep(1) per stop)", "≥ 1000 ms", "and EADDRINUSE on restart"),
     ]
     width = max(len(r[0]) for r in rows)

@@ -316,12 +316,14 @@ class StreamServer:
         self._pending.append(item)
         if self._wake_scheduled:
             return
-        self._wake_scheduled = True
         inc = self._inc
-        if inc is not None:
-            # The loop may be closing (restart in progress): the next incarnation drains.
-            with contextlib.suppress(RuntimeError):
-                inc.loop.call_soon_threadsafe(self._drain, inc)
+        if inc is None:
+            return  # (re)starting: _launch drains once the new loop serves
+        self._wake_scheduled = True
+        try:
+            inc.loop.call_soon_threadsafe(self._drain, inc)
+        except RuntimeError:  # that loop just closed (restart): the next incarnation drains
+            self._wake_scheduled = False
 
     # ---- on the loop --------------------------------------------------------------------------
 
@@ -378,8 +380,6 @@ class StreamServer:
         await web.SockSite(inc.runner, inc.sock).start()
         for path, prefix in list(self._watches.items()):  # a restart re-reads watched logdirs
             await self._awatch(inc, path, prefix)
-        self._wake_scheduled = False
-        self._drain(inc)
 
     async def _awatch(self, inc: _Incarnation, path: str, prefix: str | None) -> None:
         from lightning_stream.watcher import LogdirWatcher
@@ -468,6 +468,8 @@ class StreamServer:
                 ) from exc
             raise
         self._inc = inc
+        self._wake_scheduled = True  # whatever was published while (re)starting goes out now
+        inc.loop.call_soon_threadsafe(self._drain, inc)
 
     def _health_ok(self, port: int) -> bool:
         for _ in range(HEALTH_TRIES):

@@ -144,8 +144,8 @@ def _port_server(path: str, answers: list[int], served: list[int], done: threadi
                 with conn:
                     conn.recv(64)  # "<pid>\n"
                     port = pending.pop(0)
+                    served.append(port)  # before answering: the client acts on the answer at once
                     conn.sendall(f"{port}\n".encode())
-                    served.append(port)
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()

@@ -206,6 +206,8 @@ def test_restart_keeps_the_port_rereads_logdirs_and_counts(server: StreamServer,
     health = get_json(server.url + "/health")
     assert health["restarts"] == 1
     assert len(get_json(f"{server.url}/api/scalars?run=run&tag=loss")["points"]) == 2
+    server.publish("live", "x", 1, 1.0)  # the new incarnation takes publishes
+    wait_until(lambda: any(r["run"] == "live" for r in get_json(server.url + "/api/runs")))
 
 
 def test_watchdog_restarts_a_server_whose_loop_was_stopped_on_the_same_port(registry_dir: Path) -> None:
