@@ -402,3 +402,65 @@ def test_non_finite_values_are_held_and_skipped_when_drawing(browser: Any, serve
         w.wait_js("() => window.lightningStream.snapshot().charts[0].draws > 0")
         assert w.page_errors == []
         assert w.console_errors == []
+
+
+def test_a_single_spike_among_100k_points_survives_decimation(browser: Any, server: StreamServer) -> None:
+    n = 100_000
+    for step in range(n):
+        server.publish("run", "loss", step, 100.0 if step == 61_803 else 0.0, wall_time=1_700_000_000.0 + step)
+    wait_until(lambda: _points_held(server) >= n, "the server to hold 100k points")
+    with open_page(browser, server.url + "/?smoothing=0") as w:
+        wait_loaded(w, 1)
+        w.wait_js("() => window.lightningStream.snapshot().charts[0].drawnPoints === 100000")
+        # the run's colour (#3b9eff) must reach the top fifth of the canvas, around 62% of the width
+        hit = w.page.evaluate(
+            """() => {
+              const c = document.querySelector('.chart canvas');
+              const ctx = c.getContext('2d');
+              const px = ctx.getImageData(0, 0, c.width, Math.floor(c.height / 5)).data;
+              const cols = [];
+              for (let i = 0; i < px.length; i += 4) {
+                const [r, g, b, a] = [px[i], px[i + 1], px[i + 2], px[i + 3]];
+                if (a > 0 && b > 180 && b - r > 100 && g > 100) cols.push(((i / 4) % c.width) / c.width);
+              }
+              return cols.length ? [Math.min(...cols), Math.max(...cols)] : null;
+            }"""
+        )
+        assert hit is not None, "the spike was decimated away"
+        assert 0.5 < hit[0] <= hit[1] < 0.75
+        assert w.page_errors == []
+
+
+def test_points_published_while_the_page_loads_arrive_exactly_once(browser: Any, server: StreamServer) -> None:
+    stop = threading.Event()
+    published: list[int] = []
+
+    def publisher() -> None:
+        step = 0
+        while not stop.is_set():
+            for tag in ("a", "b", "c"):
+                server.publish("run", tag, step, float(step))
+            published.append(step)
+            step += 1
+            stop.wait(0.002)
+
+    thread = threading.Thread(target=publisher, daemon=True)
+    thread.start()
+    try:
+        with open_page(browser, server.url + "/") as w:
+            wait_loaded(w, 3)
+            at_load = len(published)
+            wait_until(lambda: len(published) > at_load + 100, "more points published after the page went live")
+            stop.set()
+            thread.join(timeout=10)
+            last = published[-1]
+            for tag in ("a", "b", "c"):
+                w.wait_js(HAS_POINT, ["run", tag, last])
+                series = w.series("run", tag)
+                assert series is not None
+                assert series["steps"] == list(range(last + 1)), f"tag {tag}: lost or doubled points"
+            assert w.snapshot()["reloads"] == 0
+            assert w.page_errors == []
+    finally:
+        stop.set()
+        thread.join(timeout=10)

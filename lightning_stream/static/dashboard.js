@@ -24,6 +24,10 @@
     "#e0a100", "#ff5fa2", "#8fb339", "#7c8cff", "#c0793f", "#5fc6e8",
   ];
   const STORE_KEY = "lightning-stream.view";
+  const BLOCK_SHIFT = 4; // min/max summaries over blocks of 16 points
+  const BLOCK = 1 << BLOCK_SHIFT;
+  const FRAME_BUDGET_MS = 12; // past this, the other dirty charts wait for the next frame
+  const DATA_REDRAW_MS = 100; // new points redraw a chart at most 10 times a second
 
   // ---------------------------------------------------------------- state
 
@@ -227,6 +231,7 @@
       const shown = tagMatches(chart.tag) && hasVisibleData(chart);
       if (chart.card.hidden === shown) chart.card.hidden = !shown;
       chart.dirty = true;
+      chart.urgent = true;
     }
     updateEmpty();
     scheduleFrame();
@@ -390,6 +395,8 @@
       dpr: 1,
       dirty: true,
       onScreen: false,
+      urgent: false, // the view changed: redraw at the next frame, whatever the data rate
+      drawnAt: -Infinity,
       layout: null, // scales of the last draw, for hover
       hover: null, // {x, y} CSS px inside the plot
       shown: {},
@@ -447,11 +454,57 @@
       max: -Infinity,
       minPos: Infinity, // smallest value > 0, for the log scale
       rangeStale: false,
+      rawBlocks: newBlocks(), // min/max per 16 values: a redraw skips blocks within one pixel column
+      smoothBlocks: newBlocks(),
     };
     series.set(key, s);
     chart.series.push(s);
     chart.series.sort((a, b) => (a.run.name < b.run.name ? -1 : a.run.name > b.run.name ? 1 : 0));
     return s;
+  }
+
+  function newBlocks() {
+    return { min: new Float64Array(16), max: new Float64Array(16), done: 0 };
+  }
+
+  /* Summarise every complete block of 16 values (incremental: done blocks are kept). A block
+   * holding a non-finite value gets NaN, so drawing falls back to its points. */
+  function blocksFor(blk, ys, n) {
+    const complete = n >> BLOCK_SHIFT;
+    if (blk.min.length < complete) {
+      let cap = blk.min.length;
+      while (cap < complete) cap *= 2;
+      const min = new Float64Array(cap);
+      const max = new Float64Array(cap);
+      min.set(blk.min.subarray(0, blk.done));
+      max.set(blk.max.subarray(0, blk.done));
+      blk.min = min;
+      blk.max = max;
+    }
+    for (let b = blk.done; b < complete; b++) {
+      let lo = Infinity;
+      let hi = -Infinity;
+      for (let i = b << BLOCK_SHIFT, end = i + BLOCK; i < end; i++) {
+        const v = ys[i];
+        if (v < lo) lo = v;
+        if (v > hi) hi = v;
+        if (!Number.isFinite(v)) {
+          lo = NaN;
+          hi = NaN;
+          break;
+        }
+      }
+      blk.min[b] = lo;
+      blk.max[b] = hi;
+    }
+    blk.done = complete;
+    return blk;
+  }
+
+  function truncateBlocks(s) {
+    const complete = s.n >> BLOCK_SHIFT;
+    if (s.rawBlocks.done > complete) s.rawBlocks.done = complete;
+    if (s.smoothBlocks.done > complete) s.smoothBlocks.done = complete;
   }
 
   function grow(s, need) {
@@ -482,6 +535,7 @@
     if (s.n > 0 && step <= s.steps[s.n - 1]) {
       s.n = lowerBound(s.steps, s.n, step);
       s.rangeStale = true;
+      truncateBlocks(s);
       if (s.smoothN > s.n) s.smoothN = -1; // recompute smoothing from scratch
     }
     grow(s, s.n + 1);
@@ -513,6 +567,7 @@
 
   function clearSeries(s) {
     s.n = 0;
+    truncateBlocks(s);
     s.smoothN = -1;
     s.rangeStale = true;
     s.loadedSeq = -Infinity;
@@ -536,9 +591,14 @@
    * continue from the saved accumulator. Non-finite values pass through unsmoothed. */
   function smoothed(s, w) {
     if (s.smoothW !== w || s.smoothN < 0 || !s.smooth || s.smooth.length < s.n) {
-      if (!s.smooth || s.smooth.length < s.n) s.smooth = new Float32Array(s.values.length);
+      if (!s.smooth || s.smooth.length < s.n) {
+        const next = new Float32Array(s.values.length);
+        if (s.smooth && s.smoothN > 0) next.set(s.smooth.subarray(0, s.smoothN));
+        s.smooth = next;
+      }
       if (s.smoothW !== w || s.smoothN < 0) {
         s.smoothN = 0;
+        s.smoothBlocks.done = 0;
         s.smoothLast = 0;
         s.smoothCount = 0;
         s.smoothW = w;
@@ -649,6 +709,13 @@
         if (Number.isFinite(seq)) {
           s.loadedSeq = seq;
           minSeq = minSeq === null ? seq : Math.min(minSeq, seq);
+        }
+        if (s.n > 0) {
+          // "last update" before any live point: when the newest loaded point was written
+          const newest = s.walls[s.n - 1] * 1000;
+          if (Number.isFinite(newest) && (state.lastUpdate === null || newest > state.lastUpdate)) {
+            state.lastUpdate = Math.min(newest, Date.now());
+          }
         }
         touched(s);
         scheduleFrame();
@@ -844,7 +911,9 @@
    * counter (same process) or the start time (a new server on the same port). The start time
    * is estimated from uptime, give or take the request's round trip. */
   function serverIdentity(h, rttMs) {
-    return { pid: h.pid, restarts: h.restarts, startedAt: Date.now() / 1000 - num(h.uptime_s), slack: rttMs / 1000 };
+    const exact = typeof h.started_at === "number";
+    const startedAt = exact ? h.started_at : Date.now() / 1000 - num(h.uptime_s);
+    return { pid: h.pid, restarts: h.restarts, startedAt, slack: exact ? 0 : rttMs / 1000 };
   }
 
   function restartedSince(origin, now) {
@@ -852,12 +921,13 @@
     return (
       now.pid !== origin.pid ||
       now.restarts !== origin.restarts ||
-      Math.abs(now.startedAt - origin.startedAt) > 0.5 + origin.slack + now.slack
+      Math.abs(now.startedAt - origin.startedAt) > 1 + origin.slack + now.slack
     );
   }
 
   async function probeHealth() {
     const t0 = performance.now();
+    const seqBefore = state.lastSeq; // stream messages may overtake the answer: compare with before
     try {
       const health = await getJSON("health");
       const rtt = performance.now() - t0;
@@ -866,8 +936,9 @@
       state.server = health;
       if (state.loaded && !reloadPromise) {
         const seq = num(health.seq);
-        if (restartedSince(state.dataOrigin, serverIdentity(health, rtt)) || (state.lastSeq !== null && seq < state.lastSeq)) {
-          noteError("server restarted: reloading history");
+        const now = serverIdentity(health, rtt);
+        if (restartedSince(state.dataOrigin, now) || (seqBefore !== null && seq < seqBefore)) {
+          noteError(`server restarted (pid ${now.pid}, restarts ${now.restarts}, seq ${seq}): reloading history`);
           reload();
         }
       }
@@ -1006,13 +1077,18 @@
       c.height = Math.max(1, Math.round(height * dpr));
     }
     chart.dirty = true;
+    chart.urgent = true; // resizing cleared the canvas
     scheduleFrame();
   }
 
   /* Stroke steps/ys as a polyline decimated per device-pixel column: for every column keep the
-   * first, min, max and last y, so spikes survive and the path has at most ~4 vertices per column. */
-  function strokeDecimated(ctx, steps, ys, n, L) {
+   * first, min, max and last y, so spikes survive and the path has at most ~4 vertices per column.
+   * A block of 16 points that falls inside one column is taken whole from its min/max summary. */
+  function strokeDecimated(ctx, steps, ys, n, L, blk) {
     const { x0, sx, y0, sy, log, left, top, dpr } = L;
+    const usable = blk.done << BLOCK_SHIFT;
+    const scaleX = sx * dpr;
+    const offX = left * dpr - x0 * scaleX;
     let col = NaN;
     let first = 0;
     let lo = 0;
@@ -1032,16 +1108,50 @@
       ctx.lineTo(x, lastY);
       pen = true;
     };
-    for (let i = 0; i < n; i++) {
+    let i = 0;
+    while (i < n) {
+      if (i < usable && (i & (BLOCK - 1)) === 0) {
+        const b = i >> BLOCK_SHIFT;
+        let bmin = blk.min[b];
+        let bmax = blk.max[b];
+        if (log) {
+          bmin = bmin > 0 ? Math.log10(bmin) : NaN;
+          bmax = Math.log10(bmax);
+        }
+        if (bmin === bmin) {
+          const pa = Math.round(offX + steps[i] * scaleX);
+          if (pa === Math.round(offX + steps[i + BLOCK - 1] * scaleX)) {
+            const vf = log ? Math.log10(ys[i]) : ys[i];
+            const vl = log ? Math.log10(ys[i + BLOCK - 1]) : ys[i + BLOCK - 1];
+            const pyTop = top + (y0 - bmax) * sy;
+            const pyBottom = top + (y0 - bmin) * sy;
+            if (open && pa === col) {
+              if (pyTop < lo) lo = pyTop;
+              if (pyBottom > hi) hi = pyBottom;
+            } else {
+              if (open) flush();
+              col = pa;
+              first = top + (y0 - vf) * sy;
+              lo = pyTop;
+              hi = pyBottom;
+              open = true;
+            }
+            lastY = top + (y0 - vl) * sy;
+            i += BLOCK;
+            continue;
+          }
+        }
+      }
       let v = ys[i];
       if (log) v = v > 0 ? Math.log10(v) : NaN;
       if (!Number.isFinite(v)) {
         if (open) flush();
         open = false;
         pen = false; // a gap in the line
+        i += 1;
         continue;
       }
-      const px = Math.round((left + (steps[i] - x0) * sx) * dpr);
+      const px = Math.round(offX + steps[i] * scaleX);
       const py = top + (y0 - v) * sy;
       if (open && px === col) {
         if (py < lo) lo = py;
@@ -1053,6 +1163,7 @@
         first = lo = hi = lastY = py;
         open = true;
       }
+      i += 1;
     }
     if (open) flush();
     ctx.stroke();
@@ -1207,14 +1318,15 @@
       if (w > 0) {
         ctx.globalAlpha = 0.25;
         ctx.lineWidth = 1;
-        strokeDecimated(ctx, s.steps, s.values, s.n, L);
+        strokeDecimated(ctx, s.steps, s.values, s.n, L, blocksFor(s.rawBlocks, s.values, s.n));
         ctx.globalAlpha = 1;
         ctx.lineWidth = 1.75;
-        strokeDecimated(ctx, s.steps, smoothed(s, w), s.n, L);
+        const sm = smoothed(s, w);
+        strokeDecimated(ctx, s.steps, sm, s.n, L, blocksFor(s.smoothBlocks, sm, s.n));
       } else {
         ctx.globalAlpha = 1;
         ctx.lineWidth = 1.5;
-        strokeDecimated(ctx, s.steps, s.values, s.n, L);
+        strokeDecimated(ctx, s.steps, s.values, s.n, L, blocksFor(s.rawBlocks, s.values, s.n));
       }
       if (s.n === 1) {
         const v = log ? Math.log10(s.values[0]) : s.values[0];
@@ -1341,17 +1453,36 @@
     }
   }
 
+  let drawCursor = 0; // round robin: charts left over by the budget go first next frame
+
   function frame() {
     frameQueued = false;
     if (state.layoutDirty) {
       state.layoutDirty = false;
       updateEmpty();
     }
-    for (const chart of charts.values()) {
+    const list = Array.from(charts.values());
+    const t0 = performance.now();
+    let wake = Infinity;
+    for (let k = 0; k < list.length; k++) {
+      const index = (drawCursor + k) % list.length;
+      const chart = list[index];
       if (!chart.dirty || chart.card.hidden || !chart.onScreen) continue;
+      if (!chart.urgent && t0 - chart.drawnAt < DATA_REDRAW_MS) {
+        wake = Math.min(wake, chart.drawnAt + DATA_REDRAW_MS);
+        continue;
+      }
       chart.dirty = false;
+      chart.urgent = false;
+      chart.drawnAt = t0;
       drawChart(chart);
+      if (performance.now() - t0 > FRAME_BUDGET_MS) {
+        drawCursor = index + 1;
+        scheduleFrame(); // the rest next frame: input and scrolling stay responsive
+        return;
+      }
     }
+    if (wake !== Infinity) setTimeout(scheduleFrame, Math.max(0, wake - performance.now()));
   }
 
   const resizeObserver = new ResizeObserver((entries) => {
@@ -1480,7 +1611,10 @@
   }
 
   function redrawAll() {
-    for (const chart of charts.values()) chart.dirty = true;
+    for (const chart of charts.values()) {
+      chart.dirty = true;
+      chart.urgent = true;
+    }
     scheduleFrame();
   }
 
