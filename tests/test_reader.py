@@ -449,3 +449,20 @@ def test_any_writes_splits_and_corruptions_yield_every_intact_point_once(
         assert (1 <= errors <= corrupted) if corrupted else errors == 0
     finally:
         reader_module._SPEEDUPS = saved
+
+
+# ---------------------------------------------------------------- the benchmarks keep working
+
+
+@pytest.mark.slow
+def test_bench_ingest_quick_runs_and_reads_every_scalar() -> None:
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_ingest.py"
+    only = ["--only", "lightning-stream (Python)"] + (["--only", "lightning-stream (C)"] if _speedups else [])
+    proc = subprocess.run(
+        [sys.executable, str(script), "--quick", *only], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "lightning-stream (Python)        10,000" in proc.stdout

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from eventfiles import WALL_TIME, event_files, read_all, records, simple_event, write_torch
 from torch.utils.tensorboard import SummaryWriter
 
+from lightning_stream import _inotify
 from lightning_stream.filesystem import FileStat, LocalFileSystem
 from lightning_stream.scalars import ScalarBatch
 from lightning_stream.watcher import ChangeDetection, LogdirWatcher
@@ -224,3 +226,70 @@ def test_symlinked_run_directories_are_followed(tmp_path: Path) -> None:
     logdir.mkdir()
     os.symlink(target, logdir / "linked")
     assert [b.run for b in LogdirWatcher(logdir).scan()] == ["linked"]
+
+
+# ---------------------------------------------------------------- inotify
+
+
+@pytest.mark.skipif(not _inotify.available(), reason="inotify is Linux-only")
+async def test_inotify_wakes_for_event_files_and_new_directories_not_for_other_files(tmp_path: Path) -> None:
+    (tmp_path / "run").mkdir()
+    calls: list[float] = []
+    woke = asyncio.Event()
+
+    def on_change() -> None:
+        calls.append(time.monotonic())
+        woke.set()
+
+    tree = _inotify.TreeWatch(str(tmp_path), on_change)
+    tree.open()
+    tree.attach(asyncio.get_running_loop())
+    try:
+        (tmp_path / "run" / "model.ckpt").write_bytes(b"x" * 1000)  # checkpoints do not wake the watcher
+        await asyncio.sleep(0.2)
+        assert calls == []
+        (tmp_path / "run" / "events.out.tfevents.1.host").write_bytes(b"")
+        await asyncio.wait_for(woke.wait(), GUARD_S)
+        woke.clear()
+        (tmp_path / "run" / "new_dir").mkdir()
+        await asyncio.wait_for(woke.wait(), GUARD_S)
+        woke.clear()
+        # The new directory got its own watch: a file created in it wakes us too.
+        (tmp_path / "run" / "new_dir" / "events.out.tfevents.2.host").write_bytes(b"")
+        await asyncio.wait_for(woke.wait(), GUARD_S)
+        assert tree.alive
+    finally:
+        tree.close()
+
+
+@pytest.mark.skipif(not _inotify.available(), reason="inotify is Linux-only")
+async def test_watch_survives_the_logdir_being_deleted_and_recreated(tmp_path: Path) -> None:
+    logdir = tmp_path / "logs"
+    write_torch(logdir / "run", [point("x", 1, 1.0)])
+    watcher = LogdirWatcher(logdir, poll_interval_s=0.1, change_detection="inotify")
+    async with watching(watcher) as got:
+        await got.wait_for(lambda: len(got.points()) == 1, "the first point")
+        shutil.rmtree(logdir)
+        await got.wait_for(lambda: not watcher.notifications_active, "the watch to notice the removal")
+        write_torch(logdir / "run", [point("x", 2, 2.0)])
+        await got.wait_for(lambda: ("run", "x", 2, 2.0) in got.points(), "a point in the recreated logdir")
+        await got.wait_for(lambda: watcher.notifications_active, "notifications to resume")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _inotify.available(), reason="inotify is Linux-only")
+def test_bench_watch_idle_quick_runs() -> None:
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_watch_idle.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--quick", "--only", "inotify"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    (row,) = [line for line in proc.stdout.splitlines() if line.startswith("inotify")]
+    assert row.split()[-1] == "yes"  # notifications were active
