@@ -46,11 +46,16 @@ class Watchdog:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
-        """Stop checking and wait for a check (or restart) in progress to finish."""
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop checking and wait (bounded) for a check or restart in progress to finish.
+
+        Bounded because ``stop()`` may run in a SIGTERM handler while the interrupted
+        main thread holds the server lock a restart in progress waits for; the restart
+        then finds the server stopped and gives up.
+        """
         self._stop.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join()
+            self._thread.join(timeout)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):

@@ -268,3 +268,20 @@ async def test_stop_ends_sse_streams_and_closes_websockets_with_going_away() -> 
         await ws.close()
         sse.release()
     assert not server.is_alive()
+
+
+def test_watchdog_check_leaves_a_healthy_server_alone_and_restarts_a_dead_one(server: StreamServer) -> None:
+    from lightning_stream.watchdog import Watchdog
+
+    dog = Watchdog(server, interval_s=60)  # never started: check() is called by hand
+    assert dog.check() is None
+    assert server.restarts == 0
+    inc = server._inc
+    assert inc is not None
+    assert inc.thread is not None
+    inc.loop.call_soon_threadsafe(inc.loop.stop)
+    inc.thread.join(10)
+    assert dog.check() == "the server thread died"
+    assert server.restarts == 1
+    assert server.is_alive()
+    assert dog.check() is None
