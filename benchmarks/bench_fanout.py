@@ -354,7 +354,7 @@ def _table(r: dict[str, Any]) -> str:
         ("points published", f"{r['published']:,}"),
         ("delivered", f"{r['delivered_per_s']:,.0f} points/s"),
         (
-            "clients kept up / reset / unfinished",
+            "clients kept up / reset / still behind at the deadline",
             f"{r['clients_kept_up']} / {r['clients_reset']} / {r['clients_unfinished']}",
         ),
         ("lost (clients that kept up)", f"{r['lost']:,}"),
