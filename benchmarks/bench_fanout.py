@@ -124,9 +124,7 @@ async def serve(args: argparse.Namespace) -> None:
         "batches_out": stats["batches_out"],
     }
     print("RESULT " + json.dumps(result), flush=True)
-    t = time.monotonic()
     await runner.cleanup()
-    print(f"server cleanup took {time.monotonic() - t:.2f} s", file=sys.stderr)
     await hub.close()
     await state.loop_lag.stop()
 
@@ -194,10 +192,11 @@ async def sse_client(port: int, tally: Tally, ready: asyncio.Event, deadline: fl
 async def ws_client(session: Any, port: int, tally: Tally, ready: asyncio.Event, deadline: float) -> None:
     import aiohttp
 
-    async with session.ws_connect(f"http://127.0.0.1:{port}/ws", compress=0, max_msg_size=0) as ws:
+    url = f"http://127.0.0.1:{port}/ws"
+    async with session.ws_connect(url, compress=0, max_msg_size=0, decode_text=False) as ws:
         await ws.send_str('{"op":"subscribe"}')
         msg = await ws.receive()
-        assert '"subscribed"' in msg.data, msg
+        assert b'"subscribed"' in msg.data, msg
         ready.set()
         while not tally.done and time.time() < deadline:
             try:
@@ -206,7 +205,7 @@ async def ws_client(session: Any, port: int, tally: Tally, ready: asyncio.Event,
                 break
             if msg.type != aiohttp.WSMsgType.TEXT:
                 break
-            tally.feed(msg.data.encode(), time.time())
+            tally.feed(msg.data, time.time())  # bytes: decode_text=False
 
 
 async def clients(args: argparse.Namespace) -> None:
