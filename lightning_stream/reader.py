@@ -41,8 +41,9 @@ __all__ = ["STAT_KEYS", "EventFileReader", "decode_records", "has_speedups"]
 
 log = logging.getLogger(__name__)
 
-CHUNK_SIZE = 8 * 1024 * 1024
-"""Bytes read per call to the filesystem; a large file is read in pieces of this size."""
+CHUNK_SIZE = 2 * 1024 * 1024
+"""Bytes read per call to the filesystem; a large file is read in pieces of this size. It also bounds
+how long the C decoder holds the GIL in one call (~2 ms), which the server's event loop waits for."""
 
 STAT_KEYS = ("records", "scalars", "crc_errors", "bad_lengths", "parse_errors", "restarts", "skipped_large")
 
@@ -427,6 +428,12 @@ class EventFileReader:
         self._resync = False
         self._scalar_tags: set[str] = set()
         self._need = 0
+        self._more = False
+
+    @property
+    def at_end(self) -> bool:
+        """Whether the last ``read`` consumed everything complete that the file held then."""
+        return not self._more
 
     @property
     def offset(self) -> int:
@@ -444,15 +451,24 @@ class EventFileReader:
         self._need = 0
         self._identity = stat.identity if stat is not None else None
 
-    def read(self) -> list[ScalarBatch]:
-        """The points written since the last call, one ``ScalarBatch`` per tag, in file order."""
+    def read(self, max_points: int | None = None) -> list[ScalarBatch]:
+        """The points written since the last call, one ``ScalarBatch`` per tag, in file order.
+
+        With ``max_points``, stops after the chunk that reaches it (``at_end`` then says whether
+        more is waiting), which bounds the memory one call holds on a big file.
+        """
+        self._more = False
         stat = self._fs.stat(self.path)
         if stat is None:
             return []
         if self._identity != stat.identity or stat.size < self._offset:
             self._restart(stat)
         out: dict[str, ScalarBatch] = {}
+        scalars_before = self.stats["scalars"]
         while stat.size - self._offset >= HEADER_SIZE:
+            if max_points is not None and self.stats["scalars"] - scalars_before >= max_points:
+                self._more = True
+                break
             back = len(self._tail)
             want = min(stat.size - self._offset, max(CHUNK_SIZE, self._need))
             buf = self._fs.read(self.path, self._offset - back, want + back)

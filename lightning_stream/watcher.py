@@ -43,6 +43,9 @@ ChangeDetection = Literal["auto", "inotify", "watchfiles", "poll"]
 
 FAST_POLL_S = 0.02
 """Poll interval right after data arrived; it doubles on every empty scan up to ``poll_interval_s``."""
+SCAN_SLICE_POINTS = 262_144
+"""``watch`` hands a backlog (a big logdir at start) to its sink in slices of about this many points,
+so the reader's arrays for one slice (~6 MiB) are freed before the next is read."""
 NOTIFY_STEP_MS = 5
 """watchfiles debounce: changes are handed over once no new one arrived for this long."""
 NOTIFY_MAX_DEBOUNCE_MS = 50
@@ -79,6 +82,8 @@ class LogdirWatcher:
         self.notifications_active = False
         """Whether file-system notifications currently wake scans (False: polling only)."""
         self._notify_degraded: Callable[[], bool] = _never
+        self.has_more = False
+        """Set by ``scan(max_points=...)`` when it stopped before reading everything new."""
 
     def run_name(self, directory: str) -> str:
         """The run name of a directory under the logdir (relative path, ``/``-separated)."""
@@ -103,11 +108,13 @@ class LogdirWatcher:
         total["runs"] = len(self._runs)
         return total
 
-    def scan(self) -> list[ScalarBatch]:
+    def scan(self, max_points: int | None = None) -> list[ScalarBatch]:
         """Discover runs and files, and return every point written since the last scan.
 
         Blocking (file I/O): call it from a worker thread. Files are read in name order, which for
-        TensorBoard's ``events.out.tfevents.<time>.<host>...`` names is creation order.
+        TensorBoard's ``events.out.tfevents.<time>.<host>...`` names is creation order. With
+        ``max_points``, stops once about that many points are gathered and sets ``has_more``: a
+        large logdir is then handed over in slices instead of all at once (bounded memory).
         """
         with self._scan_lock:
             paths = self._fs.list_event_files(self.logdir)
@@ -122,8 +129,18 @@ class LogdirWatcher:
                     self._runs.setdefault(run, directory)
                     self._readers[path] = EventFileReader(path, run, fs=self._fs)
             batches: list[ScalarBatch] = []
+            budget = max_points
+            self.has_more = False
             for path in paths:
-                batches.extend(self._readers[path].read())
+                if budget is not None and budget <= 0:
+                    self.has_more = True
+                    break
+                reader = self._readers[path]
+                got = reader.read(budget)
+                batches.extend(got)
+                if budget is not None:
+                    budget -= sum(len(b) for b in got)
+                    self.has_more = self.has_more or not reader.at_end
             return batches
 
     async def watch(self, sink: Callable[[list[ScalarBatch]], None]) -> None:
@@ -136,10 +153,12 @@ class LogdirWatcher:
         try:
             while True:
                 wake.clear()
-                batches = await asyncio.to_thread(self.scan)
+                batches = await asyncio.to_thread(self.scan, SCAN_SLICE_POINTS)
                 if batches:
                     sink(batches)
                     interval = FAST_POLL_S
+                    if self.has_more:
+                        continue  # the rest of a large backlog: next slice right away
                 else:
                     interval = min(interval * 2, self.poll_interval_s)
                 if self.notifications_active and not self._notify_degraded():

@@ -220,6 +220,25 @@ def test_second_read_returns_only_new_points(tmp_path: Path, decoder: str) -> No
     assert reader.offset == path.stat().st_size
 
 
+def test_read_with_max_points_hands_a_big_file_over_in_slices(
+    tmp_path: Path, decoder: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reader_module, "CHUNK_SIZE", 256)
+    path = tmp_path / "events.out.tfevents.1.host"
+    path.write_bytes(records(simple_event("a", i, WALL, float(i)) for i in range(100)))
+    reader = EventFileReader(path, "r")
+    slices = []
+    while True:
+        got = read_all(reader.read(max_points=10))
+        slices.append(len(got))
+        if reader.at_end:
+            break
+    assert sum(slices) == 100
+    assert len(slices) > 3
+    assert max(slices) < 30  # a slice ends with the chunk that reached the limit
+    assert reader.read() == []
+
+
 def test_record_split_at_every_byte_offset_is_read_once_completed(tmp_path: Path, decoder: str) -> None:
     data = records([file_version_event()] + [simple_event("a", i, WALL, float(i)) for i in range(3)])
     start, end = record_bounds(data)[2]  # the record of step 1: header, payload and footer

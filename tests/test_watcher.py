@@ -78,6 +78,24 @@ def test_scan_returns_only_what_is_new(tmp_path: Path) -> None:
     assert read_all(watcher.scan()) == [point("a", 3, 1.0)]
 
 
+def test_scan_with_max_points_hands_a_backlog_over_in_slices_without_loss(tmp_path: Path) -> None:
+    for r in range(3):
+        path = tmp_path / f"run{r}" / "events.out.tfevents.1.host"
+        path.parent.mkdir()
+        path.write_bytes(records(simple_event("a", i, WALL_TIME, float(r)) for i in range(50)))
+    watcher = LogdirWatcher(tmp_path)
+    points: list[tuple[str, int]] = []
+    scans = 0
+    while True:
+        scans += 1
+        points += [(b.run, s) for b in watcher.scan(max_points=40) for s in b.steps]
+        if not watcher.has_more:
+            break
+    assert scans > 1
+    assert sorted(points) == sorted((f"run{r}", i) for r in range(3) for i in range(50))
+    assert watcher.scan() == []
+
+
 def test_removed_file_keeps_its_counts_in_stats(tmp_path: Path) -> None:
     path = write_torch(tmp_path / "run", [point("a", i, 1.0) for i in range(4)])
     watcher = LogdirWatcher(tmp_path)
