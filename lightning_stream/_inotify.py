@@ -23,6 +23,8 @@ import os
 import struct
 from collections.abc import Callable
 
+from lightning_stream.filesystem import walk_dirs
+
 __all__ = ["TreeWatch", "available"]
 
 log = logging.getLogger(__name__)
@@ -127,7 +129,7 @@ class TreeWatch:
         self._dirs.clear()
 
     def _add_tree(self, top: str, *, strict: bool) -> None:
-        for directory, _subdirs, _files in os.walk(top, followlinks=True):
+        for directory in walk_dirs(top):
             self._add(directory, strict=strict and directory == top)
 
     def _add(self, directory: str, *, strict: bool) -> None:

@@ -1,7 +1,7 @@
 """File access behind a small interface, so the reader can later tail remote logdirs (fsspec).
 
-The reader and the watcher only ever need four things: find event files under a root, stat one
-(size and identity), read a byte range, and know whether a root exists. ``LocalFileSystem`` does
+The reader and the watcher only ever need three things: find event files under a root, stat one
+(size and identity), and read a byte range. ``LocalFileSystem`` does
 that with plain ``os`` calls; a remote implementation would map ``identity`` to an ETag or
 generation number, which is how it detects a replaced file.
 """
@@ -31,8 +31,6 @@ class FileStat:
 class FileSystem(Protocol):
     """The file operations the reader and watcher use; paths are strings in the filesystem's syntax."""
 
-    def exists(self, path: str) -> bool: ...
-
     def list_event_files(self, root: str) -> list[str]:
         """Every file under ``root`` (recursively) whose name contains ``tfevents``, sorted."""
         ...
@@ -49,26 +47,9 @@ class FileSystem(Protocol):
 class LocalFileSystem:
     """The local disk, through ``os``; safe to call from several threads."""
 
-    def exists(self, path: str) -> bool:
-        return os.path.isdir(path) or os.path.isfile(path)
-
     def list_event_files(self, root: str) -> list[str]:
         found: list[str] = []
-        stack = [root]
-        while stack:
-            directory = stack.pop()
-            try:
-                with os.scandir(directory) as entries:
-                    for entry in entries:
-                        try:
-                            if entry.is_dir(follow_symlinks=True):
-                                stack.append(entry.path)
-                            elif EVENT_FILE_MARKER in entry.name and entry.is_file(follow_symlinks=True):
-                                found.append(entry.path)
-                        except OSError:  # vanished or unreadable while listing: the next scan will tell
-                            continue
-            except OSError:
-                continue
+        _walk(root, found)
         found.sort()
         return found
 
@@ -86,6 +67,42 @@ class LocalFileSystem:
                 return _read_exactly(f, size)
         except OSError:
             return b""
+
+
+def walk_dirs(root: str) -> list[str]:
+    """``root`` and every directory below it, following symlinks (runs are often linked in) but
+    each directory once, so a symlink cycle cannot make a scan endless."""
+    return _walk(root, None)
+
+
+def _walk(root: str, event_files: list[str] | None) -> list[str]:
+    """``walk_dirs``, also appending every event file met to ``event_files`` (one pass over the tree)."""
+    seen: set[tuple[int, int]] = set()
+    directories: list[str] = []
+    stack = [root]
+    while stack:
+        directory = stack.pop()
+        try:
+            st = os.stat(directory)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        directories.append(directory)
+        try:
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    try:
+                        if entry.is_dir(follow_symlinks=True):
+                            stack.append(entry.path)
+                        elif event_files is not None and EVENT_FILE_MARKER in entry.name and entry.is_file():
+                            event_files.append(entry.path)
+                    except OSError:  # vanished or unreadable while listing: the next scan will tell
+                        continue
+        except OSError:
+            continue
+    return directories
 
 
 def _read_exactly(f: io.FileIO, size: int) -> bytes:

@@ -311,3 +311,10 @@ def test_bench_watch_idle_quick_runs() -> None:
     assert proc.returncode == 0, proc.stderr
     (row,) = [line for line in proc.stdout.splitlines() if line.startswith("inotify")]
     assert row.split()[-1] == "yes"  # notifications were active
+
+
+def test_symlink_cycle_does_not_make_a_scan_endless(tmp_path: Path) -> None:
+    write_torch(tmp_path / "run", [point("x", 1, 3.0)])
+    os.symlink(tmp_path, tmp_path / "run" / "loop")  # run/loop -> logdir
+    watcher = LogdirWatcher(tmp_path)
+    assert [b.run for b in watcher.scan()] == ["run"]
