@@ -379,7 +379,7 @@ def test_half_written_garbage_tail_is_not_reported_twice(tmp_path: Path, decoder
 
 
 @pytest.mark.skipif(_speedups is None, reason="C decoder not built")
-@given(data=st.binary(max_size=400), seed_records=st.lists(st.integers(0, 3), max_size=6), cut=st.integers(0, 400))
+@given(data=st.binary(max_size=400), seed_records=st.lists(st.integers(0, 9), max_size=6), cut=st.integers(0, 400))
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_c_and_python_decoders_give_identical_results_on_any_bytes(
     data: bytes, seed_records: list[int], cut: int
@@ -389,6 +389,13 @@ def test_c_and_python_decoders_give_identical_results_on_any_bytes(
         tensor_event("t", 2, WALL, scalar_tensor("half", 1.5), metadata=scalars_metadata()),
         tensor_event("t", 3, WALL, scalar_tensor("int64", -3, content=True)),
         file_version_event(),
+        # Edge cases of the pure-Python fast path for torch's layout (the C decoder has none):
+        simple_event("zero", 0, WALL, 1.0),  # step 0: no step field
+        simple_event("multi", 300, WALL, 2.0),  # two-byte step
+        simple_event("huge", 2**63 - 1, WALL, 3.0),  # nine-byte step
+        simple_event("neg", -5, WALL, 4.0),  # ten-byte step
+        simple_event("t" * 200, 7, WALL, 5.0),  # a tag too long for one-byte lengths
+        b"\x09" + struct.pack("<d", WALL) + b"\x10\x05\x2a\x0b\x0a\x09\x0a\x02\xff\xfe\x15" + struct.pack("<f", 6.0),
     ]
     buf = records(payloads[i] for i in seed_records)
     buf = buf[:cut] + data + buf[cut:]
