@@ -361,7 +361,8 @@ class StreamServer:
 
     async def _serve(self, inc: _Incarnation) -> None:
         """Build hub + app on this loop and start serving on the bound socket."""
-        inc.hub = Hub(self._config)
+        # wall-clock µs: a restarted server's seqs are above its predecessor's (clients get reset)
+        inc.hub = Hub(self._config, seq_start=time.time_ns() // 1000)
         inc.loop_lag = LoopLagMonitor()
         inc.loop_lag.start()
         state = AppState(
