@@ -191,6 +191,12 @@ def test_run_and_tag_filters_hide_charts_and_runs(browser: Any, server: StreamSe
         w.page.fill("#tag-filter", "")
         wait_until(lambda: len(visible_tags(w)) == 3, "charts back after clearing the filter")
         assert w.page_errors == []
+    # a link can open a filtered view (notebooks, bookmarks)
+    with open_page(browser, server.url + "/?tag=val*&run=base*") as w:
+        wait_loaded(w, 2)
+        assert w.page.input_value("#tag-filter") == "val*"
+        wait_until(lambda: visible_tags(w) == ["val/loss"], "the URL's tag filter")
+        assert [r["run"] for r in w.snapshot()["runs"] if r["visible"]] == ["baseline"]
 
 
 def test_smoothing_matches_tensorboard_and_log_scale_redraws(browser: Any, server: StreamServer) -> None:

@@ -16,7 +16,8 @@
   const PAGE = new URLSearchParams(location.search);
   const TOKEN = PAGE.get("token");
   const HEALTH_EVERY_MS = 2000;
-  const FETCH_TIMEOUT_MS = 10000;
+  const HEALTH_TIMEOUT_MS = 5000;
+  const HISTORY_TIMEOUT_MS = 120000; // a 100,000-point series is megabytes of JSON
   const HISTORY_CONCURRENCY = 6;
   const RATE_WINDOW_MS = 5000;
   const PALETTE = [
@@ -125,9 +126,9 @@
     return Number(v); // "NaN", "Infinity", "-Infinity"
   }
 
-  async function getJSON(path, query) {
+  async function getJSON(path, query, timeoutMs = HISTORY_TIMEOUT_MS) {
     const ctrl = new AbortController();
-    const timer = setTimeout(() => ctrl.abort(), FETCH_TIMEOUT_MS);
+    const timer = setTimeout(() => ctrl.abort(), timeoutMs);
     const headers = TOKEN ? { Authorization: `Bearer ${TOKEN}` } : {};
     try {
       const res = await fetch(apiUrl(path, query), { headers, signal: ctrl.signal, cache: "no-store" });
@@ -376,8 +377,11 @@
     const plot = document.createElement("div");
     plot.className = "plot";
     const canvas = document.createElement("canvas");
+    canvas.setAttribute("role", "img");
+    canvas.setAttribute("aria-label", `line chart of ${tag}: value by step, one line per run`);
     const overlay = document.createElement("canvas");
     overlay.className = "overlay";
+    overlay.setAttribute("aria-hidden", "true");
     plot.append(canvas, overlay);
     card.append(head, plot);
     chart = {
@@ -667,7 +671,7 @@
     state.loading = true;
     updateEmpty();
     const t0 = performance.now();
-    const health = await getJSON("health");
+    const health = await getJSON("health", null, HEALTH_TIMEOUT_MS);
     state.server = health;
     state.dataOrigin = serverIdentity(health, performance.now() - t0);
     const list = await getJSON("api/runs");
@@ -929,7 +933,7 @@
     const t0 = performance.now();
     const seqBefore = state.lastSeq; // stream messages may overtake the answer: compare with before
     try {
-      const health = await getJSON("health");
+      const health = await getJSON("health", null, HEALTH_TIMEOUT_MS);
       const rtt = performance.now() - t0;
       state.restState = "ok";
       state.restDetail = `${Math.round(rtt)} ms`;
