@@ -42,6 +42,18 @@ WALL = b'"wall_time":'
 # ---------------------------------------------------------------------------------------------- server
 
 
+def runqueue_wait_s() -> float:
+    """Seconds this process's main thread spent runnable but waiting for a CPU (Linux schedstat; 0 elsewhere).
+
+    On a shared machine this tells "the code is slow" apart from "the code was not scheduled".
+    """
+    try:
+        with open(f"/proc/self/task/{os.getpid()}/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 async def serve(args: argparse.Namespace) -> None:
     import psutil
     from aiohttp import web
@@ -69,6 +81,7 @@ async def serve(args: argparse.Namespace) -> None:
 
     proc = psutil.Process()
     cpu0 = proc.cpu_times()
+    wait0 = runqueue_wait_s()
     t0 = time.monotonic()
     rss_peak = proc.memory_info().rss
     hub.note_run("bench", None)
@@ -109,6 +122,7 @@ async def serve(args: argparse.Namespace) -> None:
         lag_max = max(lag_max, state.loop_lag.lag_ms)
         await asyncio.wait([stop], timeout=0.2)
     cpu1 = proc.cpu_times()
+    wait1 = runqueue_wait_s()
     busy_s = time.monotonic() - t0
     stats = hub.stats()
     result = {
@@ -118,6 +132,7 @@ async def serve(args: argparse.Namespace) -> None:
         "cpu_pct": 100 * ((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)) / busy_s,
         "cpu_pct_publish": 100 * ((cpu_pub.user - cpu0.user) + (cpu_pub.system - cpu0.system)) / publish_s,
         "cpu_s": (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system),
+        "runqueue_wait_pct": 100 * (wait1 - wait0) / busy_s,
         "rss_mb": rss_peak / 2**20,
         "loop_lag_max_ms": max(lag_max, state.loop_lag.max_lag_ms),
         "resets": stats["resets"],
@@ -234,9 +249,9 @@ async def clients(args: argparse.Namespace) -> None:
         print("READY", flush=True)
         lag.start()
         proc = psutil.Process()
-        cpu0, t0 = proc.cpu_times(), time.monotonic()
+        cpu0, t0, wait0 = proc.cpu_times(), time.monotonic(), runqueue_wait_s()
         results = await asyncio.gather(*tasks, return_exceptions=True)
-        cpu1, t1 = proc.cpu_times(), time.monotonic()
+        cpu1, t1, wait1 = proc.cpu_times(), time.monotonic(), runqueue_wait_s()
         await lag.stop()
     errors = [repr(r) for r in results if isinstance(r, BaseException)]
     out = {
@@ -247,6 +262,7 @@ async def clients(args: argparse.Namespace) -> None:
         "n_errors": len(errors),
         "cpu_pct": 100 * ((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)) / (t1 - t0),
         "loop_lag_max_ms": lag.max_lag_ms,
+        "runqueue_wait_pct": 100 * (wait1 - wait0) / (t1 - t0),
     }
     print("RESULT " + json.dumps(out), flush=True)
 
@@ -334,6 +350,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "max_ms": 1000 * lat[-1] if lat else float("nan"),
         "server_cpu_pct": srv["cpu_pct"],
         "server_cpu_pct_publish": srv["cpu_pct_publish"],
+        "server_runqueue_wait_pct": srv["runqueue_wait_pct"],
+        "client_runqueue_wait_pct": [round(res["runqueue_wait_pct"]) for res in results],
         "server_us_per_point": 1e6 * srv["cpu_s"] / max(1, delivered),
         "busy_s": srv["busy_s"],
         "server_rss_mb": srv["rss_mb"],
@@ -361,6 +379,12 @@ def _table(r: dict[str, Any]) -> str:
         (
             "server CPU (publish / publish+drain)",
             f"{r['server_cpu_pct_publish']:.0f}% / {r['server_cpu_pct']:.0f}% of one core",
+        ),
+        (
+            "time runnable but not scheduled: server / clients",
+            f"{r['server_runqueue_wait_pct']:.0f}% / "
+            + " + ".join(f"{c}%" for c in r["client_runqueue_wait_pct"])
+            + " (CPU taken by other processes)",
         ),
         ("server CPU per delivered point", f"{r['server_us_per_point']:.2f} µs"),
         ("publish + drain time", f"{r['busy_s']:.1f} s"),
