@@ -185,17 +185,19 @@ class SSEStreams:
         keepalive_s = self._config.keepalive_s
         wait_s = min(keepalive_s, LIVENESS_CHECK_S)
         while True:
-            try:
-                async with _timeout(wait_s):
-                    message = await sub.get()
-            except TimeoutError:
-                transport = stream.request.transport
-                if transport is None or transport.is_closing():
-                    return
-                if time.monotonic() - stream.last_write >= keepalive_s:
-                    await response.write(KEEPALIVE)
-                    stream.last_write = time.monotonic()
-                continue
+            message = sub.get_nowait()  # no timer at all while the client has messages waiting
+            if message is None:
+                try:
+                    async with _timeout(wait_s):
+                        message = await sub.get()
+                except TimeoutError:
+                    transport = stream.request.transport
+                    if transport is None or transport.is_closing():
+                        return
+                    if time.monotonic() - stream.last_write >= keepalive_s:
+                        await response.write(KEEPALIVE)
+                        stream.last_write = time.monotonic()
+                    continue
             chunks = [self._encode(message, sub)]
             size = len(chunks[0])
             while size < COALESCE_BYTES:  # a client that is behind gets what is ready in one write
