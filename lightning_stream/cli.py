@@ -169,6 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--tag", default="*", metavar="GLOB", help="tags to show (default '*')")
     tail.add_argument("--count", "-n", type=_positive_int, metavar="N", help="exit after N points")
     tail.add_argument("--duration", type=_positive_float, metavar="S", help="exit after S seconds")
+    tail.add_argument(
+        "--retry",
+        type=_positive_float,
+        default=30.0,
+        metavar="S",
+        help="give up after S seconds of failed reconnects (default 30)",
+    )
     tail.add_argument("--token", help=f"bearer token (default ${ENV_TOKEN})")
     tail.set_defaults(func=_cmd_tail)
 
@@ -258,6 +265,9 @@ def _stop_on_signals() -> Iterator[threading.Event]:
     def handler(signum: int, frame: Any) -> None:
         stop.set()
 
+    if threading.current_thread() is not threading.main_thread():
+        yield stop  # signals reach only the main thread; main() called from a thread stops by KeyboardInterrupt
+        return
     signals = [signal.SIGINT, signal.SIGTERM]
     previous = {sig: signal.signal(sig, handler) for sig in signals}
     try:
@@ -376,10 +386,13 @@ def _cmd_tail(args: argparse.Namespace) -> int:
         client = StreamClient(url, token=args.token)
     except ValueError as exc:
         return _usage_error("tail", str(exc))
+    _log_reconnects()
     try:
         since = _after_initial_read(client) if private is not None else None
         shown = 0
-        points = client.stream(args.run, args.tag, since=since, duration=args.duration, on_status=_print_status)
+        points = client.stream(
+            args.run, args.tag, since=since, duration=args.duration, retry_s=args.retry, on_status=_print_status
+        )
         try:
             for point in points:
                 print(format_point(point), flush=True)
@@ -392,6 +405,20 @@ def _cmd_tail(args: argparse.Namespace) -> int:
         if private is not None:
             private.stop()
     return 0
+
+
+def _log_reconnects() -> None:
+    """Show the client's reconnect messages on stderr, so a silent tail is not a mystery."""
+    import logging
+
+    class StderrHandler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            print(f"{PROG}: {record.getMessage()}", file=sys.stderr, flush=True)  # sys.stderr as of now
+
+    client_log = logging.getLogger("lightning_stream.client")
+    if not any(type(h).__name__ == "StderrHandler" for h in client_log.handlers):
+        client_log.addHandler(StderrHandler())
+    client_log.setLevel(logging.INFO)
 
 
 def format_point(point: StreamPoint) -> str:

@@ -19,8 +19,9 @@ Live iteration (``stream`` and ``astream``) yields one ``StreamPoint`` per point
   matching the filters, the points after the last step it yielded for that
   series (for a series it has not yielded yet: the points written since the
   iterator started, by wall time). Those points come out in step order with
-  ``seq`` set to the reset's sequence number; afterwards, stream points the
-  re-read already gave (step at or below the re-read's last step) are skipped.
+  ``seq`` set to the reset's sequence number; afterwards, stream points of a
+  series at or below the highest step already yielded or re-read for it are
+  skipped, until the series passes that step.
 
 Limits: a series that is purged back (a resumed run rewriting steps) exactly
 while a reset is handled may lose those rewritten points; a later point of the
@@ -173,7 +174,14 @@ class StreamClient:
                 ``ClientError``; ``None`` = forever.
             on_status: called with each run-lifecycle message (``{"run", "state", ...}``).
 
-        Closing the generator (``break``, ``.close()``) closes the connection.
+        After a ``reset`` (or a server restart) the points missed are re-read over REST
+        and yielded first, in step order per series, with ``seq`` set to the reset's
+        sequence number; see the module docstring. Closing the generator (``break``,
+        ``.close()``) closes the connection.
+
+        Raises:
+            ClientError: the first connection failed (wrong URL, server down, bad token),
+                or reconnecting failed for ``retry_s`` seconds.
         """
         follower = _Follower(run, tag, since, on_status)
         deadline = None if duration is None else time.monotonic() + duration
@@ -449,7 +457,7 @@ class _Reconnect:
         if self.retry_s is not None and now - self._first_failure > self.retry_s:
             raise ClientError(
                 f"lost the stream from {self.url!r} and could not reconnect for {self.retry_s:g} s "
-                f"(last error: {reason}); pass retry_s=None to keep trying"
+                f"(last error: {reason}); is it still running? (`retry_s`, `tail --retry`: how long to keep trying)"
             )
         delay = _BACKOFF_S[min(self._failures - 1, len(_BACKOFF_S) - 1)]
         logger.info("reconnecting to %s in %.2f s (%s)", self.url, delay, reason)
@@ -571,7 +579,14 @@ class _Follower:
         return points
 
     def reread_targets(self, runs: Any) -> list[tuple[str, str, int | None]]:
-        """``(run, tag, since_step)`` for every matching series in an ``/api/runs`` answer."""
+        """``(run, tag, since_step)`` for every matching series in an ``/api/runs`` answer.
+
+        Also arms the duplicate filter: until a series passes the last step yielded
+        for it, stream points at or below that step are old news (a restarted server
+        broadcasts its re-read history, possibly after answering REST).
+        """
+        for key, step in self._last_step.items():
+            self._horizon[key] = max(step, self._horizon.get(key, step))
         targets: list[tuple[str, str, int | None]] = []
         for entry in runs if isinstance(runs, list) else ():
             if not isinstance(entry, dict):
@@ -595,7 +610,9 @@ class _Follower:
         ]
         if out:
             self._last_step[key] = out[-1].step
-            self._horizon[key] = max(p.step for p in out)
+        if points:  # every step REST returned, yielded or not, is held by the server already
+            top = max(step for step, _, _ in points)
+            self._horizon[key] = max(top, self._horizon.get(key, top))
         return out
 
 

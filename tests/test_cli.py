@@ -324,6 +324,21 @@ def test_tail_of_a_logdir_without_a_server_starts_a_private_one(cli: Callable[..
     ]
 
 
+def test_tail_reports_reconnects_and_gives_up_when_the_server_is_gone(cli: Callable[..., Proc]) -> None:
+    server = StreamServer(ServerConfig(registry=False, watchdog_interval_s=0)).start()
+    try:
+        proc = cli("tail", server.url, "--retry", "1")
+        wait_until(lambda: sse_clients(server.url) == 1)
+        server.publish("r", "loss", 1, 1.0)
+        proc.wait_out("step=1")
+    finally:
+        server.stop()
+    assert proc.finish() == 1
+    assert any("reconnecting" in line for line in proc.err), proc.err
+    assert "could not reconnect for 1 s" in proc.err[-1]
+    assert "tail --retry" in proc.err[-1]
+
+
 def test_tail_stops_after_duration(server: StreamServer) -> None:
     assert main(["tail", str(server.port), "--duration", "0.3"]) == 0
 
