@@ -674,6 +674,9 @@
     const health = await getJSON("health", null, HEALTH_TIMEOUT_MS);
     state.server = health;
     state.dataOrigin = serverIdentity(health, performance.now() - t0);
+    // Resume point: the seq before /api/runs, so a series born while we load is replayed too.
+    // Series already loaded skip what their own answer covered (`loadedSeq`).
+    const startSeq = num(health.seq);
     const list = await getJSON("api/runs");
     const entries = Array.isArray(list) ? list : list.runs || [];
     const listSeq = Array.isArray(list) ? null : num(list.seq);
@@ -692,6 +695,8 @@
       run.rowDirty = true;
       for (const tag of entry.tags || []) jobs.push([entry.run, tag]);
     }
+    // Tag order is page order: the charts at the top fill in first.
+    jobs.sort((a, b) => (a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
     let minSeq = null;
     let next = 0;
     const worker = async () => {
@@ -730,8 +735,9 @@
     await Promise.all(workers);
     state.loading = false;
     state.loaded = true;
-    if (minSeq === null) minSeq = Number.isFinite(listSeq) ? listSeq : 0;
-    state.lastSeq = minSeq;
+    if (Number.isFinite(startSeq)) state.lastSeq = startSeq;
+    else if (minSeq !== null) state.lastSeq = minSeq;
+    else state.lastSeq = Number.isFinite(listSeq) ? listSeq : 0;
     applyFilters();
     scheduleStatus();
   }
