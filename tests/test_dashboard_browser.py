@@ -166,8 +166,16 @@ def test_run_and_tag_filters_hide_charts_and_runs(browser: Any, server: StreamSe
         wait_loaded(w, 6)
         assert visible_tags(w) == ["train/acc", "train/loss", "val/loss"]
 
+        # charts are grouped by tag prefix, like TensorBoard; a group folds away
+        w.page.click('.group[data-group="train"]')
+        wait_until(lambda: visible_tags(w) == ["val/loss"], "the train group to fold")
+        assert w.page.get_attribute('.group[data-group="train"]', "aria-expanded") == "false"
+        w.page.click('.group[data-group="train"]')
+        wait_until(lambda: len(visible_tags(w)) == 3, "the train group to unfold")
+
         w.page.fill("#tag-filter", "train/*")
         wait_until(lambda: visible_tags(w) == ["train/acc", "train/loss"], "the tag glob to hide val/loss")
+        assert not w.page.is_visible('.group[data-group="val"]')  # no chart left in it
         w.page.fill("#tag-filter", "loss !val*")  # plain word matches anywhere; ! excludes
         wait_until(lambda: visible_tags(w) == ["train/loss"], "substring and exclusion to apply")
 

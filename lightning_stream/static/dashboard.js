@@ -56,6 +56,7 @@
   };
   const runs = new Map(); // name -> Run
   const charts = new Map(); // tag -> Chart
+  const groups = new Map(); // tag prefix -> Group (header + charts)
   const series = new Map(); // run \0 tag -> Series
   const rateBuckets = []; // [timeMs, points]
 
@@ -229,13 +230,30 @@
       run.row.dataset.filtered = String(!runMatches(run.name));
     }
     for (const chart of charts.values()) {
-      const shown = tagMatches(chart.tag) && hasVisibleData(chart);
-      if (chart.card.hidden === shown) chart.card.hidden = !shown;
       chart.dirty = true;
       chart.urgent = true;
     }
-    updateEmpty();
+    refreshLayout();
     scheduleFrame();
+  }
+
+  /* Show a chart when its tag passes the filter, a visible run has points for it and its group
+   * is open; show a group's header when any of its charts would be shown. */
+  function refreshLayout() {
+    for (const group of groups.values()) {
+      let matching = 0;
+      for (const chart of group.charts) {
+        const wanted = tagMatches(chart.tag) && hasVisibleData(chart);
+        if (wanted) matching += 1;
+        const shown = wanted && !group.collapsed;
+        if (chart.card.hidden === shown) chart.card.hidden = !shown;
+      }
+      const headerShown = matching > 0 && group.name !== "";
+      if (group.header.hidden === headerShown) group.header.hidden = !headerShown;
+      const label = `${matching} chart${matching === 1 ? "" : "s"}`;
+      if (group.countEl.textContent !== label) group.countEl.textContent = label;
+    }
+    updateEmpty();
   }
 
   function hasVisibleData(chart) {
@@ -250,6 +268,7 @@
     else {
       let any = false;
       for (const c of charts.values()) if (!c.card.hidden) any = true;
+      for (const g of groups.values()) if (!g.header.hidden) any = true;
       if (!any) text = "No chart matches the run and tag filters.";
     }
     el.empty.textContent = text;
@@ -361,9 +380,64 @@
     if (run.row.title !== title) run.row.title = title;
   }
 
+  /* TensorBoard groups charts by the tag's prefix before the first "/"; tags without one
+   * ("epoch", "lr-Adam") share a group without a header, at the top. */
+  function groupName(tag) {
+    const slash = tag.indexOf("/");
+    return slash > 0 ? tag.slice(0, slash) : "";
+  }
+
+  function insertSorted(node, key) {
+    node.dataset.key = key;
+    let before = null;
+    for (const other of el.charts.children) {
+      if (other.dataset.key > key) {
+        before = other;
+        break;
+      }
+    }
+    el.charts.insertBefore(node, before);
+  }
+
+  function getGroup(name) {
+    let group = groups.get(name);
+    if (group) return group;
+    const header = document.createElement("button");
+    header.type = "button";
+    header.className = "group";
+    header.dataset.group = name;
+    header.setAttribute("aria-expanded", "true");
+    const caret = document.createElement("span");
+    caret.className = "caret";
+    caret.textContent = "▾";
+    const title = document.createElement("span");
+    title.className = "group-name";
+    title.textContent = name;
+    const count = document.createElement("span");
+    count.className = "group-count";
+    header.append(caret, title, count);
+    header.hidden = true;
+    group = { name, header, countEl: count, charts: new Set(), collapsed: false };
+    header.addEventListener("click", () => {
+      group.collapsed = !group.collapsed;
+      header.setAttribute("aria-expanded", String(!group.collapsed));
+      header.classList.toggle("collapsed", group.collapsed);
+      for (const chart of group.charts) {
+        chart.dirty = true;
+        chart.urgent = true;
+      }
+      refreshLayout();
+      scheduleFrame();
+    });
+    groups.set(name, group);
+    insertSorted(header, `${name}\u0000`);
+    return group;
+  }
+
   function getChart(tag) {
     let chart = charts.get(tag);
     if (chart) return chart;
+    const group = getGroup(groupName(tag));
     const card = document.createElement("article");
     card.className = "chart";
     card.dataset.tag = tag;
@@ -407,15 +481,9 @@
       draws: 0,
     };
     charts.set(tag, chart);
-    let before = null;
-    for (const other of el.charts.children) {
-      if (other.dataset.tag > tag) {
-        before = other;
-        break;
-      }
-    }
+    group.charts.add(chart);
     card.hidden = true; // shown once it has visible data
-    el.charts.insertBefore(card, before);
+    insertSorted(card, `${group.name}\u0000${tag}`);
     resizeObserver.observe(plot);
     visibilityObserver.observe(card);
     overlay.addEventListener("pointermove", (e) => {
@@ -585,8 +653,7 @@
     const chart = s.chart;
     chart.dirty = true;
     if (chart.card.hidden && s.n > 0 && runVisible(run) && tagMatches(chart.tag)) {
-      chart.card.hidden = false;
-      state.layoutDirty = true;
+      state.layoutDirty = true; // a chart (or its group) appears: refreshLayout() next frame
     }
   }
 
@@ -1469,7 +1536,7 @@
     frameQueued = false;
     if (state.layoutDirty) {
       state.layoutDirty = false;
-      updateEmpty();
+      refreshLayout();
     }
     const list = Array.from(charts.values());
     const t0 = performance.now();
