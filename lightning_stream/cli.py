@@ -31,7 +31,7 @@ from lightning_stream.config import ENV_TOKEN, ServerConfig
 from lightning_stream.errors import LightningStreamError
 
 if TYPE_CHECKING:
-    from lightning_stream.client import StreamClient, StreamPoint
+    from lightning_stream.client import StreamPoint
     from lightning_stream.server import StreamServer
 
 __all__ = ["main"]
@@ -367,6 +367,7 @@ def _cmd_tail(args: argparse.Namespace) -> int:
 
     target: str = args.target
     private: StreamServer | None = None
+    since: int | None = None
     if target.startswith(("http://", "https://")):
         url = target
     elif target.isdigit():
@@ -377,7 +378,7 @@ def _cmd_tail(args: argparse.Namespace) -> int:
             url = found
             print(f"{PROG}: following {url} (watching {target})", file=sys.stderr, flush=True)
         else:
-            private = _private_server(target)
+            private, since = _private_server(target)
             url = private.url
             print(f"{PROG}: started a private server at {url} for {target}", file=sys.stderr, flush=True)
     else:
@@ -388,7 +389,6 @@ def _cmd_tail(args: argparse.Namespace) -> int:
         return _usage_error("tail", str(exc))
     _log_reconnects()
     try:
-        since = _after_initial_read(client) if private is not None else None
         shown = 0
         points = client.stream(
             args.run, args.tag, since=since, duration=args.duration, retry_s=args.retry, on_status=_print_status
@@ -447,33 +447,32 @@ def _registry_url_for(logdir: str) -> str | None:
     return None
 
 
-def _after_initial_read(client: StreamClient) -> int:
-    """The seq after a fresh server's first read of its logdir.
+def _private_server(logdir: str) -> tuple[StreamServer, int]:
+    """A server for this ``tail`` only (not in the registry, stopped when tail ends), and
+    the seq to follow from so that the logdir's history stays out of a live tail.
 
-    ``watch()`` returns once the points are stored, but they get their seq (and go out
-    to subscribers) a tick later; following from that seq keeps the history out of a
-    live ``tail``."""
-    deadline = time.monotonic() + 10.0
-    while True:
-        health = client.health()
-        seq = int(health.get("seq", 0))
-        if seq > 0 or not health.get("events_total") or time.monotonic() > deadline:
-            return seq
-        time.sleep(0.02)
-
-
-def _private_server(logdir: str) -> StreamServer:
-    """A server for this ``tail`` only: not in the registry, stopped when tail ends."""
+    ``watch()`` returns once the first read is stored, but those points get their seq
+    (and go out to subscribers) a tick later: wait until the seq moves past its start.
+    """
+    from lightning_stream.client import StreamClient
     from lightning_stream.server import StreamServer
 
     server = StreamServer(ServerConfig.from_env(registry=False))
     server.start()
     try:
+        client = StreamClient(server.url, token=server.config.token)
+        start = int(client.health()["seq"])
         server.watch(logdir)
+        deadline = time.monotonic() + 10.0
+        while True:
+            health = client.health()
+            seq = int(health["seq"])
+            if seq > start or not health.get("events_total") or time.monotonic() > deadline:
+                return server, seq
+            time.sleep(0.02)
     except BaseException:
         server.stop()
         raise
-    return server
 
 
 # ------------------------------------------------------------------ health

@@ -239,9 +239,10 @@ def test_token_defaults_to_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_stream_yields_points_published_after_it_started_in_order(server: StreamServer) -> None:
-    publish_steps(server, "r", "loss", range(3))  # history: not part of a live stream
     client = StreamClient(server.url)
-    wait_until(lambda: client.health()["seq"] >= 1)  # broadcast done (REST may show points a tick earlier)
+    start = client.health()["seq"]
+    publish_steps(server, "r", "loss", range(3))  # history: not part of a live stream
+    wait_until(lambda: client.health()["seq"] > start)  # broadcast done (REST may show points a tick earlier)
     collector = Collector(client).start(server.url)
     publish_steps(server, "r", "loss", range(3, 8))
     points = collector.finish(server)
@@ -338,8 +339,9 @@ def test_server_restart_is_detected_and_history_is_not_replayed_twice(tmp_path: 
         writer.add_scalar("loss", step, step)
     writer.flush()
     with StreamServer(ServerConfig(registry=False, watchdog_interval_s=0)) as srv:
+        start = StreamClient(srv.url).health()["seq"]
         srv.watch(logdir)
-        wait_until(lambda: StreamClient(srv.url).health()["seq"] >= 1)  # history broadcast before we connect
+        wait_until(lambda: StreamClient(srv.url).health()["seq"] > start)  # history broadcast before we connect
         collector = Collector(StreamClient(srv.url)).start(srv.url)
         for step in range(5, 8):
             writer.add_scalar("loss", step, step)
