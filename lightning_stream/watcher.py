@@ -208,7 +208,12 @@ class LogdirWatcher:
     async def _notify_inotify(self, wake: asyncio.Event) -> None:
         gone = asyncio.Event()
         tree = _inotify.TreeWatch(self.logdir, wake.set, marker=EVENT_FILE_MARKER, on_root_gone=gone.set)
-        await asyncio.to_thread(tree.open)
+        opening = asyncio.ensure_future(asyncio.to_thread(tree.open))
+        try:
+            await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            opening.add_done_callback(lambda _: tree.close())  # close the descriptor once open() is done
+            raise
         try:
             tree.attach(asyncio.get_running_loop())
             self.notifications_active = True

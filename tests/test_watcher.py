@@ -318,3 +318,23 @@ def test_symlink_cycle_does_not_make_a_scan_endless(tmp_path: Path) -> None:
     os.symlink(tmp_path, tmp_path / "run" / "loop")  # run/loop -> logdir
     watcher = LogdirWatcher(tmp_path)
     assert [b.run for b in watcher.scan()] == ["run"]
+
+
+@pytest.mark.skipif(not _inotify.available(), reason="inotify is Linux-only")
+async def test_cancelled_watches_leave_no_descriptor_open(tmp_path: Path) -> None:
+    write_torch(tmp_path / "run", [point("x", 1, 3.0)])
+    for i in range(400):  # a tree that takes a while to watch, so some cancels land inside open()
+        (tmp_path / "many" / f"d{i}").mkdir(parents=True)
+
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    baseline = open_fds()
+    for delay in (0.0, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, None):
+        watcher = LogdirWatcher(tmp_path, change_detection="inotify")
+        async with watching(watcher) as got:
+            if delay is None:
+                await got.wait_for(lambda w=watcher: w.notifications_active, "notifications to start")
+            else:
+                await asyncio.sleep(delay)
+    await Collector().wait_for(lambda: open_fds() <= baseline, "every inotify descriptor to be closed")
