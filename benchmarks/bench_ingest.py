@@ -78,6 +78,7 @@ def measure(name: str, logdir: Path) -> dict[str, Any]:
         if name.endswith("(C)") and not has_speedups():
             return {"error": "C decoder not built"}
         before = rss_mib()
+        cpu_started = time.process_time()
         started = time.perf_counter()
         batches = LogdirWatcher(logdir).scan()
         count = sum(len(b) for b in batches)
@@ -85,6 +86,7 @@ def measure(name: str, logdir: Path) -> dict[str, Any]:
         from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
         before = rss_mib()
+        cpu_started = time.process_time()
         started = time.perf_counter()
         points: list[tuple[str, int, float, Any]] = []
         for path in sorted(logdir.rglob("*tfevents*")):
@@ -96,6 +98,7 @@ def measure(name: str, logdir: Path) -> dict[str, Any]:
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
         before = rss_mib()
+        cpu_started = time.process_time()
         started = time.perf_counter()
         count = 0
         for run in sorted({p.parent for p in logdir.rglob("*tfevents*")}):
@@ -106,12 +109,14 @@ def measure(name: str, logdir: Path) -> dict[str, Any]:
         from tbparse import SummaryReader
 
         before = rss_mib()
+        cpu_started = time.process_time()
         started = time.perf_counter()
         count = len(SummaryReader(str(logdir), pivot=False, extra_columns={"dir_name", "wall_time"}).scalars)
     else:
         raise ValueError(f"unknown contender {name!r}; choose from {CONTENDERS!r}")
     seconds = time.perf_counter() - started
-    return {"scalars": count, "seconds": seconds, "peak_rss_mib": peak_rss_mib(), "rss_before_mib": before}
+    cpu = time.process_time() - cpu_started
+    return {"scalars": count, "seconds": seconds, "cpu": cpu, "peak_rss_mib": peak_rss_mib(), "rss_before_mib": before}
 
 
 def end_to_end(logdir: Path, expected_last_step: int, runs: int) -> dict[str, Any]:
@@ -124,6 +129,7 @@ def end_to_end(logdir: Path, expected_last_step: int, runs: int) -> dict[str, An
     except ImportError as exc:
         return {"error": f"StreamServer not available yet ({exc})"}
     before = rss_mib()
+    cpu_started = time.process_time()
     started = time.perf_counter()
     server = StreamServer(ServerConfig())
     server.start()
@@ -139,9 +145,10 @@ def end_to_end(logdir: Path, expected_last_step: int, runs: int) -> dict[str, An
                 return {"error": f"timed out: {len(done)}/{runs} runs complete after 120 s"}
             time.sleep(0.005)
         seconds = time.perf_counter() - started
+        cpu = time.process_time() - cpu_started
     finally:
         server.stop()
-    return {"scalars": -1, "seconds": seconds, "peak_rss_mib": peak_rss_mib(), "rss_before_mib": before}
+    return {"scalars": -1, "seconds": seconds, "cpu": cpu, "peak_rss_mib": peak_rss_mib(), "rss_before_mib": before}
 
 
 def run_child(args: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -181,7 +188,10 @@ def main() -> None:
 
     print(f"{expected:,} scalars ({runs} runs x {tags} tags x {steps} steps, torch SummaryWriter), {logdir}")
     print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}, {os.cpu_count()} cores")
-    print(f"{'contender':<28}{'scalars':>11}{'seconds':>10}{'scalars/s':>14}{'peak RSS MiB':>14}{'RSS before':>12}")
+    print(
+        f"{'contender':<28}{'scalars':>11}{'seconds':>9}{'scalars/s':>13}{'CPU s':>8}{'per CPU s':>13}"
+        f"{'peak RSS MiB':>14}{'RSS before':>12}"
+    )
     failed = False
     for name in names:
         best: dict[str, Any] | None = None
@@ -203,8 +213,9 @@ def main() -> None:
         if count != expected:
             failed = True
         rate = count / best["seconds"]
+        cpu_rate = count / max(best["cpu"], 1e-9)
         print(
-            f"{name:<28}{count:>11,}{best['seconds']:>10.3f}{rate:>14,.0f}"
+            f"{name:<28}{count:>11,}{best['seconds']:>9.3f}{rate:>13,.0f}{best['cpu']:>8.3f}{cpu_rate:>13,.0f}"
             f"{best['peak_rss_mib']:>14.0f}{best['rss_before_mib']:>12.0f}"
         )
     if failed:
