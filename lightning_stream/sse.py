@@ -206,14 +206,17 @@ class SSEStreams:
                     break
                 chunks.append(self._encode(more, sub))
                 size += len(chunks[-1])
-            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-            if data:
-                # slices of a shared frame: the transport copies at most one slice per client
-                view = memoryview(data)
-                for offset in range(0, len(data), WRITE_SLICE):
-                    await response.write(view[offset : offset + WRITE_SLICE])
+            if size <= WRITE_SLICE:  # small frames: one write (the join is a small private copy)
+                if size:
+                    await response.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+            else:  # big ones: slices of the shared frames, so this client never holds a private copy
+                for chunk in chunks:
+                    view = memoryview(chunk)
+                    for offset in range(0, len(chunk), WRITE_SLICE):
+                        await response.write(view[offset : offset + WRITE_SLICE])
+            if size:
                 stream.last_write = time.monotonic()
-                self.bytes_sent += len(data)
+                self.bytes_sent += size
 
     def _encode(self, message: Message, sub: Subscription) -> bytes:
         return self._frames.get(message, sub)
