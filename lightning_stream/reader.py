@@ -39,7 +39,14 @@ from lightning_stream.tfrecord import (
     parse_header,
 )
 
-__all__ = ["STAT_KEYS", "EventFileReader", "decode_records", "has_speedups"]
+__all__ = [
+    "STAT_KEYS",
+    "EventFileReader",
+    "decode_event_protobuf",
+    "decode_records",
+    "decode_records_py",
+    "has_speedups",
+]
 
 log = logging.getLogger(__name__)
 
@@ -465,10 +472,10 @@ def decode_event_protobuf(payload: bytes, scalar_tags: set[str]) -> tuple[int, f
 
                 try:
                     data: Any = tensor_util.make_ndarray(value.tensor)
-                except (TypeError, ValueError, KeyError):
-                    continue
-                if data.size == 1:
-                    points.append((value.tag, float(data.reshape(()).item())))
+                    if data.size == 1:
+                        points.append((value.tag, float(data.reshape(()).item())))
+                except (TypeError, ValueError, KeyError, OverflowError):
+                    continue  # not a number (a string tensor, an unknown dtype): not a scalar
     return int(event.step), float(event.wall_time), points
 
 

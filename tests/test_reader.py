@@ -492,3 +492,15 @@ def test_bench_ingest_quick_runs_and_reads_every_scalar() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "lightning-stream (Python)        10,000" in proc.stdout
+
+
+def test_string_tensor_under_the_scalars_plugin_is_skipped_not_fatal(tmp_path: Path, decoder: str) -> None:
+    from tensorboard.compat.proto import tensor_pb2, types_pb2
+
+    text = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, string_val=[b"not a number"])
+    payloads = [tensor_event("s", 1, WALL, text, metadata=scalars_metadata()), simple_event("a", 2, WALL, 1.0)]
+    path = tmp_path / "events.out.tfevents.1.host"
+    path.write_bytes(records(payloads))
+    reader = EventFileReader(path, "r")
+    assert read_all(reader.read()) == [("a", 2, WALL, 1.0)]
+    assert reader.stats["parse_errors"] == 0
