@@ -241,28 +241,33 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(levelname)s: %(message)s")
     manager = get_stream_server_manager()
-    result = manager.acquire_result(config=config)
-    server = result.server
-    if server.fallback_message:
-        print(f"{PROG}: {server.fallback_message}", file=sys.stderr, flush=True)
-    try:
-        _watch_with_progress(server, logdirs)
-        print(f"{PROG}: serving {', '.join(str(d) for d in logdirs)} at {server.url}  (Ctrl-C to stop)", flush=True)
-        with _stop_on_signals() as stop:
-            while not stop.wait(0.5):
-                pass
-        print(f"{PROG}: stopping", file=sys.stderr, flush=True)
-    finally:
-        manager.release(server)
+    with _stop_on_signals() as stop:  # from the start: a stop during the first read is clean too
+        server = manager.acquire_result(config=config).server
+        try:
+            if server.fallback_message:
+                print(f"{PROG}: {server.fallback_message}", file=sys.stderr, flush=True)
+            if _watch_with_progress(server, logdirs, stop):
+                where = ", ".join(str(d) for d in logdirs)
+                print(f"{PROG}: serving {where} at {server.url}  (Ctrl-C to stop)", flush=True)
+                while not stop.wait(0.5):
+                    pass
+            print(f"{PROG}: stopping", file=sys.stderr, flush=True)
+        finally:
+            manager.release(server)
     return 0
 
 
 @contextmanager
 def _stop_on_signals() -> Iterator[threading.Event]:
-    """An event set by Ctrl-C (SIGINT) or SIGTERM; the previous handlers are restored after."""
+    """An event set by Ctrl-C (SIGINT) or SIGTERM; the previous handlers are restored after.
+
+    A second Ctrl-C while stopping raises ``KeyboardInterrupt`` (for the impatient).
+    """
     stop = threading.Event()
 
     def handler(signum: int, frame: Any) -> None:
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
         stop.set()
 
     if threading.current_thread() is not threading.main_thread():
@@ -291,10 +296,11 @@ def _event_files(logdir: Path) -> tuple[int, int]:
     return count, size
 
 
-def _watch_with_progress(server: StreamServer, logdirs: list[Path]) -> None:
+def _watch_with_progress(server: StreamServer, logdirs: list[Path], stop: threading.Event) -> bool:
     """Watch each logdir; ``watch()`` returns after the first full read, which for a big
     logdir takes a while, so show a spinner with the files and bytes being read meanwhile
-    (the server reports no byte progress, so the bar pulses rather than fills)."""
+    (the server reports no byte progress, so the bar pulses rather than fills).
+    False if ``stop`` was set first."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -309,14 +315,24 @@ def _watch_with_progress(server: StreamServer, logdirs: list[Path]) -> None:
     ) as progress:
         for logdir in logdirs:
             files, size = _event_files(logdir)
-            task = progress.add_task(f"reading {logdir} ({files} event files, {size / 1e6:.1f} MB)", total=None)
-            _in_thread(functools.partial(server.watch, logdir))
+            what = f"{files} event files, {size / 1e6:.1f} MB"
+            task = progress.add_task(f"reading {what}: {logdir}", total=None)
+            started = time.monotonic()
+            if not _in_thread(functools.partial(server.watch, logdir), stop):
+                return False
             progress.update(task, total=1, completed=1)
+            console.print(
+                f"{PROG}: read {what} in {time.monotonic() - started:.1f} s: {logdir}",
+                highlight=False,
+                soft_wrap=True,
+            )
+    return True
 
 
-def _in_thread(func: Callable[[], object]) -> None:
+def _in_thread(func: Callable[[], object], stop: threading.Event) -> bool:
     """Run ``func`` in a worker thread and wait, so the main thread stays free to redraw the
-    progress display and to receive Ctrl-C; the worker's exception is re-raised here."""
+    progress display and to receive signals; the worker's exception is re-raised here.
+    False when ``stop`` is set first (the worker is left to finish on its own)."""
     done = threading.Event()
     failure: list[BaseException] = []
 
@@ -330,9 +346,11 @@ def _in_thread(func: Callable[[], object]) -> None:
 
     threading.Thread(target=run, name="lightning-stream-watch", daemon=True).start()
     while not done.wait(0.1):
-        pass
+        if stop.is_set():
+            return False
     if failure:
         raise failure[0]
+    return True
 
 
 # ---------------------------------------------------------------------- ls

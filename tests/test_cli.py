@@ -235,6 +235,39 @@ def test_serve_prints_the_url_serves_the_logdir_and_stops_cleanly(
     assert not any("Traceback" in line for line in proc.err), proc.err
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+def test_serve_shows_a_progress_display_on_a_terminal_while_reading(logdir: Path) -> None:
+    import pty
+    import select
+
+    master, slave = pty.openpty()  # rich draws its live display only on a terminal
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lightning_stream", "serve", str(logdir)],
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        text=True,
+    )
+    os.close(slave)
+    done = re.compile(r"lightning-stream: read 2 event files, [0-9.]+ MB in [0-9.]+ s: (\S+)")
+    screen = ""
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while not done.search(screen) and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.5)[0]:
+                raw = os.read(master, 65536).decode("utf-8", "replace")
+                screen += re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", raw)  # drop colours and cursor moves
+    finally:
+        proc.terminate()
+        assert proc.wait(WAIT_S) == 0
+        assert proc.stdout is not None
+        proc.stdout.close()
+        os.close(master)
+    assert "reading 2 event files, 0.0 MB" in screen  # the live line, drawn while reading
+    match = done.search(screen)
+    assert match is not None, screen
+    assert match.group(1) == str(logdir)
+
+
 def test_serve_on_a_fixed_busy_port_with_strict_port_fails_with_exit_1(cli: Callable[..., Proc], logdir: Path) -> None:
     with socket.create_server(("127.0.0.1", 0)) as busy:
         port = busy.getsockname()[1]
