@@ -410,3 +410,17 @@ def test_sse_parser_follows_the_event_stream_rules() -> None:
     assert (events[0].id, events[0].event, events[0].data) == ("7", "scalars", '{"a":\n1}')
     assert parser.feed("retry: 2000\n") is None
     assert parser.feed("\n") is None  # a block without data dispatches nothing
+
+
+def test_importing_the_client_does_not_import_torch_lightning_or_aiohttp() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from lightning_stream import StreamClient\n"
+        "import lightning_stream.notebook\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'lightning', 'aiohttp', 'IPython'}))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=WAIT_S, check=True)
+    assert result.stdout.strip() == "[]"

@@ -27,9 +27,6 @@ from lightning_stream.server import StreamServer
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "notebook.ipynb"
 WAIT_S = 30.0
 
-# jupyter_client / zmq noise about the kernel's event loop and sockets at shutdown
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:zmq.*", "ignore::DeprecationWarning:jupyter_core.*")
-
 
 @pytest.fixture(autouse=True)
 def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
