@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -413,9 +415,6 @@ def test_sse_parser_follows_the_event_stream_rules() -> None:
 
 
 def test_importing_the_client_does_not_import_torch_lightning_or_aiohttp() -> None:
-    import subprocess
-    import sys
-
     code = (
         "import sys\n"
         "from lightning_stream import StreamClient\n"
