@@ -69,13 +69,14 @@ def available() -> bool:
 
 
 class TreeWatch:
-    """Calls ``on_change`` (on the loop) whenever a file whose name contains ``marker`` changes, or a
-    directory appears, anywhere under ``root``; ``on_root_gone`` once ``root`` itself is removed."""
+    """Calls ``on_change`` (on the loop) whenever files whose names contain ``marker`` change under
+    ``root``, with their paths, or with ``None`` when a directory appeared or went, or events were
+    lost (then everything must be looked at); ``on_root_gone`` once ``root`` itself is removed."""
 
     def __init__(
         self,
         root: str,
-        on_change: Callable[[], None],
+        on_change: Callable[[set[str] | None], None],
         *,
         marker: str = "tfevents",
         on_root_gone: Callable[[], None] | None = None,
@@ -156,7 +157,8 @@ class TreeWatch:
         # Otherwise the directory vanished or is unreadable: nothing to watch there.
 
     def _on_readable(self) -> None:
-        relevant = False
+        changed: set[str] = set()
+        full = False
         while True:
             try:
                 data = os.read(self._fd, 65536)
@@ -172,18 +174,28 @@ class TreeWatch:
                 name = data[pos + _EVENT.size : pos + _EVENT.size + length].rstrip(b"\0")
                 pos += _EVENT.size + length
                 if mask & IN_Q_OVERFLOW:
-                    relevant = True  # events were dropped: let the scan find out what changed
+                    full = True  # events were dropped: let a full scan find out what changed
                 elif mask & IN_IGNORED:
                     self._dirs.pop(wd, None)
-                    relevant = True
+                    full = True
                     if wd == self._root_wd and self._on_root_gone is not None:
                         self._on_root_gone()
                 elif mask & IN_ISDIR:
-                    relevant = True
+                    full = True
                     parent = self._dirs.get(wd)
                     if parent is not None and mask & (IN_CREATE | IN_MOVED_TO):
                         self._add_tree(os.path.join(parent, os.fsdecode(name)), strict=False)
-                elif self._marker in name or mask & (IN_DELETE_SELF | IN_MOVE_SELF):
-                    relevant = True
-        if relevant:
-            self._on_change()
+                elif self._marker in name:
+                    directory = self._dirs.get(wd)
+                    if directory is None:
+                        full = True
+                    elif mask & (IN_MODIFY | IN_CLOSE_WRITE):
+                        changed.add(os.path.join(directory, os.fsdecode(name)))
+                    else:  # created, deleted, moved: the file list changed
+                        full = True
+                elif mask & (IN_DELETE_SELF | IN_MOVE_SELF):
+                    full = True
+        if full:
+            self._on_change(None)
+        elif changed:
+            self._on_change(changed)

@@ -252,11 +252,11 @@ def test_symlinked_run_directories_are_followed(tmp_path: Path) -> None:
 @pytest.mark.skipif(not _inotify.available(), reason="inotify is Linux-only")
 async def test_inotify_wakes_for_event_files_and_new_directories_not_for_other_files(tmp_path: Path) -> None:
     (tmp_path / "run").mkdir()
-    calls: list[float] = []
+    calls: list[set[str] | None] = []
     woke = asyncio.Event()
 
-    def on_change() -> None:
-        calls.append(time.monotonic())
+    def on_change(paths: set[str] | None) -> None:
+        calls.append(paths)
         woke.set()
 
     tree = _inotify.TreeWatch(str(tmp_path), on_change)
@@ -266,9 +266,16 @@ async def test_inotify_wakes_for_event_files_and_new_directories_not_for_other_f
         (tmp_path / "run" / "model.ckpt").write_bytes(b"x" * 1000)  # checkpoints do not wake the watcher
         await asyncio.sleep(0.2)
         assert calls == []
-        (tmp_path / "run" / "events.out.tfevents.1.host").write_bytes(b"")
+        event_file = tmp_path / "run" / "events.out.tfevents.1.host"
+        event_file.write_bytes(b"")
         await asyncio.wait_for(woke.wait(), GUARD_S)
         woke.clear()
+        calls.clear()
+        with event_file.open("ab") as f:
+            f.write(b"data")
+        await asyncio.wait_for(woke.wait(), GUARD_S)
+        woke.clear()
+        assert calls == [{str(event_file)}]  # an append names the file: no full rescan needed
         (tmp_path / "run" / "new_dir").mkdir()
         await asyncio.wait_for(woke.wait(), GUARD_S)
         woke.clear()
@@ -338,3 +345,34 @@ async def test_cancelled_watches_leave_no_descriptor_open(tmp_path: Path) -> Non
             else:
                 await asyncio.sleep(delay)
     await Collector().wait_for(lambda: open_fds() <= baseline, "every inotify descriptor to be closed")
+
+
+class CountingFileSystem(LocalFileSystem):
+    """The local disk, counting full listings of the logdir."""
+
+    def __init__(self) -> None:
+        self.listings = 0
+
+    def list_event_files(self, root: str) -> list[str]:
+        self.listings += 1
+        return super().list_event_files(root)
+
+
+@pytest.mark.skipif(not _inotify.available(), reason="inotify is Linux-only")
+async def test_appends_reread_only_the_notified_file_without_listing_the_logdir(tmp_path: Path) -> None:
+    for r in range(5):
+        write_torch(tmp_path / f"idle{r}", [point("x", 1, 1.0)])
+    path = tmp_path / "active" / "events.out.tfevents.1.host"
+    path.parent.mkdir()
+    path.write_bytes(records([simple_event("a", 0, WALL_TIME, 0.0)]))
+    fs = CountingFileSystem()
+    watcher = LogdirWatcher(tmp_path, fs=fs, poll_interval_s=60.0, change_detection="inotify")
+    async with watching(watcher) as got:
+        await got.wait_for(lambda: watcher.notifications_active and len(got.points()) == 6, "the initial points")
+        await asyncio.sleep(0.1)
+        listings = fs.listings
+        for step in range(1, 6):
+            with path.open("ab") as f:
+                f.write(records([simple_event("a", step, WALL_TIME, float(step))]))
+            await got.wait_for(lambda s=step: ("active", "a", s, float(s)) in got.points(), f"step {step}")
+        assert fs.listings == listings
