@@ -766,6 +766,7 @@
     jobs.sort((a, b) => (a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
     let minSeq = null;
     let next = 0;
+    const refreshed = new Set();
     const worker = async () => {
       while (next < jobs.length) {
         const [runName, tag] = jobs[next++];
@@ -777,6 +778,7 @@
           throw err;
         }
         const s = getSeries(runName, tag);
+        refreshed.add(s);
         clearSeries(s);
         const pts = data.points || [];
         grow(s, pts.length);
@@ -800,6 +802,12 @@
     const workers = [];
     for (let i = 0; i < Math.min(HISTORY_CONCURRENCY, jobs.length); i++) workers.push(worker());
     await Promise.all(workers);
+    for (const s of series.values()) {
+      if (!refreshed.has(s) && s.n > 0) {
+        clearSeries(s); // the server no longer holds it (e.g. published before a restart)
+        touched(s);
+      }
+    }
     state.loading = false;
     state.loaded = true;
     if (Number.isFinite(startSeq)) state.lastSeq = startSeq;
@@ -935,23 +943,27 @@
     reload();
   }
 
+  let lastReloadAt = -Infinity;
+
+  /* Charts keep what they show until the new history replaces it, series by series; repeated
+   * resets (a client too slow for the stream) reload at most every 2 s. */
   function reload() {
     if (reloadPromise) return reloadPromise;
     closeStream();
     state.reloads += 1;
     state.loaded = false;
-    for (const s of series.values()) {
-      clearSeries(s);
-      touched(s);
-    }
-    reloadPromise = start().finally(() => {
-      reloadPromise = null;
-    });
+    const wait = Math.max(0, lastReloadAt + 2000 - Date.now());
+    lastReloadAt = Date.now() + wait;
+    reloadPromise = new Promise((resolve) => setTimeout(resolve, wait))
+      .then(start)
+      .finally(() => {
+        reloadPromise = null;
+      });
     return reloadPromise;
   }
 
-  /* Reconnect after a drop. A restarted server numbers its messages from 1 again (the hub then
-   * answers our old id with `reset`); probeHealth() also notices it from /health and reloads. */
+  /* Reconnect after a drop. A restarted server's hub cannot replay our old id and answers
+   * `reset`; probeHealth() also notices a restart from /health (pid, restarts, start time). */
   async function resume() {
     await probeHealth();
     if (reloadPromise) return;
