@@ -201,9 +201,15 @@ class StreamClient:
                 continue
             reconnect.connected()
             try:
-                if follower.reset_seq is not None:
-                    yield from self._reread(follower)
                 while True:
+                    if follower.reset_seq is not None:
+                        try:
+                            yield from self._reread(follower)
+                        except ClientError as exc:
+                            if not _transient(exc):
+                                raise
+                            logger.info("re-reading from %s failed (%s); reconnecting", self.url, exc)
+                            break
                     sock_timeout = _IDLE_TIMEOUT_S
                     if deadline is not None:
                         remaining = deadline - time.monotonic()
@@ -226,8 +232,6 @@ class StreamClient:
                         logger.info("stream from %s ended; reconnecting", self.url)
                         break
                     yield from follower.feed(raw.decode("utf-8", "replace"))
-                    if follower.reset_seq is not None:
-                        yield from self._reread(follower)
             finally:
                 response.close()
                 conn.close()
@@ -243,12 +247,12 @@ class StreamClient:
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
             raise _Retryable(f"cannot reach {self.url!r} ({exc}); {_LS_HINT}") from None
-        if response.status >= 500:
-            conn.close()
-            raise _Retryable(f"{self.url}/stream answered HTTP {response.status}")
         if response.status != 200:
             body = response.read()
+            response.close()
             conn.close()
+            if response.status >= 500:
+                raise _Retryable(f"{self.url}/stream answered HTTP {response.status}")
             raise _http_error(self.url + "/stream", response.status, body)
         return conn, response
 
@@ -259,16 +263,15 @@ class StreamClient:
             raise _Retryable(str(exc)) from None
 
     def _reread(self, follower: _Follower) -> Iterator[StreamPoint]:
-        try:
-            targets = follower.reread_targets(self.runs())
-            for run, tag, since_step in targets:
-                try:
-                    points = self.scalars(run, tag, since_step=since_step)
-                except NotFoundError:
-                    continue
-                yield from follower.reread_points(run, tag, points)
-        finally:
-            follower.reset_seq = None
+        """The points missed before a reset, over REST; ``reset_seq`` is cleared once done
+        (a failure leaves it set, so the re-read is repeated after reconnecting)."""
+        for run, tag, since_step in follower.reread_targets(self.runs()):
+            try:
+                points = self.scalars(run, tag, since_step=since_step)
+            except NotFoundError:
+                continue
+            yield from follower.reread_points(run, tag, points)
+        follower.reset_seq = None
 
     # ----------------------------------------------------------- live, async
 
@@ -305,10 +308,16 @@ class StreamClient:
                     continue
                 reconnect.connected()
                 async with response:
-                    if follower.reset_seq is not None:
-                        async for point in self._areread(session, follower):
-                            yield point
                     while True:
+                        if follower.reset_seq is not None:
+                            try:
+                                async for point in self._areread(session, follower):
+                                    yield point
+                            except ClientError as exc:
+                                if not _transient(exc):
+                                    raise
+                                logger.info("re-reading from %s failed (%s); reconnecting", self.url, exc)
+                                break
                         wait = _IDLE_TIMEOUT_S
                         if deadline is not None:
                             remaining = deadline - time.monotonic()
@@ -330,9 +339,6 @@ class StreamClient:
                             break
                         for point in follower.feed(raw.decode("utf-8", "replace")):
                             yield point
-                        if follower.reset_seq is not None:
-                            async for point in self._areread(session, follower):
-                                yield point
 
     async def _aopen_stream(self, session: aiohttp.ClientSession, follower: _Follower) -> aiohttp.ClientResponse:
         import aiohttp
@@ -372,21 +378,22 @@ class StreamClient:
         return health if isinstance(health, dict) else {}
 
     async def _areread(self, session: aiohttp.ClientSession, follower: _Follower) -> AsyncIterator[StreamPoint]:
-        try:
-            runs = await self._aget_json(session, "/api/runs")
-            for run, tag, since_step in follower.reread_targets(runs):
-                query: dict[str, Any] = {"run": run, "tag": tag}
-                if since_step is not None:
-                    query["since_step"] = since_step
-                try:
-                    body = await self._aget_json(session, "/api/scalars?" + urllib.parse.urlencode(query))
-                except NotFoundError:
-                    continue
+        runs = await self._aget_json(session, "/api/runs")
+        for run, tag, since_step in follower.reread_targets(runs):
+            query: dict[str, Any] = {"run": run, "tag": tag}
+            if since_step is not None:
+                query["since_step"] = since_step
+            try:
+                body = await self._aget_json(session, "/api/scalars?" + urllib.parse.urlencode(query))
+            except NotFoundError:
+                continue
+            try:
                 points = [(int(s), float(w), float(v)) for s, w, v in body["points"]]
-                for point in follower.reread_points(run, tag, points):
-                    yield point
-        finally:
-            follower.reset_seq = None
+            except (TypeError, KeyError, ValueError) as exc:
+                raise ClientError(f"{self.url}/api/scalars answered an unexpected body ({exc!r})") from None
+            for point in follower.reread_points(run, tag, points):
+                yield point
+        follower.reset_seq = None
 
     # -------------------------------------------------------------- plumbing
 
@@ -614,6 +621,11 @@ class _Follower:
             top = max(step for step, _, _ in points)
             self._horizon[key] = max(top, self._horizon.get(key, top))
         return out
+
+
+def _transient(exc: ClientError) -> bool:
+    """A failure a reconnect may cure: no answer at all, or a 5xx."""
+    return exc.status is None or exc.status >= 500
 
 
 def _decode(url: str, status: int, body: bytes) -> Any:
