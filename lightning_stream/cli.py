@@ -72,7 +72,8 @@ examples:
   {PROG} tail 6007 --count 10               stop after 10 points
 
 TARGET is a URL, a port on this machine, or a logdir: a logdir uses the server in the
-registry that watches it, or starts a private one for as long as tail runs.
+registry that watches it (or a directory above it: then only that run is shown), or starts
+a private one for as long as tail runs. Lines starting with '#' are run status changes.
 """
 
 _EPILOG_HEALTH = f"""\
@@ -386,6 +387,7 @@ def _cmd_tail(args: argparse.Namespace) -> int:
     target: str = args.target
     private: StreamServer | None = None
     since: int | None = None
+    run_prefix: str | None = None
     if target.startswith(("http://", "https://")):
         url = target
     elif target.isdigit():
@@ -393,7 +395,7 @@ def _cmd_tail(args: argparse.Namespace) -> int:
     elif os.path.isdir(target):
         found = _registry_url_for(target)
         if found is not None:
-            url = found
+            url, run_prefix = found
             print(f"{PROG}: following {url} (watching {target})", file=sys.stderr, flush=True)
         else:
             private, since = _private_server(target)
@@ -413,6 +415,8 @@ def _cmd_tail(args: argparse.Namespace) -> int:
         )
         try:
             for point in points:
+                if not _in_run(point.run, run_prefix):
+                    continue
                 print(format_point(point), flush=True)
                 shown += 1
                 if args.count is not None and shown >= args.count:
@@ -452,17 +456,25 @@ def _print_status(status: dict[str, Any], out: TextIO | None = None) -> None:
     )
 
 
-def _registry_url_for(logdir: str) -> str | None:
-    """URL of the newest live registry server watching ``logdir`` (or a directory above it)."""
+def _registry_url_for(logdir: str) -> tuple[str, str | None] | None:
+    """The newest live registry server watching ``logdir`` or a directory above it: its URL,
+    and for a directory above, the run name of ``logdir`` (runs are paths relative to the
+    watched logdir), so that tail shows that run and the runs below it only."""
     from lightning_stream.registry import list_servers
 
     wanted = os.path.realpath(logdir)
     for info in reversed(list_servers()):
         for watched in info.logdirs:
             real = os.path.realpath(watched)
-            if wanted == real or wanted.startswith(real.rstrip(os.sep) + os.sep):
-                return info.url
+            if wanted == real:
+                return info.url, None
+            if wanted.startswith(real.rstrip(os.sep) + os.sep):
+                return info.url, os.path.relpath(wanted, real).replace(os.sep, "/")
     return None
+
+
+def _in_run(run: str, prefix: str | None) -> bool:
+    return prefix is None or run == prefix or run.startswith(prefix + "/")
 
 
 def _private_server(logdir: str) -> tuple[StreamServer, int]:

@@ -339,6 +339,19 @@ def test_tail_of_a_logdir_follows_the_registry_server_watching_it(
     assert proc.out[0].split()[1:4] == ["version_0", "train/loss", "step=10"]
 
 
+def test_tail_of_a_run_directory_shows_only_that_run(
+    cli: Callable[..., Proc], server: StreamServer, logdir: Path
+) -> None:
+    server.watch(logdir)
+    proc = cli("tail", str(logdir / "version_1"), "--count", "1")
+    wait_until(lambda: sse_clients(server.url) == 1)
+    server.publish("version_0", "train/loss", 10, 0.1)
+    server.publish("version_10", "train/loss", 10, 0.1)
+    server.publish("version_1", "train/loss", 10, 0.1)
+    assert proc.finish() == 0, proc.err
+    assert [line.split()[1:4] for line in proc.out] == [["version_1", "train/loss", "step=10"]]
+
+
 def test_tail_of_a_logdir_without_a_server_starts_a_private_one(cli: Callable[..., Proc], logdir: Path) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
