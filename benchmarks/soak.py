@@ -65,6 +65,7 @@ import urllib.parse
 import urllib.request
 from array import array
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -406,6 +407,25 @@ class View:
         self.values.append(value)
 
 
+async def _lines(content: Any) -> AsyncIterator[bytes]:
+    """Lines of a response body without aiohttp's line-length limit: one SSE frame of a 10,000-point
+    hub message is ~1 MB on one ``data:`` line, and ``readline()`` raises ``LineTooLong`` past 512 KiB.
+    Reading stops while the caller does not iterate (a stalled client applies TCP backpressure)."""
+    pending = bytearray()
+    start = 0
+    while True:
+        chunk = await content.readany()
+        if not chunk:
+            return
+        pending += chunk
+        while (nl := pending.find(b"\n", start)) >= 0:
+            line = bytes(pending[:nl])
+            del pending[: nl + 1]
+            start = 0
+            yield line
+        start = len(pending)
+
+
 class Client:
     """One SSE or WebSocket client with a behaviour; verifies what it receives as it goes."""
 
@@ -538,11 +558,8 @@ class Client:
             self.connected()
             event, data, seq = "message", "", 0
             vanish_at, stall_at = self.plan()
-            while True:
-                raw = await resp.content.readline()
-                if not raw:
-                    return "eof"
-                line = raw.decode().rstrip("\r\n")
+            async for raw in _lines(resp.content):
+                line = raw.decode().rstrip("\r")
                 if line:
                     if line.startswith("event:"):
                         event = line[6:].strip()
@@ -559,6 +576,7 @@ class Client:
                     vanish_at, stall_at = self.plan()
                 if self.due(vanish_at):
                     return "vanish"
+            return "eof"
 
     async def read_ws(self, session: Any, since: int) -> str:
         import aiohttp

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -26,7 +27,7 @@ def _soak() -> ModuleType:
     return module
 
 
-def _client(soak: ModuleType, run: str = "*", tag: str = "*") -> object:
+def _client(soak: ModuleType, run: str = "*", tag: str = "*") -> Any:
     return soak.Client("c", "http://127.0.0.1:1", "sse", "steady", run, tag, random.Random(0), asyncio.Event())
 
 
