@@ -655,8 +655,8 @@ static PyObject *decode(PyObject *self, PyObject *args) {
             records++;
             continue;
         }
-        int64_t step;
-        double wall;
+        int64_t step = 0;
+        double wall = 0.0;
         pending.n = 0;
         int rc = decode_event(start, end, scalar_tags, &cols, &pending, &step, &wall);
         if (rc == PYERR) goto done;
