@@ -104,14 +104,17 @@ class Nodes:
         self.kill()
         pytest.fail(f"{message}\n{self.output()}", pytrace=False)
 
-    def wait_until(self, predicate: Callable[[], bool], what: str) -> None:
-        """Poll until ``predicate()``; fail (killing both nodes) on the deadline or when a node died."""
+    def wait_until(
+        self, predicate: Callable[[], bool], what: str, timeout: float = DEADLINE_S, detail: Callable[[], str] = str
+    ) -> None:
+        """Poll until ``predicate()``; fail (killing both nodes) on a timeout or when a node died."""
+        deadline = min(self.deadline, time.monotonic() + timeout)
         while not predicate():
             for rank, proc in enumerate(self.procs):
                 if proc.poll() not in (None, 0):
-                    self.fail(f"node {rank} exited with {proc.returncode} while waiting for {what}")
-            if time.monotonic() > self.deadline:
-                self.fail(f"timed out after {DEADLINE_S:.0f} s waiting for {what}")
+                    self.fail(f"node {rank} exited with {proc.returncode} while waiting for {what} {detail()}")
+            if time.monotonic() > deadline:
+                self.fail(f"timed out waiting for {what} {detail()}")
             time.sleep(0.05)
 
     def wait_exit(self) -> list[int]:
@@ -154,7 +157,15 @@ def test_two_nodes_of_two_processes_serve_once_from_global_rank_zero_and_deliver
             log_dir = tmp_path / "logs" / "mn" / "version_0"
             expected = sorted(("mn/version_0", tag, step, value) for tag, step, value in written_records(log_dir))
             assert len(expected) >= 32, expected  # 2 epochs x 8 steps per rank, loss and epoch
-            nodes.wait_until(lambda: set(expected) <= set(sse.snapshot()), "every written point at the SSE client")
+            nodes.wait_until(
+                lambda: set(expected) <= set(sse.snapshot()),
+                "every written point at the SSE client",
+                timeout=60,
+                detail=lambda: (
+                    f"missing {sorted(set(expected) - set(sse.snapshot()))} resets={sse.resets} "
+                    f"errors={sse.errors} (of {len(expected)} written)"
+                ),
+            )
             assert sorted(sse.snapshot()) == expected, "each written record arrives exactly once"
             assert {s["state"] for s in sse.statuses if s["run"] == "mn/version_0"} >= {"started", "finished"}
         (tmp_path / "client-done").touch()
@@ -463,3 +474,40 @@ def test_sigterm_during_fit_ends_the_run_and_removes_the_registry_entry(tmp_path
 def test_sigterm_during_fit_lets_lightning_raise_its_sigterm_exception(tmp_path: Path) -> None:
     proc = run_sigterm_fit(tmp_path)
     assert "FIT-RAISED SIGTERMException" in proc.stdout, (proc.returncode, proc.stdout, proc.stderr[-2000:])
+
+
+# -- teardown: nothing written before the callback lets go is lost ----------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="StreamServer.unwatch() cancels the watcher without a final scan, so points flushed just before "
+    "it (the callback's teardown flush) are dropped in roughly half the runs",
+)
+def test_points_flushed_right_before_unwatch_are_not_lost(tmp_path: Path) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    from lightning_stream import StreamServer
+
+    lost = []
+    for i in range(20):  # the race loses the point about every other time: 20 rounds make a pass by luck ~1e-5
+        logdir = tmp_path / f"run{i}"
+        writer = SummaryWriter(str(logdir))
+        try:
+            writer.add_scalar("a", 1.0, 0)
+            writer.flush()
+            with StreamServer(port=None) as server:
+                server.watch(logdir)
+                writer.add_scalar("a", 2.0, 1)
+                writer.flush()  # what StreamCallback.teardown does right before unwatch()
+                server.unwatch(logdir)
+                conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+                conn.request("GET", "/api/scalars?run=.&tag=a")
+                points = json.loads(conn.getresponse().read())["points"]
+                conn.close()
+                if [p[0] for p in points] != [0, 1]:
+                    lost.append((i, points))
+        finally:
+            writer.close()
+    assert lost == []
