@@ -74,7 +74,9 @@ __all__ = [
 
 STATES = ("started", "epoch", "finished", "failed")
 MAX_GLOB_LEN = 256
-MAX_MESSAGE_POINTS = 10_000  # bounds one SSE/WS frame to ~1 MB of JSON
+MAX_TICK_S = 0.05  # longest coalescing interval, reached with many subscribers
+TICK_SUBSCRIBERS = 50  # subscribers per config.tick_s of coalescing
+MAX_MESSAGE_POINTS = 2_000  # bounds one SSE/WS frame to ~200 KB of JSON (what a slow client may pin)
 MAX_REPLAY_MESSAGES = 10_000
 LOW_WATER = 0.75  # decimate down to this fraction of the budget, so it happens rarely
 KINDS = ("sse", "ws")
@@ -431,7 +433,18 @@ class Hub:
                 loop = asyncio.get_running_loop()
             except RuntimeError:
                 return
-            self._flush_handle = loop.call_later(self.config.tick_s, self._on_tick)
+            self._flush_handle = loop.call_later(self.tick_s(), self._on_tick)
+
+    def tick_s(self) -> float:
+        """Coalescing interval: ``config.tick_s`` for a few clients, longer for many.
+
+        Fan-out cost is one send per subscriber per tick, so with hundreds of
+        subscribers a longer tick (up to ``MAX_TICK_S``) trades a little latency
+        for far fewer writes; with a handful it stays at ``config.tick_s``.
+        """
+        return min(
+            max(self.config.tick_s, MAX_TICK_S), self.config.tick_s * max(1.0, len(self._subs) / TICK_SUBSCRIBERS)
+        )
 
     def publish_status(self, run: str, state: str, **fields: Any) -> None:
         """Broadcast a run lifecycle change (``state`` in STATES); earlier points go out first."""

@@ -122,7 +122,7 @@ def test_huge_ingest_without_subscribers_builds_no_json() -> None:
     hub = make_hub(replay_points=10**6)
     hub.ingest([batch("a", "loss", list(range(100_000)))])
     hub.flush()
-    assert hub.seq == 10
+    assert hub.seq == 100_000 // MAX_MESSAGE_POINTS
     assert all(not m._cache for m in hub._log)
 
 
@@ -623,3 +623,18 @@ async def test_resume_against_a_restarted_hub_gets_a_reset_not_silence() -> None
     first = await asyncio.wait_for(sub.get(), 5)
     assert first.kind == "reset"
     await new.close()
+
+
+def test_tick_grows_with_subscribers_up_to_a_cap() -> None:
+    from lightning_stream.config import ServerConfig
+    from lightning_stream.hub import MAX_TICK_S, Hub
+
+    hub = Hub(ServerConfig(tick_s=0.005))
+    assert hub.tick_s() == 0.005
+    subs = [hub.subscribe() for _ in range(200)]
+    assert hub.tick_s() == pytest.approx(0.02)
+    subs += [hub.subscribe() for _ in range(2000)]
+    assert hub.tick_s() == MAX_TICK_S
+    for sub in subs:
+        sub.close()
+    assert hub.tick_s() == 0.005
