@@ -270,12 +270,13 @@ def listening_addresses(port: int) -> set[str]:
 
 @contextlib.contextmanager
 def announced() -> Iterator[list[str]]:
-    """The URLs the callback announces (``rank_zero_info`` on Lightning's own logger)."""
+    """The "live at" lines the callback announces (``rank_zero_info`` on Lightning's own logger)."""
     lines: list[str] = []
 
     class Collect(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
-            lines.extend(LIVE_AT.findall(record.getMessage()))
+            if LIVE_AT.search(record.getMessage()):
+                lines.append(record.getMessage())
 
     import lightning_utilities.core.rank_zero as rank_zero_module
 
@@ -337,7 +338,7 @@ def test_all_interfaces_bind_with_a_token_listens_everywhere_and_needs_the_token
         }
         seen["registry"] = list_servers()
 
-    with announced() as urls:
+    with announced() as lines:
         fit(tmp_path, callback, check)
     assert seen["listening"] == {"0.0.0.0"}
     assert seen["statuses"] == {
@@ -352,7 +353,7 @@ def test_all_interfaces_bind_with_a_token_listens_everywhere_and_needs_the_token
     [entry] = seen["registry"]
     assert entry.host == "0.0.0.0"
     assert entry.token_required
-    assert len(urls) == 1
+    assert len(lines) == 1
     assert not manager.is_server_running()
     assert list_servers() == []
 
@@ -377,11 +378,11 @@ def test_loopback_bind_listens_on_loopback_only_and_refuses_a_foreign_host_heade
             "rebinding": get(port, "/health", {"Host": f"evil.example:{port}"}),
         }
 
-    with announced() as urls:
+    with announced() as lines:
         fit(tmp_path, callback, check)
     assert seen["listening"] == {"127.0.0.1"}
     assert seen["statuses"] == {"127.0.0.1": 200, "tunnel": 200, "machine name": 421, "rebinding": 421}
-    assert [u.rstrip("/") for u in urls] == [seen["url"]]  # the printed URL is the one that works here
+    assert [u.rstrip("/") for line in lines for u in re.findall(r"https?://\S+", line)] == [seen["url"]]  # works here
     assert seen["url"].startswith("http://127.0.0.1:")
 
 
@@ -392,12 +393,11 @@ def test_loopback_bind_listens_on_loopback_only_and_refuses_a_foreign_host_heade
     "other hosts but the printed URL is not usable there (see docs/multinode.md)",
 )
 def test_all_interfaces_bind_announces_a_url_another_host_can_use(tmp_path: Path, manager: Any) -> None:
-    with announced() as urls:
+    with announced() as lines:
         fit(tmp_path, StreamCallback(host="0.0.0.0", token=TOKEN), lambda model: None)
-    [url] = urls
-    host = url.split("//", 1)[1].rsplit(":", 1)[0].strip("[]")
-    assert host not in ("0.0.0.0", "::", ""), url
-    assert not is_loopback(host), url
+    [line] = lines
+    hosts = [url.split("//", 1)[1].rsplit(":", 1)[0].strip("[]") for url in re.findall(r"https?://[^\s/]+", line)]
+    assert any(h not in ("0.0.0.0", "::", "") and not is_loopback(h) for h in hosts), line
 
 
 # -- preemption: SIGTERM during fit ----------------------------------------------------------------
