@@ -178,6 +178,7 @@ class StreamCallback(Callback):
         if self._server is None:
             return
         self._flush()
+        self._unwatch()  # the server reads what was flushed last before "finished" goes out
         self._status("finished", stage=stage)
         self._release()
 
@@ -186,6 +187,7 @@ class StreamCallback(Callback):
         if self._server is None:
             return
         self._flush()
+        self._unwatch()
         self._status("failed", error=f"{type(exception).__name__}: {exception}"[:500])
         self._release()
 
@@ -203,11 +205,21 @@ class StreamCallback(Callback):
         if server is None or self._manager is None:
             return
         try:
-            for logger in self._writers:
-                server.unwatch(logger.log_dir)
             self._manager.release(server)
         except Exception as error:
             log.warning("lightning-stream: releasing the stream server failed (%s); training is unaffected", error)
+
+    def _unwatch(self) -> None:
+        server = self._server
+        if server is None:
+            return
+        for logger in self._writers:
+            try:
+                server.unwatch(logger.log_dir)
+            except Exception as error:
+                log.warning(
+                    "lightning-stream: unwatching %s failed (%s); training is unaffected", logger.log_dir, error
+                )
 
     def _status(self, state: str, **fields: Any) -> None:
         server = self._server
