@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -137,7 +138,10 @@ class StreamCallback(Callback):
             return
         if self._server.url != self._announced_url:
             self._announced_url = self._server.url
-            rank_zero_info(f"lightning-stream: live at {self._server.url} (runs: {', '.join(self._runs)})")
+            rank_zero_info(
+                f"lightning-stream: live at {self._server.url} (runs: {', '.join(self._runs)})"
+                + _remote_hint(self._server.host, self._server.port)
+            )
 
     @override
     def on_train_batch_end(
@@ -253,3 +257,10 @@ def _run_name(logger: TensorBoardLogger) -> str:
     """``name/version[/sub_dir]``: the log dir relative to ``save_dir``, stable across fits."""
     relative = os.path.relpath(logger.log_dir, logger.save_dir)
     return relative.replace(os.sep, "/") if not relative.startswith("..") else os.path.basename(logger.log_dir)
+
+
+def _remote_hint(host: str, port: int) -> str:
+    """For a wildcard bind, the URL other hosts use (hostname: no DNS lookup, which may hang)."""
+    if host.strip("[]") not in ("0.0.0.0", "::", ""):
+        return ""
+    return f"; from other hosts: http://{socket.gethostname()}:{port}/ (send the token)"
