@@ -231,10 +231,20 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         )
     except (ValueError, TypeError) as exc:
         return _usage_error("serve", str(exc))
-    logdirs = [Path(d) for d in args.logdirs]
-    for logdir in logdirs:
-        if not logdir.is_dir():
-            return _usage_error("serve", f"LOGDIR {str(logdir)!r} is not a directory; create it or fix the path")
+    from lightning_stream.remote import is_url, open_url
+
+    logdirs: list[str | Path] = []
+    for name in args.logdirs:
+        if is_url(name):  # s3://bucket/logs etc.: the prefix may not exist until a run writes there
+            try:
+                open_url(name)
+            except (ImportError, ValueError) as exc:
+                return _usage_error("serve", str(exc))
+            logdirs.append(name)
+        elif not Path(name).is_dir():
+            return _usage_error("serve", f"LOGDIR {name!r} is not a directory; create it or fix the path")
+        else:
+            logdirs.append(Path(name))
 
     import logging
 
@@ -283,8 +293,14 @@ def _stop_on_signals() -> Iterator[threading.Event]:
             signal.signal(sig, old)
 
 
-def _event_files(logdir: Path) -> tuple[int, int]:
+def _event_files(logdir: str | Path) -> tuple[int, int]:
     """Count and total size of the TensorBoard event files under ``logdir``."""
+    if isinstance(logdir, str):  # a URL: one listing
+        from lightning_stream.remote import open_url
+
+        fs, root = open_url(logdir)
+        stats = [fs.stat(path) for path in fs.list_event_files(root)]
+        return len(stats), sum(st.size for st in stats if st is not None)
     count = size = 0
     for root, _dirs, files in os.walk(logdir):
         for name in files:
@@ -297,7 +313,7 @@ def _event_files(logdir: Path) -> tuple[int, int]:
     return count, size
 
 
-def _watch_with_progress(server: StreamServer, logdirs: list[Path], stop: threading.Event) -> bool:
+def _watch_with_progress(server: StreamServer, logdirs: list[str | Path], stop: threading.Event) -> bool:
     """Watch each logdir; ``watch()`` returns after the first full read, which for a big
     logdir takes a while, so show a spinner with the files and bytes being read meanwhile
     (the server reports no byte progress, so the bar pulses rather than fills).

@@ -263,9 +263,10 @@ class StreamServer:
     def watch(self, logdir: str | os.PathLike[str], prefix: str | None = None) -> None:
         """Stream every scalar under ``logdir`` (existing data first); idempotent per logdir.
 
-        Returns after the initial scan, so what is on disk is queryable at once.
+        Returns after the initial scan, so what is on disk is queryable at once. ``logdir`` may
+        be an fsspec URL (``s3://bucket/logs``, ``gs://...``, ``memory://...``): it is then polled.
         """
-        path = os.path.abspath(os.fspath(logdir))
+        path = _logdir_key(logdir)
         with self._lock:
             inc = self._require_running("watch")
             if path in self._watches:
@@ -280,7 +281,7 @@ class StreamServer:
 
     def unwatch(self, logdir: str | os.PathLike[str]) -> bool:
         """Stop watching ``logdir`` (its data stays queryable). False if it was not watched."""
-        path = os.path.abspath(os.fspath(logdir))
+        path = _logdir_key(logdir)
         with self._lock:
             if path not in self._watches:
                 return False
@@ -698,3 +699,10 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):  # POSIX only; Windows has no fork
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _logdir_key(logdir: str | os.PathLike[str]) -> str:
+    """A local logdir as an absolute path; a URL (``s3://...``) as given, without a trailing ``/``."""
+    from lightning_stream.remote import is_url
+
+    return logdir.rstrip("/") if isinstance(logdir, str) and is_url(logdir) else os.path.abspath(os.fspath(logdir))

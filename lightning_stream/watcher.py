@@ -18,6 +18,9 @@ Change detection (measured with ``benchmarks/bench_watch_idle.py``, 100 idle run
   unavailable (``fs.inotify.max_user_watches`` exhausted, a non-local ``FileSystem``,
   ``change_detection="poll"``) the poll is adaptive instead: every 20 ms right after data arrived,
   doubling while idle up to ``poll_interval_s``.
+
+A remote logdir (an fsspec URL such as ``s3://bucket/logs``, see ``remote.py``) is always polled
+adaptively, each poll one listing, from ``REMOTE_FAST_POLL_S`` after data up to ``poll_interval_s``.
 """
 
 from __future__ import annotations
@@ -27,12 +30,13 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable
-from typing import Literal
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Literal
 
 from lightning_stream import _inotify
 from lightning_stream.filesystem import DEFAULT_FILESYSTEM, EVENT_FILE_MARKER, FileSystem, LocalFileSystem
 from lightning_stream.reader import STAT_KEYS, EventFileReader
+from lightning_stream.remote import FsspecFileSystem, is_url, open_url
 from lightning_stream.scalars import ScalarBatch
 
 __all__ = ["ChangeDetection", "LogdirWatcher"]
@@ -43,6 +47,8 @@ ChangeDetection = Literal["auto", "inotify", "watchfiles", "poll"]
 
 FAST_POLL_S = 0.02
 """Poll interval right after data arrived; it doubles on every empty scan up to ``poll_interval_s``."""
+REMOTE_FAST_POLL_S = 0.2
+"""The same for a remote logdir: each poll is a listing request (billed on S3), so not faster than this."""
 SCAN_SLICE_POINTS = 262_144
 """``watch`` hands a backlog (a big logdir at start) to its sink in slices of about this many points,
 so the reader's arrays for one slice (~6 MiB) are freed before the next is read."""
@@ -63,6 +69,7 @@ class LogdirWatcher:
         fs: FileSystem | None = None,
         poll_interval_s: float = 1.0,
         change_detection: ChangeDetection = "auto",
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
         if poll_interval_s <= 0:
             raise ValueError(f"poll_interval_s must be positive, got {poll_interval_s!r}")
@@ -70,7 +77,17 @@ class LogdirWatcher:
             raise ValueError(
                 f"change_detection must be 'auto', 'inotify', 'watchfiles' or 'poll', got {change_detection!r}"
             )
-        self.logdir = os.path.abspath(os.fspath(logdir))
+        self.remote = is_url(logdir)
+        """Whether ``logdir`` is an fsspec URL (object storage): polled, paths are URLs."""
+        if self.remote:
+            url = os.fspath(logdir)
+            if fs is None:
+                fs, url = open_url(url, storage_options)
+            elif isinstance(fs, FsspecFileSystem):
+                url = fs.canonical(url)
+            self.logdir = url.rstrip("/")
+        else:
+            self.logdir = os.path.abspath(os.fspath(logdir))
         self.prefix = prefix.strip("/") if prefix else None
         self.poll_interval_s = poll_interval_s
         self.change_detection: ChangeDetection = change_detection
@@ -87,7 +104,10 @@ class LogdirWatcher:
 
     def run_name(self, directory: str) -> str:
         """The run name of a directory under the logdir (relative path, ``/``-separated)."""
-        rel = os.path.relpath(directory, self.logdir)
+        if self.remote:
+            rel = directory[len(self.logdir) + 1 :] if directory.startswith(self.logdir + "/") else "."
+        else:
+            rel = os.path.relpath(directory, self.logdir)
         if rel == ".":
             return self.prefix or "."
         rel = rel.replace(os.sep, "/")
@@ -129,7 +149,7 @@ class LogdirWatcher:
                 paths = sorted(p for p in only if p in self._readers or self._is_event_file_here(p))
             for path in paths:
                 if path not in self._readers:
-                    directory = os.path.dirname(path)
+                    directory = path.rpartition("/")[0] if self.remote else os.path.dirname(path)
                     run = self.run_name(directory)
                     self._runs.setdefault(run, directory)
                     self._readers[path] = EventFileReader(path, run, fs=self._fs)
@@ -172,7 +192,8 @@ class LogdirWatcher:
         notifier: asyncio.Task[None] | None = None
         if self.change_detection != "poll" and isinstance(self._fs, LocalFileSystem):
             notifier = asyncio.create_task(self._notify(on_change), name=f"lightning-stream notify {self.logdir}")
-        interval = FAST_POLL_S
+        fast = min(REMOTE_FAST_POLL_S if self.remote else FAST_POLL_S, self.poll_interval_s)
+        interval = fast
         try:
             while True:
                 wake.clear()
@@ -184,7 +205,7 @@ class LogdirWatcher:
                     full = True  # the rest of a large backlog: next slice right away
                 if batches:
                     sink(batches)
-                    interval = FAST_POLL_S
+                    interval = fast
                     if full:
                         continue
                 else:
