@@ -6,8 +6,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,8 +56,9 @@ def memroot() -> Iterator[str]:
     root = f"memory://ls-test-{uuid.uuid4().hex}"
     yield root
     fs = fsspec.filesystem("memory")
-    if fs.exists(root):
-        fs.rm(root, recursive=True)
+    for leftover in (root, root + "x"):
+        if fs.exists(leftover):
+            fs.rm(leftover, recursive=True)
 
 
 def put(url: str, data: bytes) -> None:
@@ -96,6 +99,7 @@ def test_runs_are_named_relative_to_the_url_prefix(memroot: str, tmp_path: Path)
     put(f"{memroot}/a/events.out.tfevents.1.host", event_bytes(tmp_path, "loss", [1.0, 2.0]))
     put(f"{memroot}/b/c/events.out.tfevents.1.host", event_bytes(tmp_path, "loss", [3.0]))
     put(f"{memroot}/b/notes.txt", b"not an event file")
+    put(f"{memroot}x/events.out.tfevents.1.host", event_bytes(tmp_path, "sibling", [1.0]))
     watcher = LogdirWatcher(memroot + "/")
     got = sorted(flat(watcher.scan()))
     assert got == sorted(
@@ -252,6 +256,7 @@ def test_s3_logdir_growth_rewrite_and_new_runs_over_a_real_s3_api(bucket: str, t
     full = event_bytes(tmp_path, "loss", [float(i) for i in range(30)])
     key = f"{bucket}/logs/tiny/version_0/events.out.tfevents.1.host"
     s3.pipe_file(key, full[: len(full) // 2])
+    s3.pipe_file(f"{bucket}/logs2/other/events.out.tfevents.1.host", full)  # a sibling prefix: not ours
     watcher = LogdirWatcher(f"s3://{bucket}/logs")
     assert isinstance(watcher._fs, FsspecFileSystem)
     first = flat(watcher.scan())
@@ -352,3 +357,72 @@ for path in sorted(p for p in fs.find(logger.log_dir) if "tfevents" in p):
             points.append((value.tag, event.step, float(tensor_util.make_ndarray(value.tensor).item())))
 print(json.dumps(points))
 """
+
+
+# ---- the command line ------------------------------------------------------------------------------
+
+
+def test_cli_serve_without_the_extra_exits_2_naming_it() -> None:
+    if importlib.util.find_spec("gcsfs") is not None:
+        pytest.skip("gcsfs is installed here")
+    done = subprocess.run(
+        [sys.executable, "-m", "lightning_stream", "serve", "gs://bucket/logs"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "gs:// needs gcsfs: pip install 'lightning-stream[gcs]'" in done.stderr
+
+
+def test_cli_serve_s3_url_serves_runs_named_relative_to_the_prefix(
+    bucket: str, s3_endpoint: str, tmp_path: Path
+) -> None:
+    from lightning_stream.client import StreamClient
+
+    s3 = fsspec.filesystem("s3")
+    s3.pipe_file(f"{bucket}/logs/v0/events.out.tfevents.1.host", event_bytes(tmp_path, "loss", [1.0, 2.0]))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lightning_stream", "serve", "--port", "0", f"s3://{bucket}/logs/"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **_s3_env(s3_endpoint)},
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # blocks until the first line: "serving ... at URL"
+        match = re.search(r"serving (\S+) at (http://\S+)", line)
+        assert match, (line, proc.poll())
+        assert match.group(1) == f"s3://{bucket}/logs/"
+        client = StreamClient(match.group(2))
+        assert [r["run"] for r in client.runs()] == ["v0"]
+        assert [(s, v) for s, _, v in client.scalars("v0", "loss")] == [(1, 1.0), (2, 2.0)]
+        s3.pipe_file(f"{bucket}/logs/v1/events.out.tfevents.2.host", event_bytes(tmp_path, "loss", [3.0]))
+        deadline = time.monotonic() + 30
+        while "v1" not in {r["run"] for r in client.runs()} and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [(s, v) for s, _, v in client.scalars("v1", "loss")] == [(1, 3.0)]
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err, err
+
+
+def test_stream_server_watches_and_unwatches_a_memory_url(memroot: str, tmp_path: Path) -> None:
+    from lightning_stream.client import StreamClient
+
+    put(f"{memroot}/run/events.out.tfevents.1.host", event_bytes(tmp_path, "loss", [1.0, 2.0]))
+    with StreamServer(port=None, watchdog_interval_s=0) as server:
+        server.watch(memroot + "/")
+        server.watch(memroot)  # the same logdir: idempotent
+        assert server.logdirs == [memroot]
+        client = StreamClient(server.url)
+        assert [(s, v) for s, _, v in client.scalars("run", "loss")] == [(1, 1.0), (2, 2.0)]
+        assert server.unwatch(memroot + "/")
+        assert server.logdirs == []
+        if importlib.util.find_spec("gcsfs") is None:
+            with pytest.raises(ImportError, match=r"pip install 'lightning-stream\[gcs\]'"):
+                server.watch("gs://bucket/logs")
+            assert server.logdirs == []
