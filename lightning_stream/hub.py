@@ -53,8 +53,6 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
 
-import numpy as np
-
 from lightning_stream.config import ServerConfig
 from lightning_stream.errors import LightningStreamError
 from lightning_stream.scalars import ScalarBatch
@@ -237,9 +235,12 @@ def _num(x: float) -> str:
 
 
 def _finite(values: Any) -> bool:
-    if len(values) > 16:
-        return bool(np.isfinite(np.frombuffer(values, dtype=np.float64)).all())
-    return all(math.isfinite(v) for v in values)
+    """True only if every value is finite; may say False for huge finite ones (the slow path is exact too).
+
+    A sum is NaN or infinite when any term is, and stays finite otherwise unless it overflows: one
+    C-level pass, and no numpy import (~15 MiB of RSS) for the server.
+    """
+    return math.isfinite(sum(values))
 
 
 def _encode_points(batches: Iterable[ScalarBatch]) -> str:
@@ -408,9 +409,11 @@ class Hub:
     def ingest(self, batches: Iterable[ScalarBatch]) -> None:
         """Store points (purge rule, budget) and queue them for the next tick's broadcast.
 
-        The hub keeps a reference to each batch until it is flushed: do not mutate
-        a batch after handing it over. Without a running loop nothing schedules the
-        tick; call :meth:`flush` yourself.
+        The hub takes ownership of the batches: a new series adopts a batch's arrays
+        instead of copying them (a big initial scan is held once), and a queued or
+        replayable message may share them; do not mutate a batch or its arrays after
+        handing it over. Without a running loop nothing schedules the tick; call
+        :meth:`flush` yourself.
         """
         if self._closed:
             return

@@ -29,24 +29,28 @@ progressively coarser while extrema and the live end stay exact.
 
 from __future__ import annotations
 
+import operator
 import sys
 from array import array
 from bisect import bisect_left, bisect_right
-from itertools import pairwise
-
-import numpy as np
+from itertools import islice
+from typing import TYPE_CHECKING, Any
 
 from lightning_stream.scalars import ScalarBatch
+
+if TYPE_CHECKING:
+    import numpy as np
 
 BYTES_PER_POINT = 24  # int64 step + float64 wall time + float64 value
 BUCKET = 4  # old points per bucket: 4 -> 2 (min, max)
 MIN_DECIMATE = 64  # shorter series are never decimated (bounds the per-series floor)
+_NUMPY_MIN = 32  # shorter batches are checked in pure Python even when numpy is loaded
 
 
 class Series:
     """Points of one (run, tag), steps strictly increasing (see the module's purge rule)."""
 
-    __slots__ = ("run", "steps", "tag", "values", "wall_times")
+    __slots__ = ("_shared", "run", "steps", "tag", "values", "wall_times")
 
     def __init__(self, run: str, tag: str) -> None:
         self.run = run
@@ -54,6 +58,7 @@ class Series:
         self.steps: array[int] = array("q")
         self.wall_times: array[float] = array("d")
         self.values: array[float] = array("d")
+        self._shared = False  # the arrays were adopted from a caller: replace them, never mutate them
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -71,7 +76,12 @@ class Series:
         return sum(sys.getsizeof(a) - _ARRAY_HEADER for a in (self.steps, self.wall_times, self.values))
 
     def extend(self, steps: array[int], wall_times: array[float], values: array[float]) -> int:
-        """Append points in order, applying the purge rule; return how many held points were purged."""
+        """Append points in order, applying the purge rule; return how many held points were purged.
+
+        An empty series adopts the three arrays instead of copying them (a large initial scan is
+        then held once, not twice); it never mutates adopted arrays in place (see :meth:`_own`), so
+        whoever else holds them (the hub's pending batch, a replay message) keeps what it was given.
+        """
         n = len(steps)
         if not (len(wall_times) == len(values) == n):
             raise ValueError(
@@ -86,30 +96,46 @@ class Series:
             wall_times = array("d", wall_times)
         if not isinstance(values, array) or values.typecode != "d":
             values = array("d", values)
-        # Segments of strictly increasing steps; a break starts a new segment that may purge.
-        breaks = [0]
-        if n > 1:
-            as_np = np.frombuffer(steps, dtype=np.int64)
-            breaks.extend((np.flatnonzero(as_np[1:] <= as_np[:-1]) + 1).tolist())
-        breaks.append(n)
         purged = 0
-        for start, end in pairwise(breaks):
+        start = 0
+        # Segments of strictly increasing steps; a break starts a new segment that may purge.
+        for end in (*_breaks(steps), n):
             first = steps[start]
             if self.steps and first <= self.steps[-1]:
                 cut = bisect_left(self.steps, first)
                 purged += len(self.steps) - cut
-                del self.steps[cut:]
-                del self.wall_times[cut:]
-                del self.values[cut:]
+                self._truncate(cut)
             if start == 0 and end == n:
-                self.steps.extend(steps)
-                self.wall_times.extend(wall_times)
-                self.values.extend(values)
+                self._append(steps, wall_times, values, shared=True)
             else:
-                self.steps.extend(steps[start:end])
-                self.wall_times.extend(wall_times[start:end])
-                self.values.extend(values[start:end])
+                self._append(steps[start:end], wall_times[start:end], values[start:end], shared=False)
+            start = end
         return purged
+
+    def _append(self, steps: array[int], wall_times: array[float], values: array[float], *, shared: bool) -> None:
+        if not self.steps:
+            self.steps, self.wall_times, self.values = steps, wall_times, values
+            self._shared = shared
+        elif self._shared:  # one new allocation holding both parts; the adopted arrays stay untouched
+            self.steps = self.steps + steps
+            self.wall_times = self.wall_times + wall_times
+            self.values = self.values + values
+            self._shared = False
+        else:
+            self.steps.extend(steps)
+            self.wall_times.extend(wall_times)
+            self.values.extend(values)
+
+    def _truncate(self, keep: int) -> None:
+        if self._shared:
+            self.steps = self.steps[:keep]
+            self.wall_times = self.wall_times[:keep]
+            self.values = self.values[:keep]
+            self._shared = False
+        else:
+            del self.steps[keep:]
+            del self.wall_times[keep:]
+            del self.values[keep:]
 
     def query(self, since_step: int | None = None, limit: int | None = None) -> ScalarBatch:
         """Copy of the points with ``step > since_step`` (all if None), the first ``limit`` of them."""
@@ -129,6 +155,8 @@ class Series:
         if nb == 0:
             return 0
         old_end = 1 + nb * BUCKET
+        import numpy as np  # lazily: only under memory pressure (the import alone costs ~15 MiB of RSS)
+
         vals = np.frombuffer(self.values, dtype=np.float64)
         buckets = vals[1:old_end].reshape(nb, BUCKET)
         base = 1 + np.arange(nb) * BUCKET
@@ -143,7 +171,40 @@ class Series:
         self.steps = _from_np("q", steps_np[index])
         self.wall_times = _from_np("d", times_np[index])
         self.values = _from_np("d", vals[index])
+        self._shared = False
         return n - len(index)
+
+
+def _breaks(steps: array[int]) -> list[int]:
+    """Indices ``i`` where ``steps[i] <= steps[i - 1]`` (where a restart inside a batch begins).
+
+    numpy is used only when the process has already imported it (torch, the user's code): it is
+    ~70x faster, but importing it just for this would cost ~15 MiB of RSS in a standalone server.
+    Without it, a strictly increasing batch (the usual case) costs one pass in C-level ``map``.
+    """
+    n = len(steps)
+    if n < 2:
+        return []
+    np_module = sys.modules.get("numpy")
+    if np_module is not None and n > _NUMPY_MIN:
+        try:
+            return _breaks_numpy(np_module, steps)
+        except AttributeError:  # numpy is being imported by another thread right now
+            pass
+    return _breaks_python(steps)
+
+
+def _breaks_python(steps: array[int]) -> list[int]:
+    values = steps.tolist()  # ints made in one C loop: ~30 ns per step in all, 1M steps in ~30 ms
+    if all(map(operator.lt, values, islice(values, 1, None))):
+        return []
+    return [i for i in range(1, len(values)) if values[i] <= values[i - 1]]
+
+
+def _breaks_numpy(np_module: Any, steps: array[int]) -> list[int]:
+    as_np = np_module.frombuffer(steps, dtype=np_module.int64)
+    found: list[int] = (np_module.flatnonzero(as_np[1:] <= as_np[:-1]) + 1).tolist()
+    return found
 
 
 def _from_np(typecode: str, data: np.ndarray) -> array:  # type: ignore[type-arg]

@@ -638,3 +638,63 @@ def test_tick_grows_with_subscribers_up_to_a_cap() -> None:
     for sub in subs:
         sub.close()
     assert hub.tick_s() == 0.005
+
+
+def test_a_large_ingest_is_held_once_not_copied_into_the_series() -> None:
+    hub = make_hub(replay_points=1_000)
+    scan = [batch(f"run_{r}", f"tag_{t}", list(range(20_000))) for r in range(5) for t in range(2)]
+    size = sum(len(b) for b in scan) * 24
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        hub.ingest(scan)
+        gc.collect()
+        after_ingest = tracemalloc.get_traced_memory()[0]
+        del scan  # what a watcher does once the hub has the points
+        hub.flush()
+        gc.collect()
+        after_flush = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    # The series adopt the scan's arrays (a copy would be +4.8 MB); flushing leaves them plus a
+    # replay log of 1,000 points.
+    assert after_ingest - before < size // 20, f"ingest of {size} bytes grew memory by {after_ingest - before}"
+    assert after_flush - before < size + size // 10
+    assert hub.stats()["points_held"] == 200_000
+
+
+async def test_replayed_messages_keep_the_points_as_ingested_after_the_series_moves_on() -> None:
+    hub = make_hub()
+    start = hub.seq
+    live = hub.subscribe()
+    first = batch("a", "loss", list(range(100)))
+    hub.ingest([first])  # a new series adopts these arrays; the message below shares them
+    hub.flush()
+    hub.ingest([batch("a", "loss", [50, 51], [-1.0, -2.0])])  # a restart purges steps >= 50
+    hub.ingest([batch("a", "loss", [52, 53])])
+    hub.flush()
+    hub.ingest([batch("a", "loss", [10], [-3.0])])
+    hub.flush()
+    expected = (
+        [("a", "loss", s, s / 2) for s in range(100)]
+        + [("a", "loss", 50, -1.0), ("a", "loss", 51, -2.0), ("a", "loss", 52, 26.0), ("a", "loss", 53, 26.5)]
+        + [("a", "loss", 10, -3.0)]
+    )
+    replay = hub.subscribe(since=start)
+    assert [p for m in drain(live) for p in points_of(m, live)] == expected
+    assert [p for m in drain(replay) for p in points_of(m, replay)] == expected
+    assert list(first.steps) == list(range(100))
+    held = hub.scalars("a", "loss")
+    assert list(held.steps) == list(range(11))
+    assert list(held.values) == [s / 2 for s in range(10)] + [-3.0]
+
+
+def test_the_server_modules_do_not_import_numpy() -> None:
+    code = (
+        "import sys, lightning_stream.server, lightning_stream.watcher, lightning_stream.app; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'numpy'))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]", "numpy costs ~15 MiB of RSS at import: import it lazily where needed"

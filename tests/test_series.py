@@ -126,3 +126,69 @@ def test_decimation_keeps_a_nan_visible() -> None:
     _extend(series, list(range(1000)), values)
     series.decimate()
     assert any(math.isnan(v) for v in series.values)
+
+
+def test_an_empty_series_adopts_the_arrays_instead_of_copying_them() -> None:
+    steps, times, values = array("q", range(1000)), array("d", [1.0] * 1000), array("d", [2.0] * 1000)
+    series = Series("run", "loss")
+    series.extend(steps, times, values)
+    assert series.steps is steps
+    assert series.wall_times is times
+    assert series.values is values
+
+
+def test_adopted_arrays_keep_their_content_through_appends_purges_and_decimation() -> None:
+    steps, times, values = array("q", range(100)), array("d", range(100)), array("d", range(100))
+    series = Series("run", "loss")
+    series.extend(steps, times, values)
+    assert _extend(series, [50, 51]) == 50  # purge after adoption: a new array, not a cut in place
+    _extend(series, [52, 53])
+    assert list(series.steps) == [*range(50), 50, 51, 52, 53]
+    assert (list(steps), list(times), list(values)) == ([*range(100)], [*range(100)], [*range(100)])
+
+    again = Series("run", "loss")
+    again.extend(steps, times, values)
+    again.extend(steps, times, values)  # the same arrays twice: the repeat replaces every point
+    assert list(again.steps) == list(range(100))
+    again.extend(array("q", [100]), array("d", [0.0]), array("d", [0.0]))
+    assert list(steps) == list(range(100))
+
+    big = array("q", range(10_000))
+    decimated = Series("run", "loss")
+    decimated.extend(big, array("d", [0.0] * 10_000), array("d", [0.0] * 10_000))
+    assert decimated.decimate() > 0
+    assert list(big) == list(range(10_000))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.integers(-50, 50), max_size=80), max_size=8))
+def test_callers_arrays_are_never_changed_and_the_purge_model_holds(batches: list[list[int]]) -> None:
+    series = Series("run", "loss")
+    model: list[tuple[int, float]] = []
+    handed: list[tuple[array[int], list[int]]] = []
+    counter = 0.0
+    for steps in batches:
+        values = []
+        for step in steps:
+            counter += 1
+            values.append(counter)
+            model = [p for p in model if p[0] < step] + [(step, counter)]
+        arr = array("q", steps)
+        handed.append((arr, list(steps)))
+        series.extend(arr, array("d", values), array("d", values))
+    assert list(zip(series.steps, series.values, strict=True)) == model
+    assert all(list(arr) == original for arr, original in handed)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(-(2**63), 2**63 - 1) | st.integers(-5, 5), max_size=100))
+def test_restart_points_are_found_alike_with_and_without_numpy(steps: list[int]) -> None:
+    from lightning_stream.series import _breaks_numpy, _breaks_python
+
+    expected = [i for i in range(1, len(steps)) if steps[i] <= steps[i - 1]]
+    as_array = array("q", steps)
+    assert _breaks_python(as_array) == expected
+    if len(steps) >= 2:
+        import numpy
+
+        assert _breaks_numpy(numpy, as_array) == expected
