@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import contextlib
 import logging
 import operator
@@ -38,7 +39,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
@@ -66,6 +67,8 @@ START_TIMEOUT_S = 30.0  # generous: a loaded 2-core CI box
 STOP_TIMEOUT_S = 15.0
 SHUTDOWN_TIMEOUT_S = 3.0  # handlers still running after on_shutdown get this long
 WATCH_STOP_TIMEOUT_S = 2.0  # a cancelled logdir watcher gets this long to end
+CALL_TIMEOUT_S = 60.0  # longest a caller's thread waits on the server loop (watch's first scan included)
+FINAL_SCAN_TIMEOUT_S = 5.0  # unwatch reads what was flushed last, for at most this long
 HEALTH_TRIES = 3
 _READER_ERROR_KINDS = ("crc_errors", "bad_lengths", "parse_errors")
 
@@ -84,7 +87,9 @@ class _Incarnation:
     hub: Hub | None = None
     runner: web.AppRunner | None = None
     loop_lag: LoopLagMonitor | None = None
-    watches: dict[str, tuple[LogdirWatcher, asyncio.Task[None]]] = field(default_factory=dict)
+    watches: dict[str, tuple[LogdirWatcher, asyncio.Task[None], Callable[[list[ScalarBatch]], None]]] = field(
+        default_factory=dict
+    )
     torn_down: bool = False
 
 
@@ -401,18 +406,28 @@ class StreamServer:
         sink(await asyncio.to_thread(watcher.scan))
         task = asyncio.get_running_loop().create_task(watcher.watch(sink), name=f"lightning-stream-watch {path}")
         task.add_done_callback(_log_watch_end)
-        inc.watches[path] = (watcher, task)
+        inc.watches[path] = (watcher, task, sink)
 
-    async def _aunwatch(self, inc: _Incarnation, path: str) -> None:
+    async def _aunwatch(self, inc: _Incarnation, path: str, *, final_scan: bool = True) -> None:
         entry = inc.watches.pop(path, None)
-        if entry is not None and not await _cancel(entry[1], WATCH_STOP_TIMEOUT_S):
+        if entry is None:
+            return
+        watcher, task, sink = entry
+        if not await _cancel(task, WATCH_STOP_TIMEOUT_S):
             logger.warning("the watcher of %s did not stop within %.1f s; abandoning it", path, WATCH_STOP_TIMEOUT_S)
+            return
+        if final_scan:
+            # What was flushed just before unwatch (the callback's teardown flush) is read, not dropped.
+            try:
+                sink(await asyncio.wait_for(asyncio.to_thread(watcher.scan), FINAL_SCAN_TIMEOUT_S))
+            except Exception as error:
+                logger.warning("final read of %s failed: %s", path, error)
 
     async def _ateardown(self, inc: _Incarnation) -> None:
         """Graceful: watchers, then the runner (ends SSE/WS, closes the socket), then the hub."""
         self._drain(inc)
         for path in list(inc.watches):
-            await self._aunwatch(inc, path)
+            await self._aunwatch(inc, path, final_scan=False)
         if inc.runner is not None:
             await inc.runner.cleanup()
         if inc.hub is not None:
@@ -542,7 +557,15 @@ class StreamServer:
         if threading.current_thread() is inc.thread:
             coro.close()
             raise RuntimeError("this StreamServer method blocks; call it from another thread than the server's")
-        return asyncio.run_coroutine_threadsafe(coro, inc.loop).result()
+        future = asyncio.run_coroutine_threadsafe(coro, inc.loop)
+        try:
+            return future.result(timeout=CALL_TIMEOUT_S)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise ServerNotRunningError(
+                f"the server on port {inc.port} did not answer within {CALL_TIMEOUT_S:.0f} s (stuck?); "
+                "force_restart() it, or check /health"
+            ) from None
 
     # ---- registry -----------------------------------------------------------------------------
 
@@ -606,7 +629,7 @@ class StreamServer:
 
 def _reader_errors(inc: _Incarnation) -> dict[str, int]:
     totals = dict.fromkeys(_READER_ERROR_KINDS, 0)
-    for watcher, _ in list(inc.watches.values()):
+    for watcher, _, _ in list(inc.watches.values()):
         stats: Any = getattr(watcher, "stats", None)
         items = stats.items() if isinstance(stats, Mapping) else vars(stats).items() if stats is not None else ()
         for kind, value in items:
@@ -679,9 +702,19 @@ def _install_process_hooks() -> None:
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    """Stop our servers (registry entries removed), then do what was done before us."""
-    stop_all_servers()
+    """Stop our servers (registry entries removed), then do what was done before us.
+
+    When a handler installed after ours chains to us (Lightning's ``_SignalConnector``
+    does, then stops training gracefully with ``SIGTERMException`` so callbacks see
+    ``on_exception``), the process's fate is theirs: we neither stop the servers (the
+    callback releases them, atexit catches the rest) nor die of SIGTERM here.
+    """
     previous = _previous_sigterm
+    if signal.getsignal(signal.SIGTERM) is not _on_sigterm:
+        if callable(previous):
+            previous(signum, frame)
+        return
+    stop_all_servers()
     if callable(previous):
         previous(signum, frame)
     elif previous == signal.SIG_IGN:

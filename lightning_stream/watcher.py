@@ -200,7 +200,14 @@ class LogdirWatcher:
                 only = None if full else set(changed)
                 full = False
                 changed.clear()
-                batches = await asyncio.to_thread(self.scan, SCAN_SLICE_POINTS, only=only)
+                reading = asyncio.ensure_future(asyncio.to_thread(self.scan, SCAN_SLICE_POINTS, only=only))
+                try:
+                    batches = await asyncio.shield(reading)
+                except asyncio.CancelledError:
+                    # Cancelled mid-read (unwatch, stop): the worker thread has already moved the
+                    # readers' offsets past what it read, so hand that over when it lands, not drop it.
+                    reading.add_done_callback(lambda done: _deliver(done, sink))
+                    raise
                 if self.has_more:
                     full = True  # the rest of a large backlog: next slice right away
                 if batches:
@@ -298,3 +305,9 @@ class LogdirWatcher:
 
 def _never() -> bool:
     return False
+
+
+def _deliver(done: asyncio.Future[list[ScalarBatch]], sink: Callable[[list[ScalarBatch]], None]) -> None:
+    """Pass a finished read to ``sink`` (used when the watch was cancelled while it ran)."""
+    if not done.cancelled() and done.exception() is None and done.result():
+        sink(done.result())
