@@ -26,6 +26,7 @@ import http.client
 import json
 import logging
 import os
+import socket
 import sys
 import tempfile
 import time
@@ -62,6 +63,14 @@ class ServerInfo:
     started_at: float = field(default_factory=time.time)
     logdirs: tuple[str, ...] = ()
     token_required: bool = False
+    hostname: str = field(default_factory=socket.gethostname)
+    """The machine the server runs on: a registry on a shared home directory holds entries
+    of other nodes, which this machine can neither health-check nor prune."""
+
+    @property
+    def local(self) -> bool:
+        """Whether the server runs on this machine (entries without a hostname count as local)."""
+        return self.hostname in ("", socket.gethostname())
 
     @property
     def filename(self) -> str:
@@ -95,6 +104,7 @@ class ServerInfo:
             raise ValueError(f"registry field 'logdirs' has {logdirs!r}, expected a list of strings")
         values["logdirs"] = tuple(logdirs)
         values["started_at"] = float(values.get("started_at", 0.0))
+        values.setdefault("hostname", "")  # written before hostnames were recorded: assume local
         if not 1 <= values["port"] <= 65535 or values["pid"] <= 0:
             raise ValueError(f"registry entry has pid={values['pid']!r} port={values['port']!r}, out of range")
         return cls(**values)
@@ -108,8 +118,9 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "version": (str,),
     "started_at": (int, float),
     "token_required": (bool,),
+    "hostname": (str,),
 }
-_OPTIONAL = frozenset({"version", "started_at", "token_required"})
+_OPTIONAL = frozenset({"version", "started_at", "token_required", "hostname"})
 
 
 def registry_dir() -> Path:
@@ -228,17 +239,24 @@ def pid_alive(pid: int) -> bool:
 
 def health_check(host: str, port: int, *, timeout: float = HEALTH_TIMEOUT_S) -> dict[str, Any] | None:
     """GET ``/health``; the parsed JSON on HTTP 200, else None. Never raises."""
+    return _probe(host, port, timeout)[1]
+
+
+def _probe(host: str, port: int, timeout: float) -> tuple[str, dict[str, Any] | None]:
+    """``("ok", health)``, ``("gone", None)`` (refused, or not our server) or ``("slow", None)``."""
     conn = http.client.HTTPConnection(connect_host(host), port, timeout=timeout)
     try:
         conn.request("GET", "/health", headers={"Connection": "close"})
         response = conn.getresponse()
         body = response.read()
-        if response.status != 200:
-            return None
-        data = json.loads(body)
-        return data if isinstance(data, dict) else None
-    except (OSError, http.client.HTTPException, ValueError):
-        return None
+        data = json.loads(body) if response.status == 200 else None
+        return ("ok", data) if isinstance(data, dict) else ("gone", None)
+    except ConnectionRefusedError:
+        return "gone", None
+    except (TimeoutError, OSError, http.client.HTTPException):
+        return "slow", None  # busy or unreachable: not proof of death
+    except ValueError:
+        return "gone", None
     finally:
         conn.close()
 
@@ -255,23 +273,38 @@ def connect_host(host: str) -> str:
 
 def is_live(info: ServerInfo, *, timeout: float = HEALTH_TIMEOUT_S) -> bool:
     """The entry's pid exists and its ``/health`` answers with that pid."""
+    return _liveness(info, timeout) == "live"
+
+
+def _liveness(info: ServerInfo, timeout: float) -> str:
+    """``live``, ``dead`` (safe to prune) or ``unknown`` (another host, or too slow to answer)."""
+    if not info.local:
+        return "unknown"
     if not pid_alive(info.pid):
-        return False
-    health = health_check(info.host, info.port, timeout=timeout)
-    return health is not None and health.get("pid", info.pid) == info.pid
+        return "dead"
+    outcome, health = _probe(info.host, info.port, timeout)
+    if outcome == "slow":
+        return "unknown"
+    if health is None or health.get("pid", info.pid) != info.pid:
+        return "dead"  # refused, or the port now belongs to someone else
+    return "live"
 
 
 def list_servers(*, prune: bool = True, timeout: float = HEALTH_TIMEOUT_S) -> list[ServerInfo]:
-    """Live servers in the registry, oldest first; dead entries are deleted (``prune``).
+    """Live servers of this machine in the registry, oldest first; dead entries are deleted (``prune``).
 
     An entry is live when its pid exists and its ``/health`` answers with that pid
-    (a recycled pid, or a port now served by someone else, does not count).
+    (a recycled pid, or a port now served by someone else, does not count). Only proof
+    of death prunes: a dead pid, a refused connection, another pid answering. A server
+    too busy to answer within ``timeout``, or one on another host (a registry on a
+    shared home directory), is left alone and not listed.
     """
     live = []
     for info in read_entries():
-        if is_live(info, timeout=timeout):
+        state = _liveness(info, timeout)
+        if state == "live":
             live.append(info)
-        elif prune and info.pid != os.getpid():
+        elif state == "dead" and prune and info.pid != os.getpid():
             # Our own entries are removed by their server; never race it here.
             logger.debug("pruning stale registry entry %s (pid %d, port %d)", info.filename, info.pid, info.port)
             remove_entry(info.pid, info.port)

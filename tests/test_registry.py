@@ -150,3 +150,32 @@ def test_missing_directory_reads_as_empty(registry_dir: Path) -> None:
     assert read_entries() == []
     assert list_servers() == []
     assert not registry_dir.exists()  # reading creates nothing
+
+
+def test_entries_of_other_hosts_are_neither_listed_nor_pruned(registry_dir: Path, dead_pid: int) -> None:
+    # a registry on a shared home directory: node 0's live server must survive `ls` on node 1
+    write_entry(_info(dead_pid, 50009, hostname="some-other-node"))
+    assert list_servers() == []
+    assert [p.name for p in registry_dir.iterdir()] == [f"{dead_pid}-50009.json"]
+    assert read_entries()[0].hostname == "some-other-node"
+
+
+def test_a_server_too_busy_to_answer_is_not_pruned(registry_dir: Path, sleeper: int) -> None:
+    import socket
+
+    with socket.socket() as busy:  # accepts connections (backlog) but never answers
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(8)
+        port = busy.getsockname()[1]
+        write_entry(_info(sleeper, port))
+        assert list_servers(timeout=0.2) == []
+        assert [p.name for p in registry_dir.iterdir()] == [f"{sleeper}-{port}.json"]
+
+
+def test_entries_written_before_hostnames_count_as_local(registry_dir: Path, dead_pid: int) -> None:
+    path = write_entry(_info(dead_pid, 50010))
+    text = path.read_text().replace('"hostname"', '"_ignored"')
+    path.write_text(text)
+    assert read_entries()[0].local
+    assert list_servers() == []
+    assert list(registry_dir.iterdir()) == []  # dead and local: pruned
