@@ -36,11 +36,18 @@ What "exactly once" means here, per client and per series (run, tag) its filter 
    steps and values. The server's REST view is compared with the same model first, so a reader
    problem is told apart from a streaming one.
 
+4. **Restarts leave nothing behind**: after the last restart exactly one ``Hub`` is alive in the server
+   process (``gc``), i.e. no old incarnation (with every point it held) is still referenced.
+
 Also reported: server RSS sampled every second (plateau: the median of the last third must not exceed
 the median of the middle third by more than max(16 MiB, 10 %); not judged for runs shorter than
 120 s), event-loop lag from ``/health``, counts (points written, delivered, resets, reconnects,
 restarts, reader errors from ``/metrics``), and WARNING/ERROR lines of the server log. The last line
 is ``SOAK PASS ...`` or ``SOAK FAIL ...``; the exit status is 1 on FAIL.
+
+``--clear-aiohttp-cache`` is a diagnostic: after each restart it clears aiohttp's module-level
+``web_app._cached_build_middleware`` (an ``lru_cache(maxsize=1024)`` whose keys hold the route handler and
+the application), which is what keeps old incarnations alive (found by this benchmark).
 """
 
 from __future__ import annotations
@@ -368,13 +375,30 @@ def server_main(cfg: dict[str, Any], port_q: Any, cmd_q: Any, res_q: Any) -> Non
             try:
                 manager.force_restart(server)
                 restarts.append(time.perf_counter() - t0)
+                if cfg["clear_aiohttp_cache"]:  # diagnostic: drop aiohttp's module-level middleware cache
+                    import aiohttp.web_app
+
+                    aiohttp.web_app._cached_build_middleware.cache_clear()
             except Exception as exc:  # reported, and the run fails
                 failures.append(repr(exc))
         elif cmd == "stop":
             break
     watchdog_restarts = server.restarts - len(restarts)
+    import gc
+
+    from lightning_stream.hub import Hub
+
+    gc.collect()
+    live_hubs = sum(1 for o in gc.get_objects() if isinstance(o, Hub))  # 1: only the serving incarnation's
     manager.cleanup()
-    res_q.put({"restart_s": restarts, "restart_failures": failures, "watchdog_restarts": watchdog_restarts})
+    res_q.put(
+        {
+            "restart_s": restarts,
+            "restart_failures": failures,
+            "watchdog_restarts": watchdog_restarts,
+            "live_hubs": live_hubs,
+        }
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -816,6 +840,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chaos-runs", type=int, default=2)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="a smoke run: 20 s, 8 clients, 2 restarts")
+    parser.add_argument(
+        "--clear-aiohttp-cache",
+        action="store_true",
+        help="diagnostic: after each restart clear aiohttp.web_app._cached_build_middleware, "
+        "whose keys (route handler, app) keep old server incarnations alive",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logdir, server log)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -832,6 +862,7 @@ def main(argv: list[str] | None = None) -> int:
         "clean_runs": args.clean_runs,
         "chaos_runs": args.chaos_runs,
         "seed": args.seed,
+        "clear_aiohttp_cache": args.clear_aiohttp_cache,
     }
     Path(cfg["logdir"]).mkdir()
     print(f"soak: {args.duration:.0f} s, {args.clients} clients, {restarts} restarts, tmp {tmp}; load {load()}")
@@ -912,6 +943,10 @@ def main(argv: list[str] | None = None) -> int:
         failures.append(f"{args.clients - len(results)} client(s) did not report")
     if server_problems:
         failures.append(f"server REST differs from the files: {server_problems[:3]}")
+    if sresult["live_hubs"] > 1:
+        failures.append(
+            f"{sresult['live_hubs'] - 1} old server incarnation(s) still referenced after restarts (hub and all its points)"
+        )
     if sresult["restart_failures"]:
         failures.append(f"force_restart failed: {sresult['restart_failures'][:2]}")
     bad_clients = [r for r in results if r["violations"]]
@@ -977,7 +1012,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(
         f"server: {len(sresult['restart_s'])} forced restarts (each {', '.join(f'{s:.2f}' for s in sresult['restart_s'])} s), "
-        f"{sresult['watchdog_restarts']} watchdog restarts; last incarnation: seq {health.get('seq')}, "
+        f"{sresult['watchdog_restarts']} watchdog restarts; live hubs at the end {sresult['live_hubs']} (1 expected); "
+        f"last incarnation: seq {health.get('seq')}, "
         f"points in {int(metrics.get('lightning_stream_points_in_total', 0))}, "
         f"resets {int(metrics.get('lightning_stream_resets_total', 0))}, "
         f"replay hits {int(metrics.get('lightning_stream_replay_hits_total', 0))}, reader errors {reader_errors}"
