@@ -50,6 +50,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--clients", type=int, default=10)
+    parser.add_argument("--flush-interval", type=float, default=0.1, help="StreamCallback(flush_interval_s=...)")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     if args.quick:
@@ -100,7 +101,7 @@ def main() -> None:
 
     def fit(streaming: bool, i: int) -> float:
         clock = Clock()
-        callbacks: list[Any] = [clock] + ([StreamCallback()] if streaming else [])
+        callbacks: list[Any] = [clock] + ([StreamCallback(flush_interval_s=args.flush_interval)] if streaming else [])
         trainer = Trainer(
             max_epochs=1,
             accelerator="cpu",

@@ -89,6 +89,7 @@ class TreeWatch:
         self._dirs: dict[int, str] = {}
         self._root_wd = -1
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._paused = False
         self.degraded = False
         """True once a directory could not be watched (watch limit): some changes only the poll sees."""
 
@@ -113,6 +114,20 @@ class TreeWatch:
         """Start delivering ``on_change`` calls on ``loop`` (call it on that loop, after ``open``)."""
         loop.add_reader(self._fd, self._on_readable)
         self._loop = loop
+        self._paused = False
+
+    def pause(self) -> None:
+        """Stop waking the loop; events queue in the kernel until ``resume``."""
+        if self._loop is not None and not self._paused:
+            self._loop.remove_reader(self._fd)
+            self._paused = True
+
+    def resume(self) -> None:
+        """Deliver what queued while paused (synchronously), then wake the loop again."""
+        if self._loop is not None and self._paused:
+            self._paused = False
+            self._loop.add_reader(self._fd, self._on_readable)
+            self._on_readable()
 
     @property
     def alive(self) -> bool:
