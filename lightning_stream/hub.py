@@ -524,6 +524,8 @@ class Hub:
         while (self._log_points > limit or len(self._log) > self._max_log) and len(self._log) > 1:
             old = self._log.popleft()
             self._log_points -= max(1, old.npoints)
+            old._cache.clear()  # its encodings are re-made if a lagging reader still asks
+            old._ws_cache.clear()
 
     def _wake(self) -> None:
         if not self._waiting:
@@ -642,6 +644,13 @@ class Hub:
         for sub in list(self._subs):
             sub.close()
         self._waiting.clear()
+        # Free the data now: something may keep this hub object alive after its server is gone
+        # (aiohttp's module-level middleware lru_cache holds handlers of old apps, aiohttp#9158).
+        self._runs.clear()
+        self._log.clear()
+        self._log_points = 0
+        self._pending.clear()
+        self._points_held = 0
 
     # ---- queries ------------------------------------------------------------------------------
 

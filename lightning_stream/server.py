@@ -430,6 +430,7 @@ class StreamServer:
             await self._aunwatch(inc, path, final_scan=False)
         if inc.runner is not None:
             await inc.runner.cleanup()
+            _forget_old_apps()
         if inc.hub is not None:
             await inc.hub.close()
         if inc.loop_lag is not None:
@@ -739,3 +740,17 @@ def _logdir_key(logdir: str | os.PathLike[str]) -> str:
     from lightning_stream.remote import is_url
 
     return logdir.rstrip("/") if isinstance(logdir, str) and is_url(logdir) else os.path.abspath(os.fspath(logdir))
+
+
+def _forget_old_apps() -> None:
+    """Let a stopped app (and its hub) be collected.
+
+    aiohttp memoises middleware chains in a module-level ``lru_cache`` whose keys hold the
+    route handlers, i.e. our app and hub (aiohttp PR #9158): without this, every restart
+    would keep the previous incarnation alive. Private API, so looked up defensively.
+    """
+    from aiohttp import web_app
+
+    cache = getattr(web_app, "_cached_build_middleware", None)
+    if cache is not None and hasattr(cache, "cache_clear"):
+        cache.cache_clear()

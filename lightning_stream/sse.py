@@ -92,18 +92,23 @@ def resume_point(request: web.Request) -> int | None:
 class FrameCache:
     """Encoded frames shared by every client with the same filter (fan-out encodes once, not per client).
 
-    Keyed by message identity and the subscription's globs; bounded by the bytes it holds
-    (oldest entries go first), so it never pins more than ``max_bytes`` of old messages.
+    Keyed by the message's seq and kind (not the message: holding it would pin its points and JSON
+    caches after the replay log dropped it) and the subscription's globs; bounded by the bytes
+    it holds (oldest entries go first).
     """
 
-    def __init__(self, encode: Callable[[Message, Subscription], bytes], max_bytes: int = 16 * 1024 * 1024) -> None:
+    def __init__(self, encode: Callable[[Message, Subscription], bytes], max_bytes: int = 8 * 1024 * 1024) -> None:
         self._encode = encode
         self._max_bytes = max_bytes
         self._bytes = 0
-        self._frames: OrderedDict[tuple[Message, str, str], bytes] = OrderedDict()
+        self._frames: OrderedDict[tuple[int, str, str, str], bytes] = OrderedDict()
+
+    def clear(self) -> None:
+        self._frames.clear()
+        self._bytes = 0
 
     def get(self, message: Message, sub: Subscription) -> bytes:
-        key = (message, sub.run_glob, sub.tag_glob)
+        key = (message.seq, message.kind, sub.run_glob, sub.tag_glob)  # a reset reuses the last seq
         frame = self._frames.get(key)
         if frame is None:
             frame = self._encode(message, sub)
@@ -236,3 +241,4 @@ class SSEStreams:
                     if transport is not None:
                         transport.abort()  # a client that stopped reading: the write would never finish
                     stream.task.cancel()
+        self._frames.clear()

@@ -201,3 +201,4 @@ class WebSockets:
             *(conn.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown") for conn in conns),
             return_exceptions=True,
         )
+        self.frames.clear()

@@ -285,3 +285,18 @@ def test_watchdog_check_leaves_a_healthy_server_alone_and_restarts_a_dead_one(se
     assert server.restarts == 1
     assert server.is_alive()
     assert dog.check() is None
+
+
+def test_restarts_leave_no_previous_incarnation_alive() -> None:
+    import gc
+    import urllib.request
+    import weakref
+
+    with StreamServer(port=None, watchdog_interval_s=0) as server:
+        old_hubs = []
+        for _ in range(3):
+            urllib.request.urlopen(f"{server.url}/health", timeout=10).read()  # through the middlewares
+            old_hubs.append(weakref.ref(server._inc.hub))  # type: ignore[union-attr]
+            server.restart()
+        gc.collect()
+        assert [ref() is None for ref in old_hubs] == [True, True, True]
