@@ -308,6 +308,7 @@ class StreamClient:
                     continue
                 reconnect.connected()
                 async with response:
+                    pending = bytearray()
                     while True:
                         if follower.reset_seq is not None:
                             try:
@@ -325,7 +326,7 @@ class StreamClient:
                                 return
                             wait = min(wait, remaining)
                         try:
-                            raw = await asyncio.wait_for(response.content.readline(), wait)
+                            raw = await asyncio.wait_for(_read_line(response.content, pending), wait)
                         except asyncio.TimeoutError:
                             if deadline is not None and time.monotonic() >= deadline:
                                 return
@@ -657,3 +658,23 @@ def _http_error(url: str, status: int, body: bytes) -> ClientError:
             status=status,
         )
     return ClientError(f"{url} answered HTTP {status}: {message}", status=status)
+
+
+async def _read_line(content: Any, pending: bytearray) -> bytes:
+    """The next line (with its ``\n``) of an SSE body; ``b""`` at its end.
+
+    Not ``StreamReader.readline()``: that raises ``LineTooLong`` past aiohttp's line limit,
+    and one ``data:`` line of a large batch can be longer.
+    """
+    while True:
+        end = pending.find(b"\n")
+        if end >= 0:
+            line = bytes(pending[: end + 1])
+            del pending[: end + 1]
+            return line
+        chunk = await content.readany()
+        if not chunk:
+            line = bytes(pending)
+            pending.clear()
+            return line
+        pending.extend(chunk)

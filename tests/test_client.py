@@ -423,3 +423,21 @@ def test_importing_the_client_does_not_import_torch_lightning_or_aiohttp() -> No
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=WAIT_S, check=True)
     assert result.stdout.strip() == "[]"
+
+
+async def test_astream_reads_frames_longer_than_aiohttps_line_limit(server: StreamServer) -> None:
+    tag = "t" * 400  # 2,000 points x ~500 bytes: one `data:` line of ~1 MB
+    client = StreamClient(server.url)
+    received: list[StreamPoint] = []
+
+    async def consume() -> None:
+        async for point in client.astream(duration=WAIT_S):
+            received.append(point)
+            if len(received) == 2000:
+                break
+
+    task = asyncio.create_task(consume())
+    await await_until(lambda: sse_clients(server.url) >= 1)
+    publish_steps(server, "r", tag, range(2000))
+    await asyncio.wait_for(task, WAIT_S)
+    assert steps_of(received, tag=tag) == list(range(2000))
