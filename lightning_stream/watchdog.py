@@ -79,8 +79,10 @@ class Watchdog:
             self._misses = 0
         if reason is None or self._stop.is_set():
             return None
-        logger.warning("lightning-stream watchdog: %s on port %d; restarting", reason, server.port)
+        # Logged only once the restart happened: _watchdog_restart re-checks under the server's
+        # lock, and a force_restart() in progress looks like a dead thread from out here.
         if server._watchdog_restart(reason):
+            logger.warning("lightning-stream watchdog: %s on port %d; restarted it", reason, server.port)
             self._misses = 0
             return reason
         return None
