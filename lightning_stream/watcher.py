@@ -49,6 +49,10 @@ FAST_POLL_S = 0.02
 """Poll interval right after data arrived; it doubles on every empty scan up to ``poll_interval_s``."""
 BUSY_GAP_S = 0.02
 """Least time between two reads that found data: bounds the watcher's share of a busy process."""
+INLINE_READ_FILES = 4
+"""A notification naming at most this many local files is read on the loop, not in a worker thread."""
+INLINE_READ_POINTS = 8192
+"""...at most this many points of it (a few ms at worst); a bigger backlog goes to a worker thread."""
 REMOTE_FAST_POLL_S = 0.2
 """The same for a remote logdir: each poll is a listing request (billed on S3), so not faster than this."""
 SCAN_SLICE_POINTS = 262_144
@@ -216,14 +220,19 @@ class LogdirWatcher:
                 only = None if full else set(changed)
                 full = False
                 changed.clear()
-                reading = asyncio.ensure_future(asyncio.to_thread(self.scan, SCAN_SLICE_POINTS, only=only))
-                try:
-                    batches = await asyncio.shield(reading)
-                except asyncio.CancelledError:
-                    # Cancelled mid-read (unwatch, stop): the worker thread has already moved the
-                    # readers' offsets past what it read, so hand that over when it lands, not drop it.
-                    reading.add_done_callback(lambda done: _deliver(done, sink))
-                    raise
+                if only is not None and len(only) <= INLINE_READ_FILES and not self.remote:
+                    # A notification named a few local files: an appended record or two is µs of
+                    # work, cheaper inline than two GIL hand-offs to a worker thread and back.
+                    batches = self.scan(INLINE_READ_POINTS, only=only)  # more: next pass, in a thread
+                else:
+                    reading = asyncio.ensure_future(asyncio.to_thread(self.scan, SCAN_SLICE_POINTS, only=only))
+                    try:
+                        batches = await asyncio.shield(reading)
+                    except asyncio.CancelledError:
+                        # Cancelled mid-read (unwatch, stop): the worker thread has already moved the
+                        # readers' offsets past what it read, so hand that over when it lands, not drop it.
+                        reading.add_done_callback(lambda done: _deliver(done, sink))
+                        raise
                 if self.has_more:
                     full = True  # the rest of a large backlog: next slice right away
                 if batches:
