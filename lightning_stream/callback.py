@@ -31,7 +31,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
-from lightning_stream.config import ServerConfig
+from lightning_stream.config import ServerConfig, is_wildcard
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
@@ -261,6 +261,6 @@ def _run_name(logger: TensorBoardLogger) -> str:
 
 def _remote_hint(host: str, port: int) -> str:
     """For a wildcard bind, the URL other hosts use (hostname: no DNS lookup, which may hang)."""
-    if host.strip("[]") not in ("0.0.0.0", "::", ""):
+    if not is_wildcard(host):
         return ""
     return f"; from other hosts: http://{socket.gethostname()}:{port}/ (send the token)"

@@ -210,12 +210,9 @@ class StreamClient:
                                 raise
                             logger.info("re-reading from %s failed (%s); reconnecting", self.url, exc)
                             break
-                    sock_timeout = _IDLE_TIMEOUT_S
-                    if deadline is not None:
-                        remaining = deadline - time.monotonic()
-                        if remaining <= 0:
-                            return
-                        sock_timeout = min(sock_timeout, remaining)
+                    sock_timeout = _read_budget(deadline)
+                    if sock_timeout is None:
+                        return
                     if conn.sock is not None:
                         conn.sock.settimeout(sock_timeout)
                     try:
@@ -319,12 +316,9 @@ class StreamClient:
                                     raise
                                 logger.info("re-reading from %s failed (%s); reconnecting", self.url, exc)
                                 break
-                        wait = _IDLE_TIMEOUT_S
-                        if deadline is not None:
-                            remaining = deadline - time.monotonic()
-                            if remaining <= 0:
-                                return
-                            wait = min(wait, remaining)
+                        wait = _read_budget(deadline)
+                        if wait is None:
+                            return
                         try:
                             raw = await asyncio.wait_for(_read_line(response.content, pending), wait)
                         except asyncio.TimeoutError:
@@ -678,3 +672,11 @@ async def _read_line(content: Any, pending: bytearray) -> bytes:
             pending.clear()
             return line
         pending.extend(chunk)
+
+
+def _read_budget(deadline: float | None) -> float | None:
+    """How long the next read may wait: the idle timeout, cut to the deadline; None once it passed."""
+    if deadline is None:
+        return _IDLE_TIMEOUT_S
+    remaining = deadline - time.monotonic()
+    return min(_IDLE_TIMEOUT_S, remaining) if remaining > 0 else None

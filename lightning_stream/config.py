@@ -34,6 +34,11 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def is_wildcard(host: str) -> bool:
+    """True for an all-interfaces bind (``0.0.0.0``, ``::``, or empty), brackets allowed."""
+    return host.strip().strip("[]") in ("", "0.0.0.0", "::")
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """How one stream server binds, authenticates and bounds its memory.

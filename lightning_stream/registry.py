@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_stream._version import __version__
-from lightning_stream.config import ENV_REGISTRY_DIR
+from lightning_stream.config import ENV_REGISTRY_DIR, is_wildcard
 from lightning_stream.errors import RegistryError
 
 logger = logging.getLogger(__name__)
@@ -264,10 +264,8 @@ def _probe(host: str, port: int, timeout: float) -> tuple[str, dict[str, Any] | 
 def connect_host(host: str) -> str:
     """The address a local client dials for a server bound to ``host`` (wildcards → loopback)."""
     bare = host.strip().strip("[]")
-    if bare in ("", "0.0.0.0"):
-        return "127.0.0.1"
-    if bare == "::":
-        return "::1"
+    if is_wildcard(bare):
+        return "::1" if bare == "::" else "127.0.0.1"
     return bare
 
 
