@@ -1,7 +1,7 @@
 """Build configuration beyond pyproject.toml: the optional C decoder.
 
 ``lightning_stream._speedups`` is an *optional* extension: without a C compiler the build skips it
-and the pure-Python decoder (same results, ~10x slower) is used.
+and the pure-Python decoder (same results, ~30x slower: benchmarks/README.md) is used.
 """
 
 import sys
