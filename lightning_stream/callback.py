@@ -13,8 +13,9 @@ sit in the writer's queue for up to ``flush_secs`` (120 s); the callback
 flushes the writers at most every ``flush_interval_s`` from the batch-end hooks.
 
 Training never waits on streaming: hooks only append to a queue
-(``StreamServer.publish_status``) or check a clock; the server runs on its own
-thread; any failure of the streaming side is logged once and training goes on.
+(``StreamServer.publish_status``) or check a clock; the server runs in a child
+process (``isolated.py``; ``isolated=False``: a thread of this one); any failure
+of the streaming side is logged once and training goes on.
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ class StreamCallback(Callback):
         token: bearer token clients must send (required for a non-loopback ``host``).
         flush_interval_s: longest time a scalar may sit in a TensorBoard writer's
             queue before the callback flushes it; ``0`` disables flushing.
+        isolated: serve from a child process (default), so reading the event files and
+            sending to clients never takes this process's GIL (``benchmarks/bench_overhead.py``);
+            ``False`` serves from a thread of the training process (no extra process).
         manager: the ``StreamServerManager`` to acquire from (the process-wide one by default).
         **server_options: further ``ServerConfig`` fields (``memory_budget_bytes``, ...).
 
@@ -79,6 +83,7 @@ class StreamCallback(Callback):
         strict_port: bool = False,
         token: str | None = None,
         flush_interval_s: float = 0.1,
+        isolated: bool = True,
         manager: StreamServerManager | None = None,
         **server_options: Any,
     ) -> None:
@@ -86,7 +91,7 @@ class StreamCallback(Callback):
             raise ValueError(f"flush_interval_s={flush_interval_s!r} must be a number of seconds >= 0 (0 disables)")
         # Validate now (cheap, pure data) so a bad option fails before training starts.
         self._config = ServerConfig.from_env(
-            host=host, port=port, strict_port=strict_port, token=token, **server_options
+            host=host, port=port, strict_port=strict_port, token=token, isolated=isolated, **server_options
         )
         self._flush_interval_s = float(flush_interval_s)
         self._manager = manager

@@ -61,6 +61,9 @@ class ServerConfig:
             when no file-system event arrives (adaptive below that).
         registry: publish the server in the port registry.
         watchdog_interval_s: how often the health watchdog checks the server; 0 disables it.
+        isolated: serve from a child process (``isolated.py``) instead of a thread of this
+            one, so serving never competes with the caller (training) for the GIL.
+            ``StreamCallback`` turns it on; a manager reuses a running server either way.
     """
 
     host: str = DEFAULT_HOST
@@ -77,6 +80,7 @@ class ServerConfig:
     poll_interval_s: float = 1.0
     registry: bool = True
     watchdog_interval_s: float = 2.0
+    isolated: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.host, str) or not self.host.strip():
@@ -108,6 +112,8 @@ class ServerConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0 < value <= 3600:
                 raise ValueError(f"{name}={value!r} must be a number of seconds in (0, 3600]")
+        if not isinstance(self.isolated, bool):
+            raise TypeError(f"isolated={self.isolated!r} must be True (a child process serves) or False (a thread)")
         if not isinstance(self.watchdog_interval_s, (int, float)) or not 0 <= self.watchdog_interval_s <= 3600:
             raise ValueError(
                 f"watchdog_interval_s={self.watchdog_interval_s!r} must be in [0, 3600]; 0 disables the watchdog"

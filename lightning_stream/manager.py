@@ -24,6 +24,9 @@ Decisions, documented here because callers depend on them:
 * **Fork.** A child forgets every server (``os.register_at_fork``): it never serves,
   never stops the parent's servers, never removes their registry entries; its first
   ``acquire()`` launches its own server.
+* **Isolation.** ``isolated=True`` (``StreamCallback``'s default) launches the server in a
+  child process (``isolated.py``); if that cannot run, a thread serves and a warning says
+  so. A running server is reused whichever way it runs.
 * ``atexit`` and SIGTERM stop every server (``server.py`` installs those hooks).
 """
 
@@ -43,8 +46,8 @@ from lightning_stream.server import StreamServer
 
 logger = logging.getLogger(__name__)
 
-# compared between a request and a running server, besides the key (host, port)
-_KEY_FIELDS = frozenset({"host", "port", "strict_port"})
+# not compared between a request and a running server: the key (host, port), and where it runs
+_KEY_FIELDS = frozenset({"host", "port", "strict_port", "isolated"})
 
 
 @dataclass(frozen=True)
@@ -116,9 +119,8 @@ class StreamServerManager:
                     requested_port=requested.port,
                     message=f"reusing lightning-stream server at {server.url} (pid {os.getpid()}, {entry.refs} users)",
                 )
-            server = StreamServer(requested)
+            server = _launch(requested)
             server._manager = self
-            server.start()
             self._entries.append(_Entry(server, refs=1))
             self._acquired.append(server)
             message = f"launched lightning-stream server at {server.url}"
@@ -258,6 +260,18 @@ class StreamServerManager:
 
     def __repr__(self) -> str:
         return f"<StreamServerManager servers={len(self._entries)} refs={self.refcount()} linger_s={self.linger_s}>"
+
+
+def _launch(config: ServerConfig) -> StreamServer:
+    """Start a server: in a child process if ``config.isolated`` and that can run, else a thread."""
+    if config.isolated:
+        from lightning_stream.isolated import IsolatedStreamServer, ServerProcessError
+
+        try:
+            return IsolatedStreamServer(config).start()
+        except ServerProcessError as error:
+            logger.warning("lightning-stream: %s; serving from a thread of this process instead", error)
+    return StreamServer(config).start()
 
 
 def _requested(config: ServerConfig | None, kw: dict[str, Any]) -> tuple[ServerConfig, frozenset[str]]:

@@ -1,0 +1,550 @@
+"""A stream server in a child process, so serving never takes the training process's GIL.
+
+Why: a server thread inside the training process shares its GIL. On a 1 ms training step,
+every file read, hub tick and send to clients is time the step waits for
+(``benchmarks/bench_overhead.py``: ~12 % slower with 10 clients). In a child process the
+watcher, hub and sockets run on another core; the training process only writes its event
+files, as it does anyway. ``StreamCallback`` uses this by default (``isolated=True``).
+
+``IsolatedStreamServer`` is a ``StreamServer`` (same API, manager, ref count and registry)
+whose ``start()`` runs ``python -m lightning_stream.isolated`` and talks to it over pipes:
+
+* Commands go as JSON lines, in order, to the child's stdin, written by a writer thread:
+  ``publish()``/``publish_status()`` only append to a deque (O(µs)) and never block on the
+  pipe; ``watch``/``unwatch``/``restart`` wait for their reply, which comes back in order on
+  the child's stdout (the child answers requests only).
+* The child ends when its stdin closes. ``stop()`` closes it after everything queued was
+  written and waits for the exit, so when it returns the port is free. When the training
+  process dies, even by SIGKILL, the pipe closes too: the child stops and removes its
+  registry entry, so no orphan server is left behind.
+* The child runs in its own session and ignores SIGINT: a Ctrl-C is the training
+  process's, whose callback then reports ``failed`` before the server stops.
+* A child that dies on its own (a crash, the OOM killer) is started again on the same port
+  with the same logdirs, at most ``MAX_RESPAWNS`` times a minute (``watchdog_interval_s=0``
+  disables this); points sent with ``publish()`` to the dead child are lost, as on restart.
+* The registry entry is the child's: its ``pid`` is the child's.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import IO, Any
+
+from lightning_stream import errors
+from lightning_stream.config import ServerConfig
+from lightning_stream.errors import ServerNotRunningError, ServerStartError
+from lightning_stream.registry import ServerInfo, remove_entry
+from lightning_stream.server import (
+    _LIVE,
+    _STATUS,
+    CALL_TIMEOUT_S,
+    START_TIMEOUT_S,
+    STOP_TIMEOUT_S,
+    StreamServer,
+    _install_process_hooks,
+    _logdir_key,
+)
+
+logger = logging.getLogger(__name__)
+
+OUTBOX_LIMIT = 100_000  # published items queued for a child that does not read; newer ones are dropped
+MAX_RESPAWNS = 3  # per RESPAWN_WINDOW_S: a child that keeps dying is left dead (and logged)
+RESPAWN_WINDOW_S = 60.0
+_REQUESTS = frozenset({"start", "watch", "unwatch", "restart"})
+_CLOSE = object()  # outbox marker: close the child's stdin after what is queued before it
+_RUNNING, _STOPPED, _FORKED = "running", "stopped", "forked"
+
+
+class ServerProcessError(ServerStartError):
+    """The server's child process could not be started (no interpreter, import error, crash)."""
+
+
+class IsolatedStreamServer(StreamServer):
+    """A ``StreamServer`` whose aiohttp app runs in a child process; see the module docstring.
+
+    Raises at ``start()`` what ``StreamServer.start()`` raises in the child
+    (``PortInUseError``, ``ServerStartError``), and ``ServerProcessError`` when the child
+    itself cannot run (the manager then falls back to a server thread).
+    """
+
+    def __init__(self, config: ServerConfig | None = None, **kw: Any) -> None:
+        super().__init__(config, **kw)
+        self._link: _ChildLink | None = None
+        self._child: dict[str, Any] = {}  # the child's "ready" answer: pid, port, fallback_message
+        self._respawns: collections.deque[float] = collections.deque(maxlen=MAX_RESPAWNS)
+
+    # ---- what the child told us -----------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        if not self._child:
+            raise ServerNotRunningError("the server has no port yet; call start() first")
+        return int(self._child["port"])
+
+    @property
+    def fallback_message(self) -> str:
+        return str(self._child.get("fallback_message", ""))
+
+    @property
+    def pid(self) -> int | None:
+        """The server process's pid (the one in the registry), while it runs."""
+        link = self._link
+        return link.pid if link is not None else None
+
+    def is_alive(self) -> bool:
+        link = self._link
+        return self._state == _RUNNING and link is not None and link.alive
+
+    def __repr__(self) -> str:
+        where = self.url if self._child else "unbound"
+        return f"<IsolatedStreamServer {where} pid={self.pid} {self._state} restarts={self._restarts}>"
+
+    def info(self) -> ServerInfo:
+        return dataclasses.replace(super().info(), pid=int(self._child.get("pid", 0)))
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> IsolatedStreamServer:
+        with self._lock:
+            self._check_owner("start")
+            if self._state == _RUNNING:
+                return self
+            if self._state == _STOPPED:
+                raise ServerStartError("this StreamServer was stopped; create a new one (or use the manager)")
+            self._spawn(self._config)
+            self._state = _RUNNING
+            self._started_at = time.time()
+            _LIVE.add(self)
+            _install_process_hooks()
+            logger.info("lightning-stream serving at %s (server process pid %s)", self.url, self.pid)
+            return self
+
+    def stop(self) -> None:
+        if self._state == _FORKED or os.getpid() != self._owner_pid:
+            return
+        with self._lock:
+            if self._state != _RUNNING:
+                return
+            self._state = _STOPPED
+            link, self._link = self._link, None
+            if link is not None:
+                link.close(STOP_TIMEOUT_S)
+            _LIVE.discard(self)
+            logger.info("lightning-stream server on port %d stopped", self.port)
+
+    def restart(self) -> None:
+        """Restart serving on the same port: in place when the child lives, else a new child."""
+        with self._lock:
+            self._check_owner("restart")
+            if self._state != _RUNNING:
+                raise ServerNotRunningError("restart() needs a running server; call start() first")
+            link = self._link
+            if link is not None and link.alive:
+                link.request({"op": "restart"})
+            else:
+                self._respawn("restart requested")
+                return
+            self._restarts += 1
+
+    # ---- watching and publishing ----------------------------------------------------------------
+
+    def watch(self, logdir: str | os.PathLike[str], prefix: str | None = None) -> None:
+        path = _logdir_key(logdir)
+        with self._lock:
+            link = self._require_link("watch")
+            if path in self._watches:
+                if self._watches[path] != prefix:
+                    raise ValueError(
+                        f"{path!r} is already watched with prefix={self._watches[path]!r}; unwatch it first"
+                    )
+                return
+            link.request({"op": "watch", "logdir": path, "prefix": prefix})
+            self._watches[path] = prefix
+
+    def unwatch(self, logdir: str | os.PathLike[str]) -> bool:
+        path = _logdir_key(logdir)
+        with self._lock:
+            if path not in self._watches:
+                return False
+            del self._watches[path]
+            link = self._link
+            if self._state == _RUNNING and link is not None and link.alive:
+                link.request({"op": "unwatch", "logdir": path})
+            return True
+
+    def _enqueue(self, item: tuple[Any, ...]) -> None:
+        link = self._link
+        if self._state != _RUNNING or link is None or os.getpid() != self._owner_pid:
+            raise ServerNotRunningError(self._not_running_message("publish"))
+        link.post(item)
+
+    # the child keeps the registry entry
+    def _publish_registry(self) -> None:
+        pass
+
+    def _unpublish_registry(self) -> None:
+        pass
+
+    def _forget_after_fork(self) -> None:
+        link, self._link = self._link, None
+        super()._forget_after_fork()
+        if link is not None:
+            link.abandon()  # so the child sees EOF when the parent exits, whatever this fork does
+
+    # ---- internals (under the lock) -------------------------------------------------------------
+
+    def _require_link(self, what: str) -> _ChildLink:
+        self._check_owner(what)
+        link = self._link
+        if self._state != _RUNNING or link is None:
+            raise ServerNotRunningError(self._not_running_message(what))
+        if not link.alive:
+            raise ServerNotRunningError(
+                f"cannot {what}: the server process (pid {link.pid}) exited with code {link.returncode}; "
+                "force_restart() it (the manager does on the next acquire)"
+            )
+        return link
+
+    def _spawn(self, config: ServerConfig) -> None:
+        link = _ChildLink(on_exit=self._child_exited)
+        try:
+            ready = link.request({"op": "start", "config": _config_to_json(config)}, timeout=START_TIMEOUT_S)
+        except ServerNotRunningError as error:  # it died or hung before it could answer
+            link.close(STOP_TIMEOUT_S)
+            raise ServerProcessError(f"the server process did not start: {error}") from error
+        except BaseException:
+            link.close(STOP_TIMEOUT_S)
+            raise
+        self._link, self._child = link, dict(ready)
+
+    def _respawn(self, reason: str) -> None:
+        old, self._link = self._link, None
+        port = self.port
+        if old is not None:
+            old.close(STOP_TIMEOUT_S)
+        self._spawn(self._config.replace(port=port, strict_port=True))
+        for path, prefix in list(self._watches.items()):
+            try:
+                self._link.request({"op": "watch", "logdir": path, "prefix": prefix})  # type: ignore[union-attr]
+            except Exception as error:
+                logger.warning("lightning-stream: could not watch %s again after a restart: %s", path, error)
+        self._restarts += 1
+        logger.warning("lightning-stream server on port %d restarted (%s); restarts=%d", port, reason, self._restarts)
+
+    def _child_exited(self, link: _ChildLink) -> None:
+        """Reader thread: the child is gone. Start a new one unless we stopped it on purpose."""
+        if self._state != _RUNNING or self._link is not link or self._config.watchdog_interval_s <= 0:
+            return
+        if link.returncode == -getattr(signal, "SIGTERM", 15):
+            return  # stopped on purpose from outside: the manager's next acquire restarts it
+        threading.Thread(target=self._respawn_dead, args=(link,), name="lightning-stream-respawn", daemon=True).start()
+
+    def _respawn_dead(self, link: _ChildLink) -> None:
+        with self._lock:
+            if self._state != _RUNNING or self._link is not link:
+                return
+            if link.pid and self._child.get("port"):  # a dead child cannot remove its own entry
+                remove_entry(link.pid, self.port)
+            now = time.monotonic()
+            if len(self._respawns) == MAX_RESPAWNS and now - self._respawns[0] < RESPAWN_WINDOW_S:
+                logger.error(
+                    "lightning-stream server process (pid %s) exited with code %s, the %d. time within %.0f s; "
+                    "not restarting it again (see its errors above; force_restart() to try once more)",
+                    link.pid,
+                    link.returncode,
+                    MAX_RESPAWNS + 1,
+                    RESPAWN_WINDOW_S,
+                )
+                return
+            self._respawns.append(now)
+            try:
+                self._respawn(f"server process pid {link.pid} exited with code {link.returncode}")
+            except Exception as error:
+                logger.error("lightning-stream could not restart the server process: %s", error)
+
+
+class _ChildLink:
+    """One child process and the two threads that talk to it (see the module docstring)."""
+
+    def __init__(self, on_exit: Callable[[_ChildLink], None]) -> None:
+        self._on_exit = on_exit
+        self._outbox: collections.deque[Any] = collections.deque()
+        self._awaiting: collections.deque[concurrent.futures.Future[Any]] = collections.deque()
+        self._wake = threading.Event()
+        self._broken = False
+        self._closing = False
+        self._dropped = 0
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "lightning_stream.isolated"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env=_child_env(),
+                **_new_session(),
+            )
+        except OSError as error:
+            raise ServerProcessError(f"could not start the server process ({sys.executable}): {error}") from error
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._stdin: IO[bytes] = self._proc.stdin
+        self._stdout: IO[bytes] = self._proc.stdout
+        self.pid = self._proc.pid
+        self._writer = threading.Thread(target=self._write_loop, name=f"lightning-stream-to-{self.pid}", daemon=True)
+        self._reader = threading.Thread(target=self._read_loop, name=f"lightning-stream-from-{self.pid}", daemon=True)
+        self._writer.start()
+        self._reader.start()
+
+    @property
+    def alive(self) -> bool:
+        return not self._broken and self._proc.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.poll()
+
+    def post(self, item: tuple[Any, ...]) -> None:
+        """Queue a fire-and-forget item (a point or a status); never blocks."""
+        if len(self._outbox) >= OUTBOX_LIMIT:
+            self._dropped += 1
+            if self._dropped == 1:
+                logger.warning(
+                    "lightning-stream: the server process (pid %d) is not reading; dropping published points",
+                    self.pid,
+                )
+            return
+        self._outbox.append(item)
+        if not self._wake.is_set():
+            self._wake.set()
+
+    def request(self, message: dict[str, Any], *, timeout: float = CALL_TIMEOUT_S) -> Any:
+        """Send a command and wait for the child's answer; its error is raised here."""
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        if self._broken or self._closing:
+            raise ServerNotRunningError(self._gone_message())
+        self._outbox.append((message, future))
+        self._wake.set()
+        try:
+            reply = future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise ServerNotRunningError(
+                f"the server process (pid {self.pid}) did not answer {message['op']!r} within {timeout:.0f} s "
+                "(stuck?); force_restart() it, or check /health"
+            ) from None
+        if "error" in reply:
+            raise _error_from(reply)
+        return reply.get("result")
+
+    def close(self, timeout: float) -> None:
+        """Let the child finish what is queued, close its stdin, wait for its exit (kill if late)."""
+        self._closing = True
+        self._outbox.append(_CLOSE)
+        self._wake.set()
+        try:
+            self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            logger.warning("lightning-stream server process (pid %d) did not stop in %.0f s; killing it", self.pid, timeout)
+            self._proc.kill()
+            self._proc.wait()
+        self._writer.join(1.0)
+        self._reader.join(1.0)
+
+    def abandon(self) -> None:
+        """In a fork child: drop our copies of the pipes, touch nothing else."""
+        for stream in (self._stdin, self._stdout):
+            try:
+                os.close(stream.fileno())
+            except (OSError, ValueError):
+                pass
+
+    def _gone_message(self) -> str:
+        code = self._proc.poll()
+        how = f"exited with code {code}" if code is not None else "is being stopped"
+        return f"the server process (pid {self.pid}) {how}; see its errors above"
+
+    def _write_loop(self) -> None:
+        """Writer thread: everything queued goes out in one write, in order."""
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            chunks: list[bytes] = []
+            close = False
+            while self._outbox:
+                item = self._outbox.popleft()
+                if item is _CLOSE:
+                    close = True
+                    break
+                if len(item) == 2 and isinstance(item[1], concurrent.futures.Future):
+                    self._awaiting.append(item[1])  # before the write: the answer may come at once
+                    chunks.append(_line(item[0]))
+                elif item[0] is _STATUS:
+                    chunks.append(_line({"op": "status", "run": item[1], "state": item[2], "fields": item[3]}))
+                else:
+                    chunks.append(_line({"op": "publish", "item": list(item)}))
+            try:
+                if chunks:
+                    self._stdin.write(b"".join(chunks))
+                    self._stdin.flush()
+                if close:
+                    self._stdin.close()
+                    return
+            except (OSError, ValueError):  # the child is gone; the reader thread reports it
+                self._fail_waiting()
+                return
+
+    def _read_loop(self) -> None:
+        """Reader thread: answers, in request order; at EOF the child is gone."""
+        for line in self._stdout:
+            try:
+                reply = json.loads(line)
+            except ValueError:
+                logger.warning("lightning-stream: unreadable answer from the server process: %r", line[:200])
+                continue
+            if self._awaiting:
+                future = self._awaiting.popleft()
+                if not future.done():
+                    future.set_result(reply)
+        self._proc.wait()
+        self._broken = True
+        self._fail_waiting()
+        if not self._closing:
+            logger.warning("lightning-stream server process (pid %d) exited with code %s", self.pid, self._proc.poll())
+            self._on_exit(self)
+
+    def _fail_waiting(self) -> None:
+        self._broken = True
+        error = ServerNotRunningError(self._gone_message())
+        while self._awaiting:
+            future = self._awaiting.popleft()
+            if not future.done():
+                future.set_exception(error)
+        for item in list(self._outbox):
+            if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], concurrent.futures.Future):
+                if not item[1].done():
+                    item[1].set_exception(error)
+
+
+def _line(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, separators=(",", ":")).encode() + b"\n"
+
+
+def _config_to_json(config: ServerConfig) -> dict[str, Any]:
+    values = dataclasses.asdict(config)
+    values["isolated"] = False  # the child serves from its own thread
+    return values
+
+
+def _config_from_json(values: dict[str, Any]) -> ServerConfig:
+    values["cors_origins"] = tuple(values.get("cors_origins", ()))
+    return ServerConfig(**values)
+
+
+_ERRORS: dict[str, type[Exception]] = {
+    "PortInUseError": errors.PortInUseError,
+    "ServerStartError": errors.ServerStartError,
+    "ServerNotRunningError": errors.ServerNotRunningError,
+    "ValueError": ValueError,
+    "TypeError": TypeError,
+    "FileNotFoundError": FileNotFoundError,
+    "NotADirectoryError": NotADirectoryError,
+    "PermissionError": PermissionError,
+}
+
+
+def _error_from(reply: dict[str, Any]) -> Exception:
+    """The child's exception, rebuilt in the caller's thread (same type where it is known)."""
+    kind, message = str(reply.get("error")), str(reply.get("message", ""))
+    if kind == "PortInUseError":
+        return errors.PortInUseError(message, port=int(reply.get("port") or 0), owner_pid=reply.get("owner_pid"))
+    cls = _ERRORS.get(kind)
+    if cls is None:
+        return ServerStartError(f"the server process failed: {kind}: {message}")
+    return cls(message)
+
+
+def _child_env() -> dict[str, str]:
+    """The parent's environment, with this package importable even from a source checkout."""
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def _new_session() -> dict[str, Any]:
+    """Keep terminal signals (Ctrl-C) for the training process; Windows has process groups instead."""
+    if sys.platform == "win32":
+        return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}  # type: ignore[attr-defined,unused-ignore]
+    return {"start_new_session": True}
+
+
+# ---- the child ------------------------------------------------------------------------------------
+
+
+def _child_main() -> int:
+    """Serve until stdin closes: one JSON command per line, answers to requests on stdout."""
+    if hasattr(signal, "SIGINT"):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    answers = os.fdopen(os.dup(1), "wb", buffering=0)
+    os.dup2(2, 1)  # a stray print goes to stderr, never into the answers
+    sys.stdout = sys.stderr
+    logging.basicConfig(level=logging.WARNING, format=f"lightning-stream server (pid {os.getpid()}): %(message)s")
+    server: StreamServer | None = None
+
+    def answer(**fields: Any) -> None:
+        answers.write(_line(fields))
+
+    for line in sys.stdin.buffer:
+        try:
+            message = json.loads(line)
+            op = message["op"]
+        except (ValueError, KeyError, TypeError):
+            logger.error("unreadable command %r; ignored", line[:200])
+            continue
+        try:
+            if op == "publish":
+                assert server is not None
+                run, tag, step, wall_time, value = message["item"]
+                server.publish(run, tag, step, value, wall_time)
+            elif op == "status":
+                assert server is not None
+                server.publish_status(message["run"], message["state"], **message["fields"])
+            elif op == "start":
+                server = StreamServer(_config_from_json(message["config"])).start()
+                answer(result={"pid": os.getpid(), "port": server.port, "fallback_message": server.fallback_message})
+            elif op == "watch":
+                assert server is not None
+                server.watch(message["logdir"], prefix=message["prefix"])
+                answer(result=None)
+            elif op == "unwatch":
+                assert server is not None
+                answer(result=server.unwatch(message["logdir"]))
+            elif op == "restart":
+                assert server is not None
+                server.restart()
+                answer(result=None)
+            else:
+                raise ValueError(f"unknown command {op!r}")
+        except Exception as error:
+            if op not in _REQUESTS:
+                logger.warning("%s failed: %s", op, error)
+                continue
+            fields = {"error": type(error).__name__, "message": str(error)}
+            if isinstance(error, errors.PortInUseError):
+                fields.update(port=error.port, owner_pid=error.owner_pid)
+            answer(**fields)  # after a failed start the parent closes stdin: we end below
+    if server is not None:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child_main())
