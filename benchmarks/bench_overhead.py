@@ -51,6 +51,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--flush-interval", type=float, default=0.1, help="StreamCallback(flush_interval_s=...)")
+    parser.add_argument(
+        "--thread", dest="isolated", action="store_false", help="serve from a thread of the training process"
+    )
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     if args.quick:
@@ -92,7 +95,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
 
     manager = get_stream_server_manager()
-    server = manager.acquire()  # one server for all B rounds, clients stay connected
+    server = manager.acquire(isolated=args.isolated)  # one server for all B rounds; clients stay connected
     clients = subprocess.Popen(
         [sys.executable, "-c", CLIENTS, server.url.rstrip("/"), str(args.clients)], stdout=subprocess.PIPE, text=True
     )
@@ -101,7 +104,9 @@ def main() -> None:
 
     def fit(streaming: bool, i: int) -> float:
         clock = Clock()
-        callbacks: list[Any] = [clock] + ([StreamCallback(flush_interval_s=args.flush_interval)] if streaming else [])
+        callbacks: list[Any] = [clock] + (
+            [StreamCallback(flush_interval_s=args.flush_interval, isolated=args.isolated)] if streaming else []
+        )
         trainer = Trainer(
             max_epochs=1,
             accelerator="cpu",

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import json
 import logging
@@ -216,7 +217,7 @@ class IsolatedStreamServer(StreamServer):
             )
         return link
 
-    def _spawn(self, config: ServerConfig) -> None:
+    def _spawn(self, config: ServerConfig) -> _ChildLink:
         link = _ChildLink(on_exit=self._child_exited)
         try:
             ready = link.request({"op": "start", "config": _config_to_json(config)}, timeout=START_TIMEOUT_S)
@@ -227,16 +228,17 @@ class IsolatedStreamServer(StreamServer):
             link.close(STOP_TIMEOUT_S)
             raise
         self._link, self._child = link, dict(ready)
+        return link
 
     def _respawn(self, reason: str) -> None:
         old, self._link = self._link, None
         port = self.port
         if old is not None:
             old.close(STOP_TIMEOUT_S)
-        self._spawn(self._config.replace(port=port, strict_port=True))
+        link = self._spawn(self._config.replace(port=port, strict_port=True))
         for path, prefix in list(self._watches.items()):
             try:
-                self._link.request({"op": "watch", "logdir": path, "prefix": prefix})  # type: ignore[union-attr]
+                link.request({"op": "watch", "logdir": path, "prefix": prefix})
             except Exception as error:
                 logger.warning("lightning-stream: could not watch %s again after a restart: %s", path, error)
         self._restarts += 1
@@ -274,6 +276,14 @@ class IsolatedStreamServer(StreamServer):
                 logger.error("lightning-stream could not restart the server process: %s", error)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Request:
+    """A command that waits for the child's answer (in the outbox, between published items)."""
+
+    message: dict[str, Any]
+    future: concurrent.futures.Future[Any]
+
+
 class _ChildLink:
     """One child process and the two threads that talk to it (see the module docstring)."""
 
@@ -295,7 +305,8 @@ class _ChildLink:
             )
         except OSError as error:
             raise ServerProcessError(f"could not start the server process ({sys.executable}): {error}") from error
-        assert self._proc.stdin is not None and self._proc.stdout is not None
+        assert self._proc.stdin is not None
+        assert self._proc.stdout is not None
         self._stdin: IO[bytes] = self._proc.stdin
         self._stdout: IO[bytes] = self._proc.stdout
         self.pid = self._proc.pid
@@ -331,7 +342,7 @@ class _ChildLink:
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         if self._broken or self._closing:
             raise ServerNotRunningError(self._gone_message())
-        self._outbox.append((message, future))
+        self._outbox.append(_Request(message, future))
         self._wake.set()
         try:
             reply = future.result(timeout)
@@ -352,7 +363,9 @@ class _ChildLink:
         try:
             self._proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            logger.warning("lightning-stream server process (pid %d) did not stop in %.0f s; killing it", self.pid, timeout)
+            logger.warning(
+                "lightning-stream server process (pid %d) did not stop in %.0f s; killing it", self.pid, timeout
+            )
             self._proc.kill()
             self._proc.wait()
         self._writer.join(1.0)
@@ -361,10 +374,8 @@ class _ChildLink:
     def abandon(self) -> None:
         """In a fork child: drop our copies of the pipes, touch nothing else."""
         for stream in (self._stdin, self._stdout):
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 os.close(stream.fileno())
-            except (OSError, ValueError):
-                pass
 
     def _gone_message(self) -> str:
         code = self._proc.poll()
@@ -383,9 +394,9 @@ class _ChildLink:
                 if item is _CLOSE:
                     close = True
                     break
-                if len(item) == 2 and isinstance(item[1], concurrent.futures.Future):
-                    self._awaiting.append(item[1])  # before the write: the answer may come at once
-                    chunks.append(_line(item[0]))
+                if isinstance(item, _Request):
+                    self._awaiting.append(item.future)  # before the write: the answer may come at once
+                    chunks.append(_line(item.message))
                 elif item[0] is _STATUS:
                     chunks.append(_line({"op": "status", "run": item[1], "state": item[2], "fields": item[3]}))
                 else:
@@ -428,9 +439,8 @@ class _ChildLink:
             if not future.done():
                 future.set_exception(error)
         for item in list(self._outbox):
-            if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], concurrent.futures.Future):
-                if not item[1].done():
-                    item[1].set_exception(error)
+            if isinstance(item, _Request) and not item.future.done():
+                item.future.set_exception(error)
 
 
 def _line(message: dict[str, Any]) -> bytes:
@@ -537,7 +547,7 @@ def _child_main() -> int:
             if op not in _REQUESTS:
                 logger.warning("%s failed: %s", op, error)
                 continue
-            fields = {"error": type(error).__name__, "message": str(error)}
+            fields: dict[str, Any] = {"error": type(error).__name__, "message": str(error)}
             if isinstance(error, errors.PortInUseError):
                 fields.update(port=error.port, owner_pid=error.owner_pid)
             answer(**fields)  # after a failed start the parent closes stdin: we end below

@@ -259,11 +259,11 @@ def get(port: int, path: str, headers: dict[str, str] | None = None) -> int:
         conn.close()
 
 
-def listening_addresses(port: int) -> set[str]:
-    """Local addresses this process listens on at ``port`` (what the kernel says, not the config)."""
+def listening_addresses(port: int, pid: int | None = None) -> set[str]:
+    """Local addresses process ``pid`` (default: this one) listens on at ``port`` (what the kernel says)."""
     return {
         c.laddr.ip
-        for c in psutil.Process().net_connections(kind="inet")
+        for c in psutil.Process(pid).net_connections(kind="inet")
         if c.status == psutil.CONN_LISTEN and c.laddr.port == port
     }
 
@@ -325,7 +325,7 @@ def test_all_interfaces_bind_with_a_token_listens_everywhere_and_needs_the_token
         assert server is not None
         port = server.port
         bearer = {"Authorization": f"Bearer {TOKEN}"}
-        seen["listening"] = listening_addresses(port)
+        seen["listening"] = listening_addresses(port, server.pid)  # the server process, not this one
         seen["statuses"] = {
             "health": get(port, "/health"),
             "runs": get(port, "/api/runs"),
@@ -369,7 +369,7 @@ def test_loopback_bind_listens_on_loopback_only_and_refuses_a_foreign_host_heade
         assert server is not None
         port = server.port
         seen["url"] = server.url
-        seen["listening"] = listening_addresses(port)
+        seen["listening"] = listening_addresses(port, server.pid)  # the server process, not this one
         seen["statuses"] = {
             "127.0.0.1": get(port, "/api/runs"),
             # an SSH tunnel (ssh -L PORT:127.0.0.1:PORT) arrives with the laptop's Host: localhost:PORT
