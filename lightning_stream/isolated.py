@@ -60,6 +60,7 @@ from lightning_stream.server import (
 logger = logging.getLogger(__name__)
 
 OUTBOX_LIMIT = 100_000  # published items queued for a child that does not read; newer ones are dropped
+WRITE_BATCH = 4096  # items per write to the child's stdin
 MAX_RESPAWNS = 3  # per RESPAWN_WINDOW_S: a child that keeps dying is left dead (and logged)
 RESPAWN_WINDOW_S = 60.0
 _REQUESTS = frozenset({"start", "watch", "unwatch", "restart"})
@@ -123,7 +124,7 @@ class IsolatedStreamServer(StreamServer):
                 return self
             if self._state == _STOPPED:
                 raise ServerStartError("this StreamServer was stopped; create a new one (or use the manager)")
-            self._spawn(self._config)
+            self._link, self._child = self._spawn(self._config)
             self._state = _RUNNING
             self._started_at = time.time()
             _LIVE.add(self)
@@ -217,7 +218,8 @@ class IsolatedStreamServer(StreamServer):
             )
         return link
 
-    def _spawn(self, config: ServerConfig) -> _ChildLink:
+    def _spawn(self, config: ServerConfig) -> tuple[_ChildLink, dict[str, Any]]:
+        """A started child and its "ready" answer; the caller makes it current."""
         link = _ChildLink(on_exit=self._child_exited)
         try:
             ready = link.request({"op": "start", "config": _config_to_json(config)}, timeout=START_TIMEOUT_S)
@@ -227,20 +229,20 @@ class IsolatedStreamServer(StreamServer):
         except BaseException:
             link.close(STOP_TIMEOUT_S)
             raise
-        self._link, self._child = link, dict(ready)
-        return link
+        return link, dict(ready)
 
     def _respawn(self, reason: str) -> None:
         old, self._link = self._link, None
         port = self.port
         if old is not None:
             old.close(STOP_TIMEOUT_S)
-        link = self._spawn(self._config.replace(port=port, strict_port=True))
+        link, ready = self._spawn(self._config.replace(port=port, strict_port=True))
         for path, prefix in list(self._watches.items()):
             try:
                 link.request({"op": "watch", "logdir": path, "prefix": prefix})
             except Exception as error:
                 logger.warning("lightning-stream: could not watch %s again after a restart: %s", path, error)
+        self._link, self._child = link, ready  # current only now, with its logdirs read
         self._restarts += 1
         logger.warning("lightning-stream server on port %d restarted (%s); restarts=%d", port, reason, self._restarts)
 
@@ -389,7 +391,7 @@ class _ChildLink:
             self._wake.clear()
             chunks: list[bytes] = []
             close = False
-            while self._outbox:
+            while self._outbox and len(chunks) < WRITE_BATCH:
                 item = self._outbox.popleft()
                 if item is _CLOSE:
                     close = True
@@ -401,6 +403,8 @@ class _ChildLink:
                     chunks.append(_line({"op": "status", "run": item[1], "state": item[2], "fields": item[3]}))
                 else:
                     chunks.append(_line({"op": "publish", "item": list(item)}))
+            if self._outbox and not close:
+                self._wake.set()  # more than one batch queued: come round again
             try:
                 if chunks:
                     self._stdin.write(b"".join(chunks))
@@ -410,20 +414,23 @@ class _ChildLink:
                     return
             except (OSError, ValueError):  # the child is gone; the reader thread reports it
                 self._fail_waiting()
+                with contextlib.suppress(OSError, ValueError):
+                    self._stdin.close()
                 return
 
     def _read_loop(self) -> None:
         """Reader thread: answers, in request order; at EOF the child is gone."""
-        for line in self._stdout:
-            try:
-                reply = json.loads(line)
-            except ValueError:
-                logger.warning("lightning-stream: unreadable answer from the server process: %r", line[:200])
-                continue
-            if self._awaiting:
-                future = self._awaiting.popleft()
-                if not future.done():
-                    future.set_result(reply)
+        with self._stdout:
+            for line in self._stdout:
+                try:
+                    reply = json.loads(line)
+                except ValueError:
+                    logger.warning("lightning-stream: unreadable answer from the server process: %r", line[:200])
+                    continue
+                if self._awaiting:
+                    future = self._awaiting.popleft()
+                    if not future.done():
+                        future.set_result(reply)
         self._proc.wait()
         self._broken = True
         self._fail_waiting()

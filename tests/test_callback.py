@@ -106,9 +106,12 @@ def manager() -> Any:
     manager.cleanup()
 
 
-def test_every_logged_point_reaches_sse_and_ws_clients_during_fit(tmp_path: Path, manager: Any) -> None:
-    held = manager.acquire()  # hold a reference so clients can connect before fit; the callback reuses it
-    callback = StreamCallback()
+@pytest.mark.parametrize("isolated", [True, False], ids=["server-process", "server-thread"])
+def test_every_logged_point_reaches_sse_and_ws_clients_during_fit(tmp_path: Path, manager: Any, isolated: bool) -> None:
+    # hold a reference so clients can connect before fit; the callback reuses it
+    held = manager.acquire(isolated=isolated)
+    assert (getattr(held, "pid", None) not in (None, os.getpid())) is isolated
+    callback = StreamCallback(isolated=isolated)
     trainer = make_trainer(tmp_path, callback)
     with Subscriber(held.url, "sse") as sse, Subscriber(held.url, "ws") as ws:
         trainer.fit(Tiny(), loader(), loader(16))
@@ -148,8 +151,9 @@ def test_exception_mid_fit_releases_server_and_registry_entry(tmp_path: Path, ma
     assert callback.server is None
 
 
-def test_failed_run_streams_a_failed_status(tmp_path: Path, manager: Any) -> None:
-    held = manager.acquire()
+@pytest.mark.parametrize("isolated", [True, False], ids=["server-process", "server-thread"])
+def test_failed_run_streams_a_failed_status(tmp_path: Path, manager: Any, isolated: bool) -> None:
+    held = manager.acquire(isolated=isolated)
     with Subscriber(held.url, "sse") as sse:
         with pytest.raises(RuntimeError, match="boom"):
             make_trainer(tmp_path, StreamCallback()).fit(Tiny(fail_at_step=3), loader())
