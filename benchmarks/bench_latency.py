@@ -121,6 +121,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--step-delay", type=float, default=0.02, help="seconds of 'work' per step")
     parser.add_argument("--no-tensorboard", action="store_true")
+    parser.add_argument(
+        "--thread", dest="isolated", action="store_false", help="serve from a thread of the training process"
+    )
     parser.add_argument("--quick", action="store_true", help="200 steps, no TensorBoard anchor")
     args = parser.parse_args()
     if args.quick:
@@ -164,7 +167,7 @@ def main() -> None:
     run = "tiny/version_0"
     (logdir / "tiny" / "version_0").mkdir(parents=True)
     manager = get_stream_server_manager()
-    server = manager.acquire()
+    server = manager.acquire(isolated=args.isolated)  # what StreamCallback does by default; it reuses this one
     tb_procs: list[subprocess.Popen[bytes]] = []
     tb_urls: dict[str, str] = {}
     if not args.no_tensorboard:
@@ -198,7 +201,7 @@ def main() -> None:
         max_epochs=1,
         accelerator="cpu",
         logger=TimedLogger(str(logdir), name="tiny", version=0),
-        callbacks=[StreamCallback()],
+        callbacks=[StreamCallback(isolated=args.isolated)],
         log_every_n_steps=1,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -222,7 +225,8 @@ def main() -> None:
             by_contender.setdefault(contender, []).append((at - written) * 1000)
     names = {"sse": "lightning-stream SSE", "ws": "lightning-stream WebSocket", **{k: k for k in tb_urls}}
     load = os.getloadavg()
-    print(f"\nwrite→receive latency, {len(write_times)} points written, load avg {load[0]:.2f}")
+    where = "a child process" if args.isolated else "a thread of the training process"
+    print(f"\nwrite→receive latency, {len(write_times)} points written, load avg {load[0]:.2f}, server in {where}")
     print(f"{'contender':34} {'n':>6} {'p50 ms':>9} {'p99 ms':>9} {'max ms':>9}")
     for key, label in names.items():
         lat = by_contender.get(key, [])

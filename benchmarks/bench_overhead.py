@@ -7,21 +7,29 @@ rounds, A B A B ..., so drift of the machine hits both sides alike:
 * B: ``TensorBoardLogger`` + ``StreamCallback`` with 10 SSE clients connected
   (in a separate process, like real viewers).
 
-Reports steps/s per side (median over rounds) and the ratio B/A.
+Reports steps/s per side (median over rounds), the slowdown of each round (B
+against its A), their median and a bootstrap interval of that median: single
+rounds on a shared 2-core machine vary by 10-20 %, so one pair proves little.
 
-    python benchmarks/bench_overhead.py            # 5 rounds x 3000 steps
+    python benchmarks/bench_overhead.py            # 20 rounds x 2000 steps, server in a child process
+    python benchmarks/bench_overhead.py --thread   # the same with the server on a thread of the training process
+    python benchmarks/bench_overhead.py --bare-reader   # anchor: B is only a process reading the event files
     python benchmarks/bench_overhead.py --quick
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import random
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,15 +52,34 @@ async def main(url, n):
 asyncio.run(main(sys.argv[1], int(sys.argv[2])))
 """
 
+BARE_READER = r"""
+import os, sys, time
+offsets = {}
+while True:  # what any viewer outside the training process must at least do: read the new bytes
+    for directory, _, files in os.walk(sys.argv[1]):
+        for name in files:
+            if "tfevents" in name:
+                path = os.path.join(directory, name)
+                with open(path, "rb") as f:
+                    f.seek(offsets.get(path, 0))
+                    offsets[path] = offsets.get(path, 0) + len(f.read())
+    time.sleep(0.02)
+"""
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--flush-interval", type=float, default=0.1, help="StreamCallback(flush_interval_s=...)")
     parser.add_argument(
         "--thread", dest="isolated", action="store_false", help="serve from a thread of the training process"
+    )
+    parser.add_argument(
+        "--bare-reader",
+        action="store_true",
+        help="B = no StreamCallback, only a process re-reading the event files every 20 ms (the floor for any viewer)",
     )
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
@@ -83,12 +110,23 @@ def main() -> None:
         def configure_optimizers(self) -> Any:
             return torch.optim.SGD(self.parameters(), lr=0.01)
 
+    import psutil
+
+    others = {"server": None, "clients": None}  # psutil.Process of the server (if not us) and the clients
+
     class Clock(Callback):
+        """Wall and CPU time of the training loop, and the CPU the other processes used meanwhile."""
+
         def on_train_start(self, trainer: Any, pl_module: Any) -> None:
-            self.t0 = time.perf_counter()
+            self.cpu0 = {name: _cpu(proc) for name, proc in others.items()}
+            self.t0, self.p0 = time.perf_counter(), time.process_time()
 
         def on_train_end(self, trainer: Any, pl_module: Any) -> None:
             self.elapsed = time.perf_counter() - self.t0
+            self.cpu_ms_per_step = 1000 * (time.process_time() - self.p0) / args.steps
+            self.others_pct = {
+                name: 100 * (_cpu(proc) - self.cpu0[name]) / self.elapsed for name, proc in others.items()
+            }
 
     x = torch.randn(args.steps * 8, 8)
     data = DataLoader(TensorDataset(x, x.sum(1, keepdim=True)), batch_size=8)
@@ -101,8 +139,22 @@ def main() -> None:
     )
     assert clients.stdout is not None
     assert clients.stdout.readline().strip() == "ready"
+    others["clients"] = psutil.Process(clients.pid)
+    if server.pid != os.getpid():
+        others["server"] = psutil.Process(server.pid)
 
-    def fit(streaming: bool, i: int) -> float:
+    def fit(streaming: bool, i: int) -> Clock:
+        if streaming and args.bare_reader:
+            reader = subprocess.Popen([sys.executable, "-c", BARE_READER, str(tmp / f"b{i}")])
+            others["server"] = psutil.Process(reader.pid)
+            try:
+                return fit_once(False, i, name=f"b{i}")
+            finally:
+                reader.kill()
+                reader.wait()
+        return fit_once(streaming, i)
+
+    def fit_once(streaming: bool, i: int, name: str | None = None) -> Clock:
         clock = Clock()
         callbacks: list[Any] = [clock] + (
             [StreamCallback(flush_interval_s=args.flush_interval, isolated=args.isolated)] if streaming else []
@@ -110,7 +162,7 @@ def main() -> None:
         trainer = Trainer(
             max_epochs=1,
             accelerator="cpu",
-            logger=TensorBoardLogger(str(tmp), name=f"{'b' if streaming else 'a'}{i}"),
+            logger=TensorBoardLogger(str(tmp), name=name or f"{'b' if streaming else 'a'}{i}"),
             callbacks=callbacks,
             log_every_n_steps=1,
             enable_checkpointing=False,
@@ -118,22 +170,69 @@ def main() -> None:
             enable_model_summary=False,
         )
         trainer.fit(Tiny(), data)
-        return args.steps / clock.elapsed
+        return clock
 
     fit(False, -1)  # warm-up
-    a: list[float] = []
-    b: list[float] = []
+    a: list[Clock] = []
+    b: list[Clock] = []
     for i in range(args.rounds):
-        a.append(fit(False, i))
-        b.append(fit(True, i))
-        print(f"round {i}: logger alone {a[-1]:7.1f} steps/s   + stream {b[-1]:7.1f} steps/s", file=sys.stderr)
+        # A B, then B A: a machine that drifts within a pair hits both sides alike
+        order = (False, True) if i % 2 == 0 else (True, False)
+        result = {streaming: fit(streaming, i) for streaming in order}
+        a.append(result[False])
+        b.append(result[True])
+        print(
+            f"round {i}: logger alone {args.steps / a[-1].elapsed:7.1f} steps/s   "
+            f"+ stream {args.steps / b[-1].elapsed:7.1f} steps/s",
+            file=sys.stderr,
+        )
+    with urllib.request.urlopen(server.url.rstrip("/") + "/health", timeout=10) as response:
+        health = json.load(response)
     clients.terminate()
     manager.release(server)
-    ma, mb = statistics.median(a), statistics.median(b)
-    print(f"\nsteps/s (median of {args.rounds} interleaved rounds, {args.steps} steps, load {os.getloadavg()[0]:.2f})")
-    print(f"{'TensorBoardLogger alone':40} {ma:8.1f}")
-    print(f"{'+ StreamCallback, ' + str(args.clients) + ' SSE clients':40} {mb:8.1f}")
-    print(f"{'slowdown':40} {100 * (1 - mb / ma):7.2f} %")
+
+    def median(clocks: list[Clock], value: Callable[[Clock], float]) -> float:
+        return statistics.median(value(c) for c in clocks)
+
+    slowdowns = [100 * (bi.elapsed / ai.elapsed - 1) for ai, bi in zip(a, b, strict=True)]
+    low, high = _bootstrap_median(slowdowns)
+    if args.bare_reader:
+        where = "none (B: a bare reader process instead of StreamCallback, clients idle)"
+    elif health["pid"] != os.getpid():
+        where = f"a child process (pid {health['pid']})"
+    else:
+        where = "a thread of the training process"
+    clients_now = sum(health["clients"].values())
+    print(f"\n{args.rounds} interleaved rounds (ABBA) x {args.steps} steps, load {os.getloadavg()[0]:.2f}")
+    print(f"server: {where}; {clients_now} clients connected at the end; {health['events_total']} points served")
+    print(f"{'':46} {'logger alone':>14} {'+ stream':>14}")
+    rows: list[tuple[str, Callable[[Clock], float], str]] = [
+        ("steps/s (median)", lambda c: args.steps / c.elapsed, ".1f"),
+        ("training process CPU per step, ms (median)", lambda c: c.cpu_ms_per_step, ".3f"),
+        ("server (or bare reader) process CPU, % of a core", lambda c: c.others_pct["server"], ".1f"),
+        (f"{args.clients} SSE clients' process CPU, % of a core", lambda c: c.others_pct["clients"], ".1f"),
+    ]
+    for label, value, fmt in rows:
+        if label.startswith("server") and others["server"] is None:
+            continue
+        print(f"{label:46} {median(a, value):14{fmt}} {median(b, value):14{fmt}}")
+    print(f"{'slowdown (wall time per step), median of the rounds':52} {statistics.median(slowdowns):7.2f} %")
+    print(f"{'  90 % bootstrap interval of that median':52} {low:7.2f} % .. {high:.2f} %")
+    print(f"{'  rounds':52} " + " ".join(f"{x:.1f}" for x in slowdowns))
+
+
+def _cpu(proc: Any) -> float:
+    if proc is None:
+        return 0.0
+    times = proc.cpu_times()
+    return float(times.user + times.system)
+
+
+def _bootstrap_median(values: list[float], n: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """5th and 95th percentile of the median of ``values`` resampled with replacement."""
+    rng = random.Random(seed)
+    medians = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(n))
+    return medians[int(0.05 * n)], medians[int(0.95 * n) - 1]
 
 
 if __name__ == "__main__":

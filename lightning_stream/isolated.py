@@ -505,11 +505,32 @@ def _new_session() -> dict[str, Any]:
 
 # ---- the child ------------------------------------------------------------------------------------
 
+CHILD_NICE = 10
+
+
+def _yield_cpu_to_training() -> None:
+    """Streaming is best effort: when training and serving both want a core, training gets it.
+
+    ``nice`` lowers our share under contention (on Linux also that of our session's autogroup:
+    we run in a session of our own, and with autogroup scheduling a plain nice value only
+    counts within the session); ``SCHED_BATCH`` stops our frequent short wake-ups (file
+    events, ticks, sends) from preempting the training thread. Latency is unaffected while a
+    core is idle. Failures are harmless (we just keep the default).
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        os.nice(CHILD_NICE)
+    with contextlib.suppress(OSError), open("/proc/self/autogroup", "w") as autogroup:
+        autogroup.write(str(CHILD_NICE))
+    with contextlib.suppress(OSError, AttributeError):
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))  # type: ignore[attr-defined,unused-ignore]
+
+
 
 def _child_main() -> int:
     """Serve until stdin closes: one JSON command per line, answers to requests on stdout."""
     if hasattr(signal, "SIGINT"):
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _yield_cpu_to_training()
     answers = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)  # a stray print goes to stderr, never into the answers
     sys.stdout = sys.stderr

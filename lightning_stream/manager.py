@@ -117,7 +117,7 @@ class StreamServerManager:
                     server,
                     launched=False,
                     requested_port=requested.port,
-                    message=f"reusing lightning-stream server at {server.url} (pid {os.getpid()}, {entry.refs} users)",
+                    message=f"reusing lightning-stream server at {server.url} (pid {server.pid}, {entry.refs} users)",
                 )
             server = _launch(requested)
             server._manager = self

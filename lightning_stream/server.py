@@ -161,6 +161,11 @@ class StreamServer:
         return self._bound.message if self._bound is not None else ""
 
     @property
+    def pid(self) -> int | None:
+        """The process that serves (the one in ``/health`` and the registry): this one, here."""
+        return self._owner_pid
+
+    @property
     def restarts(self) -> int:
         """How often the watchdog (or ``restart()``) replaced the server thread."""
         return self._restarts

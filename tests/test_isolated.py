@@ -25,7 +25,7 @@ import pytest
 
 from lightning_stream import StreamServer, list_servers
 from lightning_stream.errors import PortInUseError, ServerNotRunningError
-from lightning_stream.isolated import OUTBOX_LIMIT, IsolatedStreamServer
+from lightning_stream.isolated import CHILD_NICE, OUTBOX_LIMIT, IsolatedStreamServer
 from lightning_stream.manager import StreamServerManager
 from lightning_stream.ports import bind_listener
 from tests.eventfiles import WALL_TIME, write_torch
@@ -169,6 +169,14 @@ def test_ctrl_c_in_the_terminal_is_for_training_not_for_the_server(manager: Stre
     os.kill(server.pid, signal.SIGINT)  # and sent directly, it is ignored
     assert get_json(f"{server.url}/health")["pid"] == server.pid
     assert server.is_alive()
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getscheduler"), reason="Linux scheduling policies")
+def test_the_server_process_yields_the_cpu_to_training(manager: StreamServerManager) -> None:
+    server = isolated(manager)
+    assert server.pid is not None
+    assert psutil.Process(server.pid).nice() == min(psutil.Process().nice() + CHILD_NICE, 19)
+    assert os.sched_getscheduler(server.pid) == os.SCHED_BATCH
 
 
 def test_a_busy_strict_port_raises_port_in_use_in_the_caller(manager: StreamServerManager) -> None:
