@@ -177,6 +177,10 @@ def test_the_server_process_yields_the_cpu_to_training(manager: StreamServerMana
     assert server.pid is not None
     assert psutil.Process(server.pid).nice() == min(psutil.Process().nice() + CHILD_NICE, 19)
     assert os.sched_getscheduler(server.pid) == os.SCHED_BATCH
+    autogroup = Path(f"/proc/{server.pid}/autogroup")  # kernels with autogroup scheduling
+    if autogroup.exists():
+        assert autogroup.read_text().split()[-1] == str(CHILD_NICE)
+        assert autogroup.read_text() != Path("/proc/self/autogroup").read_text()  # its own session's group
 
 
 def test_a_busy_strict_port_raises_port_in_use_in_the_caller(manager: StreamServerManager) -> None:
