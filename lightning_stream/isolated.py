@@ -55,7 +55,6 @@ from lightning_stream.server import (
     STOP_TIMEOUT_S,
     StreamServer,
     _install_process_hooks,
-    _logdir_key,
 )
 
 logger = logging.getLogger(__name__)
@@ -114,7 +113,7 @@ class IsolatedStreamServer(StreamServer):
         return f"<IsolatedStreamServer {where} pid={self.pid} {self._state} restarts={self._restarts}>"
 
     def info(self) -> ServerInfo:
-        return dataclasses.replace(super().info(), pid=int(self._child.get("pid", 0)))
+        return dataclasses.replace(super().info(), pid=self.pid or 0)
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
@@ -162,30 +161,17 @@ class IsolatedStreamServer(StreamServer):
 
     # ---- watching and publishing ----------------------------------------------------------------
 
-    def watch(self, logdir: str | os.PathLike[str], prefix: str | None = None) -> None:
-        path = _logdir_key(logdir)
-        with self._lock:
-            link = self._require_link("watch")
-            if path in self._watches:
-                if self._watches[path] != prefix:
-                    raise ValueError(
-                        f"{path!r} is already watched with prefix={self._watches[path]!r}; unwatch it first"
-                    )
-                return
-            link.request({"op": "watch", "logdir": path, "prefix": prefix})
-            self._watches[path] = prefix
+    def _require_serving(self, what: str) -> None:
+        self._require_link(what)
 
-    def unwatch(self, logdir: str | os.PathLike[str]) -> bool:
-        path = _logdir_key(logdir)
-        with self._lock:
-            if path not in self._watches:
-                return False
-            del self._watches[path]
-            link = self._link
-            if self._state == _RUNNING and link is not None and link.alive:
-                # bounded like the child's own final read: a stuck child must not hold up a teardown
-                link.request({"op": "unwatch", "logdir": path}, timeout=FINAL_SCAN_TIMEOUT_S + STOP_TIMEOUT_S)
-            return True
+    def _start_watch(self, path: str, prefix: str | None) -> None:
+        self._require_link("watch").request({"op": "watch", "logdir": path, "prefix": prefix})
+
+    def _stop_watch(self, path: str) -> None:
+        link = self._link
+        if self._state == _RUNNING and link is not None and link.alive:
+            # bounded like the child's own final read: a stuck child must not hold up a teardown
+            link.request({"op": "unwatch", "logdir": path}, timeout=FINAL_SCAN_TIMEOUT_S + STOP_TIMEOUT_S)
 
     def _enqueue(self, item: tuple[Any, ...]) -> None:
         link = self._link
@@ -434,7 +420,6 @@ class _ChildLink:
                     if not future.done():
                         future.set_result(reply)
         self._proc.wait()
-        self._broken = True
         self._fail_waiting()
         if not self._closing:
             logger.warning("lightning-stream server process (pid %d) exited with code %s", self.pid, self._proc.poll())

@@ -278,14 +278,14 @@ class StreamServer:
         """
         path = _logdir_key(logdir)
         with self._lock:
-            inc = self._require_running("watch")
+            self._require_serving("watch")
             if path in self._watches:
                 if self._watches[path] != prefix:
                     raise ValueError(
                         f"{path!r} is already watched with prefix={self._watches[path]!r}; unwatch it first"
                     )
                 return
-            self._call(inc, self._awatch(inc, path, prefix))
+            self._start_watch(path, prefix)
             self._watches[path] = prefix
             self._publish_registry()
 
@@ -296,11 +296,26 @@ class StreamServer:
             if path not in self._watches:
                 return False
             del self._watches[path]
-            inc = self._inc
-            if self._state == _RUNNING and inc is not None and inc.loop.is_running():
-                self._call(inc, self._aunwatch(inc, path))
+            self._stop_watch(path)
             self._publish_registry()
             return True
+
+    # Where the watching happens; ``IsolatedStreamServer`` overrides these three (the child does it).
+
+    def _require_serving(self, what: str) -> None:
+        """Raise ``ServerNotRunningError`` (saying what to do) unless ``what`` can be done now."""
+        self._require_running(what)
+
+    def _start_watch(self, path: str, prefix: str | None) -> None:
+        """Watch ``path`` on the loop; returns after its first scan."""
+        inc = self._require_running("watch")
+        self._call(inc, self._awatch(inc, path, prefix))
+
+    def _stop_watch(self, path: str) -> None:
+        """Stop watching ``path`` (reading what was flushed last), if the loop still runs."""
+        inc = self._inc
+        if self._state == _RUNNING and inc is not None and inc.loop.is_running():
+            self._call(inc, self._aunwatch(inc, path))
 
     def publish(self, run: str, tag: str, step: int, value: float, wall_time: float | None = None) -> None:
         """Send one point to every client, from any thread, in O(µs)."""
