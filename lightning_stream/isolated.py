@@ -56,6 +56,7 @@ from lightning_stream.server import (
     StreamServer,
     _install_process_hooks,
 )
+from lightning_stream.threads import start_thread
 
 logger = logging.getLogger(__name__)
 
@@ -240,7 +241,9 @@ class IsolatedStreamServer(StreamServer):
             return
         if link.returncode == -getattr(signal, "SIGTERM", 15):
             return  # stopped on purpose from outside: the manager's next acquire restarts it
-        threading.Thread(target=self._respawn_dead, args=(link,), name="lightning-stream-respawn", daemon=True).start()
+        start_thread(
+            threading.Thread(target=self._respawn_dead, args=(link,), name="lightning-stream-respawn", daemon=True)
+        )
 
     def _respawn_dead(self, link: _ChildLink) -> None:
         with self._lock:
@@ -302,8 +305,8 @@ class _ChildLink:
         self.pid = self._proc.pid
         self._writer = threading.Thread(target=self._write_loop, name=f"lightning-stream-to-{self.pid}", daemon=True)
         self._reader = threading.Thread(target=self._read_loop, name=f"lightning-stream-from-{self.pid}", daemon=True)
-        self._writer.start()
-        self._reader.start()
+        start_thread(self._writer)
+        start_thread(self._reader)
 
     @property
     def alive(self) -> bool:
@@ -330,10 +333,11 @@ class _ChildLink:
     def request(self, message: dict[str, Any], *, timeout: float = CALL_TIMEOUT_S) -> Any:
         """Send a command and wait for the child's answer; its error is raised here."""
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        if self._broken or self._closing:
-            raise ServerNotRunningError(self._gone_message())
         self._outbox.append(_Request(message, future))
         self._wake.set()
+        if self._broken or self._closing:  # checked after the append: the reader may fail the outbox meanwhile
+            with contextlib.suppress(concurrent.futures.InvalidStateError):
+                future.set_exception(ServerNotRunningError(self._gone_message()))
         try:
             reply = future.result(timeout)
         except concurrent.futures.TimeoutError:
@@ -400,8 +404,9 @@ class _ChildLink:
                 if close:
                     self._stdin.close()
                     return
-            except (OSError, ValueError):  # the child is gone; the reader thread reports it
-                self._fail_waiting()
+            except (OSError, ValueError):
+                # The child closed its stdin: it is exiting. The reader thread fails what waits at
+                # its EOF, once the exit code is known (failing here would race the exit).
                 with contextlib.suppress(OSError, ValueError):
                     self._stdin.close()
                 return
