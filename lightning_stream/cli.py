@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 from lightning_stream._version import __version__
 from lightning_stream.config import ENV_TOKEN, ServerConfig
 from lightning_stream.errors import LightningStreamError
+from lightning_stream.threads import start_thread
 
 if TYPE_CHECKING:
     from lightning_stream.client import StreamPoint
@@ -361,7 +362,7 @@ def _in_thread(func: Callable[[], object], stop: threading.Event) -> bool:
         finally:
             done.set()
 
-    threading.Thread(target=run, name="lightning-stream-watch", daemon=True).start()
+    start_thread(threading.Thread(target=run, name="lightning-stream-watch", daemon=True))
     while not done.wait(0.1):
         if stop.is_set():
             return False

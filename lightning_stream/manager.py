@@ -43,6 +43,7 @@ from typing import Any
 from lightning_stream.config import ServerConfig
 from lightning_stream.errors import ServerNotRunningError
 from lightning_stream.server import StreamServer
+from lightning_stream.threads import start_thread
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +153,7 @@ class StreamServerManager:
                 timer = threading.Timer(self.linger_s, self._linger_expired, args=(entry,))
                 timer.daemon = True
                 entry.linger = timer
-                timer.start()
+                start_thread(timer)
                 return False
             self._entries.remove(entry)
             server.stop()

@@ -55,6 +55,7 @@ from lightning_stream.looplag import LoopLagMonitor
 from lightning_stream.ports import BoundSocket, bind_listener, bind_server_socket, is_in_use
 from lightning_stream.registry import ServerInfo, connect_host, health_check, remove_entry, write_entry
 from lightning_stream.scalars import ScalarBatch
+from lightning_stream.threads import start_thread
 
 if TYPE_CHECKING:
     from lightning_stream.manager import StreamServerManager
@@ -487,7 +488,7 @@ class StreamServer:
         """Start an incarnation on a bound socket; returns once ``/health`` answers."""
         inc = _Incarnation(loop=asyncio.new_event_loop(), sock=sock, port=port)
         inc.thread = threading.Thread(target=self._run_loop, args=(inc,), name=f"lightning-stream-{port}", daemon=True)
-        inc.thread.start()
+        start_thread(inc.thread)  # its executor's workers inherit the signal mask
         try:
             asyncio.run_coroutine_threadsafe(self._serve(inc), inc.loop).result(START_TIMEOUT_S)
             if not self._health_ok(port):

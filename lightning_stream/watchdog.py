@@ -19,6 +19,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from lightning_stream.registry import health_check
+from lightning_stream.threads import start_thread
 
 if TYPE_CHECKING:
     from lightning_stream.server import StreamServer
@@ -44,7 +45,7 @@ class Watchdog:
         self._thread = threading.Thread(target=self._run, name=f"lightning-stream-watchdog-{server.port}", daemon=True)
 
     def start(self) -> None:
-        self._thread.start()
+        start_thread(self._thread)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop checking and wait (bounded) for a check or restart in progress to finish.

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from lightning_stream.isolated import IsolatedStreamServer
 from lightning_stream.registry import list_servers, read_entries
 from lightning_stream.server import StreamServer
 
@@ -39,7 +42,10 @@ HOLD = textwrap.dedent(
     print(server.port, flush=True)
     if sys.argv[2] == "exit":
         sys.exit(0)  # no release: atexit must clean up
-    time.sleep(120)
+    # Short sleeps, not one long one: a signal that lands just before a blocking sleep starts has its
+    # Python handler run only when the sleep ends (a CPython race); a training loop never sleeps long.
+    for _ in range(1200):
+        time.sleep(0.1)
     """
 )
 
@@ -188,3 +194,33 @@ def test_benchmark_quick_run_succeeds() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "failures" in proc.stdout
+
+
+def _blocked_signals(thread: threading.Thread) -> set[int]:
+    """The signals ``thread`` blocks, as the kernel says (``SigBlk`` in /proc)."""
+    status = Path(f"/proc/self/task/{thread.native_id}/status").read_text()
+    mask = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigBlk:")), 16)
+    return {number for number in range(1, 65) if mask >> (number - 1) & 1}
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads thread signal masks from Linux's /proc")
+def test_our_threads_leave_process_signals_to_the_main_thread(tmp_path: Path) -> None:
+    # A `kill PID` may land on any thread that does not block it; on one of ours, a main thread
+    # asleep in time.sleep would never run the SIGTERM handler (the holder above hung so).
+    thread_server = StreamServer(port=None).start()  # loop thread and watchdog
+    child_server = IsolatedStreamServer(port=None).start()  # writer and reader threads
+    try:
+        thread_server.watch(tmp_path)
+        inc = thread_server._inc
+        assert inc is not None
+        worker_id = asyncio.run_coroutine_threadsafe(asyncio.to_thread(threading.get_native_id), inc.loop).result(10)
+        ours = [t for t in threading.enumerate() if t.name.startswith("lightning-stream")]
+        assert len(ours) >= 4, [t.name for t in ours]
+        for thread in ours:
+            assert {signal.SIGTERM, signal.SIGINT} <= _blocked_signals(thread), thread.name
+        worker = next(t for t in threading.enumerate() if t.native_id == worker_id)  # asyncio's executor
+        assert {signal.SIGTERM, signal.SIGINT} <= _blocked_signals(worker)
+        assert signal.SIGTERM not in _blocked_signals(threading.main_thread())
+    finally:
+        child_server.stop()
+        thread_server.stop()
