@@ -54,7 +54,6 @@ from lightning_stream.server import (
     START_TIMEOUT_S,
     STOP_TIMEOUT_S,
     StreamServer,
-    _install_process_hooks,
 )
 from lightning_stream.threads import start_thread
 
@@ -118,20 +117,11 @@ class IsolatedStreamServer(StreamServer):
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
-    def start(self) -> IsolatedStreamServer:
-        with self._lock:
-            self._check_owner("start")
-            if self._state == _RUNNING:
-                return self
-            if self._state == _STOPPED:
-                raise ServerStartError("this StreamServer was stopped; create a new one (or use the manager)")
-            self._link, self._child = self._spawn(self._config)
-            self._state = _RUNNING
-            self._started_at = time.time()
-            _LIVE.add(self)
-            _install_process_hooks()
-            logger.info("lightning-stream serving at %s (server process pid %s)", self.url, self.pid)
-            return self
+    def _begin_serving(self) -> None:
+        self._link, self._child = self._spawn(self._config)
+
+    def _start_watchdog(self) -> None:
+        pass  # the reader thread sees the child die, and _child_exited starts a new one
 
     def stop(self) -> None:
         if self._state == _FORKED or os.getpid() != self._owner_pid:

@@ -45,6 +45,7 @@ from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from typing_extensions import Self
 
 from lightning_stream._version import __version__
 from lightning_stream.app import AppState, create_app
@@ -196,7 +197,7 @@ class StreamServer:
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
-    def start(self) -> StreamServer:
+    def start(self) -> Self:
         """Bind, start the loop thread, wait for ``/health``; idempotent while running.
 
         Raises:
@@ -209,17 +210,21 @@ class StreamServer:
                 return self
             if self._state == _STOPPED:
                 raise ServerStartError("this StreamServer was stopped; create a new one (or use the manager)")
-            bound = bind_server_socket(self.host, self._config.port, strict=self._config.strict_port)
-            self._bound = bound
-            self._launch(bound.sock, bound.port)
+            self._begin_serving()
             self._state = _RUNNING
             self._started_at = time.time()
             _LIVE.add(self)
             _install_process_hooks()
             self._publish_registry()
             self._start_watchdog()
-            logger.info("lightning-stream serving at %s (pid %d)", self.url, os.getpid())
+            logger.info("lightning-stream serving at %s (pid %s)", self.url, self.pid)
             return self
+
+    def _begin_serving(self) -> None:
+        """Bind and start serving here; ``IsolatedStreamServer`` starts its child process instead."""
+        bound = bind_server_socket(self.host, self._config.port, strict=self._config.strict_port)
+        self._bound = bound
+        self._launch(bound.sock, bound.port)
 
     def stop(self) -> None:
         """Stop gracefully; returns with the port free and the registry entry gone. Idempotent."""
