@@ -120,10 +120,13 @@ def main() -> None:
         def on_train_start(self, trainer: Any, pl_module: Any) -> None:
             self.cpu0 = {name: _cpu(proc) for name, proc in others.items()}
             self.t0, self.p0 = time.perf_counter(), time.process_time()
+            self.wait0, self.sys0 = _run_queue_wait_s(), os.times().system
 
         def on_train_end(self, trainer: Any, pl_module: Any) -> None:
             self.elapsed = time.perf_counter() - self.t0
             self.cpu_ms_per_step = 1000 * (time.process_time() - self.p0) / args.steps
+            self.wait_us_per_step = 1e6 * (_run_queue_wait_s() - self.wait0) / args.steps
+            self.sys_ms_per_step = 1000 * (os.times().system - self.sys0) / args.steps
             self.others_pct = {
                 name: 100 * (_cpu(proc) - self.cpu0[name]) / self.elapsed for name, proc in others.items()
             }
@@ -210,6 +213,8 @@ def main() -> None:
     rows: list[tuple[str, Callable[[Clock], float], str]] = [
         ("steps/s (median)", lambda c: args.steps / c.elapsed, ".1f"),
         ("training process CPU per step, ms (median)", lambda c: c.cpu_ms_per_step, ".3f"),
+        ("  of which in the kernel (system time)", lambda c: c.sys_ms_per_step, ".3f"),
+        ("training threads' run-queue wait per step, µs", lambda c: c.wait_us_per_step, ".1f"),
         ("server (or bare reader) process CPU, % of a core", lambda c: c.others_pct["server"], ".1f"),
         (f"{args.clients} SSE clients' process CPU, % of a core", lambda c: c.others_pct["clients"], ".1f"),
     ]
@@ -227,6 +232,22 @@ def _cpu(proc: Any) -> float:
         return 0.0
     times = proc.cpu_times()
     return float(times.user + times.system)
+
+
+def _run_queue_wait_s() -> float:
+    """Time this process's threads spent runnable but waiting for a CPU (Linux schedstat; else 0).
+
+    The direct measure of contention: CPU per step shows streaming work done *in* the training
+    process, this shows training waiting while other processes (server, clients) held the CPUs.
+    """
+    total = 0
+    try:
+        for task in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{task}/schedstat") as f:
+                total += int(f.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0.0
+    return total / 1e9
 
 
 def _bootstrap_median(values: list[float], n: int = 2000, seed: int = 0) -> tuple[float, float]:

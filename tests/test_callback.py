@@ -12,12 +12,14 @@ import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.profilers import SimpleProfiler
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from tensorboard.util import tensor_util
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_stream import StreamCallback, get_stream_server_manager, list_servers
+from lightning_stream import callback as callback_module
 from tests.livetools import Subscriber
 
 pytestmark = [
@@ -226,6 +228,27 @@ def test_writes_that_bypass_lightning_are_flushed_on_a_short_cadence(tmp_path: P
         )
     assert arrived == [True]
     manager.release(held)
+
+
+@pytest.mark.parametrize("flush_interval_s", [0.1, 0])
+def test_lightning_dispatches_no_per_step_hook_the_callback_does_not_use(
+    tmp_path: Path, manager: Any, flush_interval_s: float
+) -> None:
+    # Lightning's profiler records every hook it dispatches to a callback: "[Callback]<state_key>.<hook>"
+    profiler = SimpleProfiler()
+    trainer = make_trainer(
+        tmp_path, StreamCallback(flush_interval_s=flush_interval_s, isolated=False), profiler=profiler, max_epochs=1
+    )
+    trainer.fit(Tiny(), loader(), loader(16))
+    trainer.test(Tiny(), loader(16))
+    dispatched = {
+        name.rpartition(".")[2] for name in profiler.recorded_durations if name.startswith("[Callback]StreamCallback.")
+    }
+    assert {"setup", "on_train_epoch_end", "teardown"} <= dispatched
+    assert not dispatched & set(callback_module._UNUSED_STEP_HOOKS)
+    flushing = {"on_train_batch_end", "on_validation_batch_end", "on_test_batch_end"}
+    assert (dispatched & flushing) == (flushing if flush_interval_s else set())
+    assert not manager.is_server_running()
 
 
 def test_without_a_tensorboard_logger_setup_fails_with_the_fix(tmp_path: Path) -> None:
