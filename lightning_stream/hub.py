@@ -406,7 +406,7 @@ class Hub:
         if logdir is not None:
             info.logdir = logdir
 
-    def ingest(self, batches: Iterable[ScalarBatch]) -> None:
+    def ingest(self, batches: Iterable[ScalarBatch], *, coalesced: bool = False) -> None:
         """Store points (purge rule, budget) and queue them for the next tick's broadcast.
 
         The hub takes ownership of the batches: a new series adopts a batch's arrays
@@ -414,6 +414,12 @@ class Hub:
         replayable message may share them; do not mutate a batch or its arrays after
         handing it over. Without a running loop nothing schedules the tick; call
         :meth:`flush` yourself.
+
+        ``coalesced=True``: the caller already gathered these (one read of the watcher,
+        which reads a busy run at most every ``BUSY_GAP_S``), so they go out now instead of
+        a tick later; a tick is one more wake-up of the server per read, and waking costs
+        more than the work (``benchmarks/README.md``). With many subscribers the tick still
+        applies, since it is longer than ``config.tick_s`` to bound the fan-out.
         """
         if self._closed:
             return
@@ -431,6 +437,9 @@ class Hub:
             self._pending.append(batch)
             if self._points_held > self._next_enforce:
                 self._enforce_budget()
+        if self._pending and coalesced and self.tick_s() <= self.config.tick_s:
+            self.flush()
+            return
         if self._pending and self._flush_handle is None:
             try:
                 loop = asyncio.get_running_loop()

@@ -427,7 +427,7 @@ class StreamServer:
                 if run not in noted:
                     noted.add(run)
                     hub.note_run(run, directory)
-            hub.ingest(batches)
+            hub.ingest(batches, coalesced=True)
 
         sink(await asyncio.to_thread(watcher.scan))
         task = asyncio.get_running_loop().create_task(watcher.watch(sink), name=f"lightning-stream-watch {path}")

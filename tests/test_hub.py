@@ -83,6 +83,23 @@ async def test_points_ingested_in_one_tick_go_out_as_one_message() -> None:
     await hub.close()
 
 
+def test_coalesced_ingest_goes_out_at_once_unless_many_subscribers_stretch_the_tick() -> None:
+    hub = make_hub(tick_s=0.01)
+    sub = hub.subscribe()
+    hub.ingest([batch("a", "loss", [1, 2])], coalesced=True)  # one watcher read: no tick to wait for
+    assert [m.npoints for m in drain(sub)] == [2]
+    hub.ingest([batch("a", "loss", [3])])  # a publish(): waits for the tick (no loop here: for flush())
+    assert drain(sub) == []
+    crowd = [hub.subscribe() for _ in range(200)]
+    assert hub.tick_s() > 0.01
+    hub.ingest([batch("a", "loss", [4])], coalesced=True)  # many subscribers: the longer tick bounds fan-out
+    assert drain(sub) == []
+    hub.flush()
+    assert [p[2] for m in drain(sub) for p in points_of(m, sub)] == [3, 4]
+    for other in crowd:
+        other.close()
+
+
 def test_large_flush_is_split_into_bounded_messages_with_consecutive_seqs() -> None:
     hub = make_hub(replay_points=10**6)
     sub = hub.subscribe()
