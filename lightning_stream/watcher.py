@@ -49,6 +49,13 @@ FAST_POLL_S = 0.02
 """Poll interval right after data arrived; it doubles on every empty scan up to ``poll_interval_s``."""
 BUSY_GAP_S = 0.02
 """Least time between two reads that found data: bounds the watcher's share of a busy process."""
+BUSY_STEPS_PER_S = 50.0
+"""A series written up to this fast is read within ``BUSY_GAP_S`` of each write. A faster one is read
+in bigger batches, the gap growing with its rate up to ``MAX_BUSY_GAP_S``: every read wakes the server
+and, through it, every client, and each wake-up costs ~0.15 ms of CPU on a small VM, beside training
+(``benchmarks/bench_overhead.py``), while 12 updates a second are as smooth to the eye as 50."""
+MAX_BUSY_GAP_S = 0.08
+"""Longest gap between reads of a busy run (a point then waits at most this long to be read)."""
 INLINE_READ_FILES = 4
 """A notification naming at most this many local files is read on the loop, not in a worker thread."""
 INLINE_READ_POINTS = 8192
@@ -204,12 +211,13 @@ class LogdirWatcher:
         interval = fast
         loop = asyncio.get_running_loop()
         last_data = -1.0
+        busy_gap = BUSY_GAP_S
         try:
             while True:
                 # Busy run: coalesce. The first change after a quiet spell is read at once; further
-                # ones wait until BUSY_GAP_S after the last read that found data, so a run logging
-                # 1,000 steps/s costs ~1/BUSY_GAP_S reads per second, not 1,000 (training shares our GIL).
-                gap = last_data + BUSY_GAP_S - loop.time()
+                # ones wait until busy_gap after the last read that found data, so a run logging
+                # 1,000 steps/s costs at most 1/BUSY_GAP_S reads per second, not 1,000.
+                gap = last_data + busy_gap - loop.time()
                 if gap > 0:
                     self._pause_notify()  # no wake-up per write while we wait anyway
                     try:
@@ -237,7 +245,9 @@ class LogdirWatcher:
                     full = True  # the rest of a large backlog: next slice right away
                 if batches:
                     sink(batches)
-                    last_data = loop.time()
+                    now = loop.time()
+                    busy_gap = busy_gap_for(max(len(b) for b in batches), now - last_data)
+                    last_data = now
                     interval = fast
                     if full:
                         continue
@@ -333,6 +343,14 @@ class LogdirWatcher:
             paths = {path for change, path in batch if change == watchfiles.Change.modified}
             structural = any(change != watchfiles.Change.modified for change, _ in batch)
             on_change(None if structural or not paths else paths)
+
+
+def busy_gap_for(steps: int, elapsed_s: float) -> float:
+    """Gap before the next read, after one that found ``steps`` points of its busiest series
+    written over ``elapsed_s`` (since the read before): ``BUSY_GAP_S`` up to ``BUSY_STEPS_PER_S``,
+    then growing with the rate, at most ``MAX_BUSY_GAP_S``."""
+    rate = steps / elapsed_s if elapsed_s > 0 else 0.0
+    return min(MAX_BUSY_GAP_S, max(BUSY_GAP_S, BUSY_GAP_S * rate / BUSY_STEPS_PER_S))
 
 
 def _never() -> bool:

@@ -17,7 +17,14 @@ from torch.utils.tensorboard import SummaryWriter
 from lightning_stream import _inotify
 from lightning_stream.filesystem import FileStat, LocalFileSystem
 from lightning_stream.scalars import ScalarBatch
-from lightning_stream.watcher import ChangeDetection, LogdirWatcher
+from lightning_stream.watcher import (
+    BUSY_GAP_S,
+    BUSY_STEPS_PER_S,
+    MAX_BUSY_GAP_S,
+    ChangeDetection,
+    LogdirWatcher,
+    busy_gap_for,
+)
 
 GUARD_S = 30.0
 """Deadlock guard for waits (not a timing assertion: the machine is shared and may be slow)."""
@@ -376,3 +383,48 @@ async def test_appends_reread_only_the_notified_file_without_listing_the_logdir(
                 f.write(records([simple_event("a", step, WALL_TIME, float(step))]))
             await got.wait_for(lambda s=step: ("active", "a", s, float(s)) in got.points(), f"step {step}")
         assert fs.listings == listings
+
+
+def test_busy_gap_grows_with_the_write_rate_within_bounds() -> None:
+    assert busy_gap_for(1, 0.022) == BUSY_GAP_S  # a step every 22 ms: each read at once
+    assert busy_gap_for(int(BUSY_STEPS_PER_S), 1.0) == BUSY_GAP_S
+    assert busy_gap_for(2, 0.02) == pytest.approx(2 * BUSY_GAP_S)  # 100 steps/s: bigger batches
+    assert busy_gap_for(1000, 0.02) == MAX_BUSY_GAP_S  # never longer than this
+    assert busy_gap_for(5, 0.0) == BUSY_GAP_S
+    assert busy_gap_for(5, 3600.0) == BUSY_GAP_S  # the first read after a quiet spell
+
+
+@pytest.mark.skipif(not _inotify.available(), reason="inotify is Linux-only")
+async def test_a_fast_writer_is_read_in_few_big_batches_and_nothing_is_lost(tmp_path: Path) -> None:
+    path = tmp_path / "events.out.tfevents.1.host"
+    path.write_bytes(b"")
+    watcher = LogdirWatcher(tmp_path, poll_interval_s=60.0, change_detection="inotify")
+    reads: list[int] = []
+    got = Collector()
+
+    def sink(batches: list[ScalarBatch]) -> None:
+        reads.append(sum(len(b) for b in batches))
+        got(batches)
+
+    def write(n: int) -> None:  # ~1,000 flushed writes a second, like a fast Lightning loop
+        with path.open("ab") as f:
+            for step in range(n):
+                f.write(records([simple_event("a", step, WALL_TIME, float(step))]))
+                f.flush()
+                time.sleep(0.001)
+
+    task = asyncio.create_task(watcher.watch(sink))
+    try:
+        await got.wait_for(lambda: watcher.notifications_active, "notifications")
+        started = time.monotonic()
+        await asyncio.to_thread(write, 600)
+        await got.wait_for(lambda: len(got.points()) == 600, "all 600 points")
+        elapsed = time.monotonic() - started
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert [p[2] for p in got.points()] == list(range(600))  # each once, in order
+    # The gap grows to MAX_BUSY_GAP_S while the writer keeps up its pace (a fixed BUSY_GAP_S
+    # would need 4 times as many reads); slack for a writer that stalls now and then.
+    assert len(reads) <= 1.5 * elapsed / MAX_BUSY_GAP_S + 5, (len(reads), elapsed, reads)
