@@ -174,6 +174,7 @@ class TreeWatch:
     def _on_readable(self) -> None:
         changed: set[str] = set()
         full = False
+        seen: set[bytes] = set()  # a busy file queues one identical IN_MODIFY per write: handle each once
         while True:
             try:
                 data = os.read(self._fd, 65536)
@@ -186,8 +187,14 @@ class TreeWatch:
             pos = 0
             while pos + _EVENT.size <= len(data):
                 wd, mask, _cookie, length = _EVENT.unpack_from(data, pos)
-                name = data[pos + _EVENT.size : pos + _EVENT.size + length].rstrip(b"\0")
-                pos += _EVENT.size + length
+                end = pos + _EVENT.size + length
+                event = data[pos:end]
+                if event in seen:
+                    pos = end
+                    continue
+                seen.add(event)
+                name = data[pos + _EVENT.size : end].rstrip(b"\0")
+                pos = end
                 if mask & IN_Q_OVERFLOW:
                     full = True  # events were dropped: let a full scan find out what changed
                 elif mask & IN_IGNORED:
