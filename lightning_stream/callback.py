@@ -58,7 +58,7 @@ _UNUSED_STEP_HOOKS = (
     "on_before_zero_grad",
 )
 """Per-step hooks this callback has no use for. Lightning dispatches every hook of every callback,
-~1.75 µs each (``benchmarks/bench_overhead.py --hooks``), ~10 µs a step for these: most of the 1 %
+~1.75 µs each (``benchmarks/bench_hooks.py``), ~10 µs a step for these: most of the 1 %
 overhead budget of a fast loop. Set to ``None``, Lightning skips them."""
 _FLUSH_HOOKS = ("on_train_batch_end", "on_validation_batch_end", "on_test_batch_end")
 """The per-step hooks that flush writers; skipped too when flushing is off (``flush_interval_s=0``)."""

@@ -416,10 +416,10 @@ class Hub:
         :meth:`flush` yourself.
 
         ``coalesced=True``: the caller already gathered these (one read of the watcher,
-        which reads a busy run at most every ``BUSY_GAP_S``), so they go out now instead of
-        a tick later; a tick is one more wake-up of the server per read, and waking costs
-        more than the work (``benchmarks/README.md``). With many subscribers the tick still
-        applies, since it is longer than ``config.tick_s`` to bound the fan-out.
+        which reads a busy run 20 to 80 ms apart), so they go out now, not a tick later: a
+        tick is one more wake-up of the server per read, and waking costs more than the
+        work (``benchmarks/README.md``). With many subscribers the tick still applies,
+        since it is then longer than ``config.tick_s`` to bound the fan-out.
         """
         if self._closed:
             return
