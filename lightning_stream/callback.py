@@ -284,8 +284,8 @@ class StreamCallback(Callback):
 def _lightning_skips_unset_hooks() -> bool:
     """Whether Lightning's hook dispatch skips a callback attribute that is not callable.
 
-    ``_call_callback_hooks`` does (``if callable(fn)``) in every release from 2.1 to at least 2.6;
-    checked on the installed one, so a future Lightning without it costs speed, never a crash.
+    ``_call_callback_hooks`` does (``if callable(fn)``) in 2.1.0, 2.3.0 and 2.6.6 (read); checked
+    on the installed one, so a Lightning without it costs speed, never a crash.
     """
     try:
         from lightning.pytorch.trainer import call
