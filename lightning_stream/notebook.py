@@ -3,8 +3,8 @@
 ``show(server_or_url=None, height=600)`` returns an ``IPython.display.IFrame``,
 so it renders as a cell's value (and can be inspected outside a kernel).
 ``%load_ext lightning_stream`` then ``%lightning_stream LOGDIR [--port P]``
-starts a server through the process-wide manager, or reuses one, and displays
-it, like ``%tensorboard`` does.
+starts a server through the process-wide manager (in a child process, as
+``StreamCallback`` does), or reuses one, and displays it, like ``%tensorboard`` does.
 
 Remote kernels (JupyterHub, VS Code remote, Colab-like setups): the browser
 cannot reach ``127.0.0.1:PORT`` of the kernel's machine, so set
@@ -151,7 +151,10 @@ def lightning_stream_magic(line: str) -> IFrame:
         if other is not None:
             print(f"reusing server on port {other.port} (pid {other.pid})")
             return show(other, args.height)
-    result = manager.acquire_result() if args.port is None else manager.acquire_result(port=args.port)
+    # In a child process, as StreamCallback does: training in this kernel then shares no GIL with serving,
+    # and a callback acquiring later reuses this server.
+    options: dict[str, Any] = {"isolated": True} if args.port is None else {"isolated": True, "port": args.port}
+    result = manager.acquire_result(**options)
     server = result.server
     if result.reused and server in _held:
         manager.release(server)  # the kernel holds one reference per server, however often the magic runs
@@ -164,7 +167,7 @@ def lightning_stream_magic(line: str) -> IFrame:
             manager.release(server)
         raise
     if result.reused:
-        print(f"reusing server on port {server.port} (pid {os.getpid()})")
+        print(f"reusing server on port {server.port} (pid {server.pid})")
     else:
         print(result.message)
     return show(server, args.height)

@@ -126,8 +126,9 @@ def test_magic_starts_a_server_then_reuses_it(
     assert frame.height == 300
     assert StreamClient(server.url).runs()[0]["run"] == "version_0"
 
+    assert server.pid != os.getpid()  # served from a child process: training in the kernel keeps its GIL
     lightning_stream_magic(str(logdir))
-    assert capsys.readouterr().out == f"reusing server on port {server.port} (pid {os.getpid()})\n"
+    assert capsys.readouterr().out == f"reusing server on port {server.port} (pid {server.pid})\n"
     assert get_stream_server_manager().refcount(server) == 1  # not one more per run of the magic
 
 
