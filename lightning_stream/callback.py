@@ -121,7 +121,8 @@ class StreamCallback(Callback):
         self._announced_url: str | None = None
         if _lightning_skips_unset_hooks():
             for hook in _UNUSED_STEP_HOOKS + (() if self._flush_interval_s else _FLUSH_HOOKS):
-                setattr(self, hook, None)
+                if getattr(type(self), hook) is getattr(StreamCallback, hook):  # a subclass's own hook stays
+                    setattr(self, hook, None)
 
     @property
     def server(self) -> StreamServer | None:

@@ -251,6 +251,17 @@ def test_lightning_dispatches_no_per_step_hook_the_callback_does_not_use(
     assert not manager.is_server_running()
 
 
+def test_a_subclass_keeps_the_per_step_hooks_it_overrides(tmp_path: Path, manager: Any) -> None:
+    calls: list[int] = []
+
+    class Counting(StreamCallback):
+        def on_before_backward(self, trainer: Trainer, pl_module: LightningModule, loss: torch.Tensor) -> None:
+            calls.append(trainer.global_step)
+
+    make_trainer(tmp_path, Counting(isolated=False), max_epochs=1).fit(Tiny(), loader())
+    assert calls == list(range(8))  # 64 samples, batches of 8
+
+
 def test_without_a_tensorboard_logger_setup_fails_with_the_fix(tmp_path: Path) -> None:
     trainer = make_trainer(tmp_path, StreamCallback(), logger=CSVLogger(str(tmp_path)))
     with pytest.raises(MisconfigurationException, match=r"CSVLogger.*TensorBoardLogger\('lightning_logs'\)"):
