@@ -14,6 +14,7 @@ rounds on a shared 2-core machine vary by 10-20 %, so one pair proves little.
     python benchmarks/bench_overhead.py            # 20 rounds x 2000 steps, server in a child process
     python benchmarks/bench_overhead.py --thread   # the same with the server on a thread of the training process
     python benchmarks/bench_overhead.py --bare-reader   # anchor: B is only a process reading the event files
+    python benchmarks/bench_overhead.py --with-floor    # A, B and C = the bare reader in every round
     python benchmarks/bench_overhead.py --quick
 """
 
@@ -81,8 +82,15 @@ def main() -> None:
         action="store_true",
         help="B = no StreamCallback, only a process re-reading the event files every 20 ms (the floor for any viewer)",
     )
+    parser.add_argument(
+        "--with-floor",
+        action="store_true",
+        help="also run C = the bare reader in every round, so B is compared with that floor under the same drift",
+    )
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
+    if args.with_floor and args.bare_reader:
+        parser.error("--with-floor already runs the bare reader as a third side; drop --bare-reader")
     if args.quick:
         args.rounds, args.steps = 1, 300
 
@@ -146,17 +154,18 @@ def main() -> None:
     if server.pid != os.getpid():
         others["server"] = psutil.Process(server.pid)
 
-    def fit(streaming: bool, i: int) -> Clock:
-        if streaming and args.bare_reader:
-            reader = subprocess.Popen([sys.executable, "-c", BARE_READER, str(tmp / f"b{i}")])
-            others["server"] = psutil.Process(reader.pid)
+    def fit(side: str, i: int) -> Clock:
+        """Side "a": logger alone; "b": + StreamCallback (or the bare reader); "c": the bare reader."""
+        if side == "c" or (side == "b" and args.bare_reader):
+            reader = subprocess.Popen([sys.executable, "-c", BARE_READER, str(tmp / f"{side}{i}")])
+            server_process, others["server"] = others["server"], psutil.Process(reader.pid)
             try:
-                return fit_once(False, i, name=f"b{i}")
+                return fit_once(False, i, name=f"{side}{i}")
             finally:
                 reader.kill()
                 reader.wait()
-                others["server"] = None
-        return fit_once(streaming, i)
+                others["server"] = server_process
+        return fit_once(side == "b", i)
 
     def fit_once(streaming: bool, i: int, name: str | None = None) -> Clock:
         clock = Clock()
@@ -176,20 +185,23 @@ def main() -> None:
         trainer.fit(Tiny(), data)
         return clock
 
-    fit(False, -1)  # warm-up
+    fit("a", -1)  # warm-up
     a: list[Clock] = []
     b: list[Clock] = []
+    c: list[Clock] = []
+    sides = ("a", "b", "c") if args.with_floor else ("a", "b")
     for i in range(args.rounds):
-        # A B, then B A: a machine that drifts within a pair hits both sides alike
-        order = (False, True) if i % 2 == 0 else (True, False)
-        result = {streaming: fit(streaming, i) for streaming in order}
-        a.append(result[False])
-        b.append(result[True])
-        print(
-            f"round {i}: logger alone {args.steps / a[-1].elapsed:7.1f} steps/s   "
-            f"+ stream {args.steps / b[-1].elapsed:7.1f} steps/s",
-            file=sys.stderr,
-        )
+        # A B, then B A (or A B C, then C B A): a machine drifting within a round hits every side alike
+        order = sides if i % 2 == 0 else sides[::-1]
+        result = {side: fit(side, i) for side in order}
+        a.append(result["a"])
+        b.append(result["b"])
+        line = f"round {i}: logger alone {args.steps / a[-1].elapsed:7.1f} steps/s   "
+        line += f"+ stream {args.steps / b[-1].elapsed:7.1f} steps/s"
+        if args.with_floor:
+            c.append(result["c"])
+            line += f"   bare reader {args.steps / c[-1].elapsed:7.1f} steps/s"
+        print(line, file=sys.stderr)
     with urllib.request.urlopen(server.url.rstrip("/") + "/health", timeout=10) as response:
         health = json.load(response)
     clients.terminate()
@@ -225,6 +237,17 @@ def main() -> None:
     print(f"{'slowdown (wall time per step), median of the rounds':52} {statistics.median(slowdowns):7.2f} %")
     print(f"{'  90 % bootstrap interval of that median':52} {low:7.2f} % .. {high:.2f} %")
     print(f"{'  rounds':52} " + " ".join(f"{x:.1f}" for x in slowdowns))
+    if args.with_floor:
+        print(
+            f"\nC: a bare reader process (the floor for any viewer), in the same rounds: {median(c, lambda k: args.steps / k.elapsed):.1f} steps/s"
+        )
+        for label, pairs in (
+            ("C against A (the floor)", zip(a, c, strict=True)),
+            ("B against C (what streaming adds above the floor)", zip(c, b, strict=True)),
+        ):
+            diffs = [100 * (y.elapsed / x.elapsed - 1) for x, y in pairs]
+            lo, hi = _bootstrap_median(diffs)
+            print(f"{label:52} {statistics.median(diffs):7.2f} %  [90 %: {lo:.2f} .. {hi:.2f}]")
 
 
 def _cpu(proc: Any) -> float:

@@ -115,11 +115,12 @@ def test_every_logged_point_reaches_sse_and_ws_clients_during_fit(tmp_path: Path
     assert (held.pid != os.getpid()) is isolated
     callback = StreamCallback(isolated=isolated)
     trainer = make_trainer(tmp_path, callback)
+    run = "tiny/version_0"
+    lifecycle = {(run, "started"), (run, "epoch"), (run, "finished")}
     with Subscriber(held.url, "sse") as sse, Subscriber(held.url, "ws") as ws:
         trainer.fit(Tiny(), loader(), loader(16))
         assert callback.server is None  # released at teardown
         assert manager.is_server_running()  # our reference keeps it up
-        run = "tiny/version_0"
         expected = {(run, tag, step, value) for tag, step, value in written_points(trainer.logger.log_dir)}  # type: ignore[union-attr]
         assert len(expected) > 20
         for sub in (sse, ws):
@@ -129,11 +130,10 @@ def test_every_logged_point_reaches_sse_and_ws_clients_during_fit(tmp_path: Path
             got = sorted(p for p in sub.snapshot() if p[0] == run)
             written = sorted((run, tag, step, value) for tag, step, value in written_records(trainer.logger.log_dir))  # type: ignore[union-attr]
             assert got == written, f"{sub.kind}: each record exactly once"
-            assert {(s["run"], s["state"]) for s in sub.statuses} >= {
-                (run, "started"),
-                (run, "epoch"),
-                (run, "finished"),
-            }
+            # "finished" follows the last points (teardown reads them, then publishes it): wait for it too
+            assert sub.wait_for(lambda s: {(x["run"], x["state"]) for x in s.statuses} >= lifecycle), (
+                f"{sub.kind} statuses: {sub.statuses}"
+            )
     manager.release(held)
     assert not manager.is_server_running()
 

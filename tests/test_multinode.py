@@ -167,7 +167,12 @@ def test_two_nodes_of_two_processes_serve_once_from_global_rank_zero_and_deliver
                 ),
             )
             assert sorted(sse.snapshot()) == expected, "each written record arrives exactly once"
-            assert {s["state"] for s in sse.statuses if s["run"] == "mn/version_0"} >= {"started", "finished"}
+            nodes.wait_until(  # "finished" follows the last points: it may arrive a moment later
+                lambda: {s["state"] for s in sse.statuses if s["run"] == "mn/version_0"} >= {"started", "finished"},
+                "the run's started and finished statuses at the SSE client",
+                timeout=60,
+                detail=lambda: f"statuses {sse.statuses}",
+            )
         (tmp_path / "client-done").touch()
         codes = nodes.wait_exit()
         if codes != [0, 0]:
