@@ -30,6 +30,7 @@ from lightning_stream.manager import StreamServerManager
 from lightning_stream.ports import bind_listener
 from tests.eventfiles import WALL_TIME, write_torch
 from tests.livetools import Subscriber
+from tests.proctools import end_process
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -267,8 +268,4 @@ def test_a_killed_training_process_leaves_no_orphan_server(tmp_path: Path, regis
         assert list(registry_dir.iterdir()) == []  # it stopped cleanly: its own entry is gone
         bind_listener("127.0.0.1", started["port"]).close()
     finally:
-        if trainer.poll() is None:
-            trainer.kill()
-        trainer.wait(30)
-        if trainer.stdout is not None:
-            trainer.stdout.close()
+        end_process(trainer)

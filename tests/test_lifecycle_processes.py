@@ -19,6 +19,7 @@ import pytest
 from lightning_stream.isolated import IsolatedStreamServer
 from lightning_stream.registry import list_servers, read_entries
 from lightning_stream.server import StreamServer
+from tests.proctools import end_process
 
 pytestmark = [
     pytest.mark.slow,
@@ -65,11 +66,7 @@ def holder(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[sub
         assert line.strip().isdigit(), f"holder failed to start: {line!r}"
         yield proc, int(line)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(30)
-        if proc.stdout is not None:
-            proc.stdout.close()
+        end_process(proc)
 
 
 def test_sigkilled_holder_is_pruned_and_its_port_can_be_served_again(

@@ -22,6 +22,7 @@ from lightning_stream.registry import (
     write_entry,
 )
 from lightning_stream.server import StreamServer
+from tests.proctools import end_process
 
 posix_only = pytest.mark.skipif(os.name == "nt", reason="POSIX modes and pids")
 
@@ -35,8 +36,7 @@ def sleeper() -> Iterator[int]:
     """The pid of a live process that serves nothing."""
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     yield proc.pid
-    proc.kill()
-    proc.wait()
+    end_process(proc)
 
 
 @pytest.fixture
