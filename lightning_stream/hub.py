@@ -74,6 +74,8 @@ STATES = ("started", "epoch", "finished", "failed")
 MAX_GLOB_LEN = 256
 MAX_TICK_S = 0.05  # longest coalescing interval, reached with many subscribers
 TICK_SUBSCRIBERS = 50  # subscribers per config.tick_s of coalescing
+BROADCAST_SENDS_PER_S = 62.5  # a busy run's broadcasts x subscribers per second, at most (see broadcast_gap_s)
+MAX_BROADCAST_GAP_S = 0.25  # ...but a busy run's points never wait longer than this for the fan-out's sake
 MAX_MESSAGE_POINTS = 2_000  # bounds one SSE/WS frame to ~200 KB of JSON (what a slow client may pin)
 MAX_REPLAY_MESSAGES = 10_000
 LOW_WATER = 0.75  # decimate down to this fraction of the budget, so it happens rarely
@@ -457,6 +459,20 @@ class Hub:
         return min(
             max(self.config.tick_s, MAX_TICK_S), self.config.tick_s * max(1.0, len(self._subs) / TICK_SUBSCRIBERS)
         )
+
+    def broadcast_gap_s(self) -> float:
+        """Least time between two reads of a busy run, for the fan-out's sake (the watcher asks).
+
+        Each broadcast is one send and one wake-up per subscriber, here and in every client's
+        process, and on a small machine that CPU comes out of training
+        (``benchmarks/bench_overhead.py``). A busy run is read in batches anyway (the watcher's
+        ``busy_gap_for``, at most 80 ms apart); with more than a handful of subscribers the
+        batches get bigger, so that broadcasts x subscribers stay near ``BROADCAST_SENDS_PER_S``:
+        160 ms apart with 10 subscribers, never more than ``MAX_BROADCAST_GAP_S``. Only runs
+        logging faster than 200 steps/s per series are affected: slower ones are read less than
+        80 ms apart anyway.
+        """
+        return min(MAX_BROADCAST_GAP_S, len(self._subs) / BROADCAST_SENDS_PER_S)
 
     def publish_status(self, run: str, state: str, **fields: Any) -> None:
         """Broadcast a run lifecycle change (``state`` in STATES); earlier points go out first."""

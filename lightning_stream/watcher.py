@@ -55,7 +55,8 @@ in bigger batches, the gap growing with its rate up to ``MAX_BUSY_GAP_S``: every
 and, through it, every client, and each wake-up costs ~0.15 ms of CPU on a small VM, beside training
 (``benchmarks/bench_overhead.py``), while 12 updates a second are as smooth to the eye as 50."""
 MAX_BUSY_GAP_S = 0.08
-"""Longest gap between reads of a busy run (a point then waits at most this long to be read)."""
+"""Longest gap between reads of a busy run (a point then waits at most this long to be read), unless the
+sink asks for longer (``watch(min_busy_gap_s=...)``: the server's hub does with many clients)."""
 INLINE_READ_FILES = 4
 """A notification naming at most this many local files is read on the loop, not in a worker thread."""
 INLINE_READ_POINTS = 8192
@@ -186,11 +187,15 @@ class LogdirWatcher:
     def _is_event_file_here(self, path: str) -> bool:
         return EVENT_FILE_MARKER in os.path.basename(path) and path.startswith(self.logdir + os.sep)
 
-    async def watch(self, sink: Callable[[list[ScalarBatch]], None]) -> None:
+    async def watch(
+        self, sink: Callable[[list[ScalarBatch]], None], *, min_busy_gap_s: Callable[[], float] = lambda: 0.0
+    ) -> None:
         """Scan whenever something changes, and hand new points to ``sink`` on this loop; runs until cancelled.
 
         A notification naming event files re-reads only those; anything else (a new directory, a
-        lost notification, the poll) rescans the whole logdir.
+        lost notification, the poll) rescans the whole logdir. ``min_busy_gap_s`` is asked after
+        every read: how long the sink wants a busy run's reads apart at least, beyond
+        ``MAX_BUSY_GAP_S`` (see ``busy_gap_for``).
         """
         wake = asyncio.Event()
         changed: set[str] = set()
@@ -246,7 +251,9 @@ class LogdirWatcher:
                 if batches:
                     sink(batches)
                     now = loop.time()
-                    busy_gap = busy_gap_for(max(len(b) for b in batches), now - last_data)
+                    busy_gap = busy_gap_for(
+                        max(len(b) for b in batches), now - last_data, max(MAX_BUSY_GAP_S, min_busy_gap_s())
+                    )
                     last_data = now
                     interval = fast
                     if full:
@@ -345,12 +352,12 @@ class LogdirWatcher:
             on_change(None if structural or not paths else paths)
 
 
-def busy_gap_for(steps: int, elapsed_s: float) -> float:
+def busy_gap_for(steps: int, elapsed_s: float, max_gap_s: float = MAX_BUSY_GAP_S) -> float:
     """Gap before the next read, after one that found ``steps`` points of its busiest series
     written over ``elapsed_s`` (since the read before): ``BUSY_GAP_S`` up to ``BUSY_STEPS_PER_S``,
-    then growing with the rate, at most ``MAX_BUSY_GAP_S``."""
+    then growing with the rate, at most ``max_gap_s``."""
     rate = steps / elapsed_s if elapsed_s > 0 else 0.0
-    return min(MAX_BUSY_GAP_S, max(BUSY_GAP_S, BUSY_GAP_S * rate / BUSY_STEPS_PER_S))
+    return min(max_gap_s, max(BUSY_GAP_S, BUSY_GAP_S * rate / BUSY_STEPS_PER_S))
 
 
 def _never() -> bool:

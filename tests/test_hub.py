@@ -657,6 +657,22 @@ def test_tick_grows_with_subscribers_up_to_a_cap() -> None:
     assert hub.tick_s() == 0.005
 
 
+def test_broadcast_gap_grows_with_subscribers_up_to_a_cap() -> None:
+    from lightning_stream.hub import BROADCAST_SENDS_PER_S, MAX_BROADCAST_GAP_S
+
+    hub = make_hub()
+    assert hub.broadcast_gap_s() == 0.0  # nobody to send to: no reason to wait
+    subs = [hub.subscribe() for _ in range(5)]
+    assert hub.broadcast_gap_s() == pytest.approx(0.08)  # the watcher's own cap: a handful changes nothing
+    subs += [hub.subscribe() for _ in range(5)]
+    assert hub.broadcast_gap_s() == pytest.approx(10 / BROADCAST_SENDS_PER_S) == pytest.approx(0.16)
+    subs += [hub.subscribe() for _ in range(100)]
+    assert hub.broadcast_gap_s() == MAX_BROADCAST_GAP_S
+    for sub in subs:
+        sub.close()
+    assert hub.broadcast_gap_s() == 0.0
+
+
 def test_a_large_ingest_is_held_once_not_copied_into_the_series() -> None:
     hub = make_hub(replay_points=1_000)
     scan = [batch(f"run_{r}", f"tag_{t}", list(range(20_000))) for r in range(5) for t in range(2)]

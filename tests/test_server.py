@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 from aiohttp import WSCloseCode, WSMsgType
 
+from lightning_stream import _inotify
 from lightning_stream.errors import PortInUseError, ServerNotRunningError, ServerStartError
 from lightning_stream.ports import bind_listener
 from lightning_stream.registry import read_entries
@@ -300,3 +301,39 @@ def test_restarts_leave_no_previous_incarnation_alive() -> None:
             server.restart()
         gc.collect()
         assert [ref() is None for ref in old_hubs] == [True, True, True]
+
+
+@pytest.mark.skipif(not _inotify.available(), reason="inotify is Linux-only (the poll reads on its own clock)")
+def test_many_subscribers_get_a_fast_run_in_fewer_bigger_broadcasts_and_every_point(
+    server: StreamServer, tmp_path: Path
+) -> None:
+    from lightning_stream.hub import MAX_BROADCAST_GAP_S
+    from tests.eventfiles import records, simple_event
+    from tests.livetools import Subscriber
+
+    path = tmp_path / "events.out.tfevents.1.host"
+    path.write_bytes(records([simple_event("warmup", 0, 1.0, 0.0)]))
+    server.watch(tmp_path, prefix="fast")
+    subscribers = [Subscriber(server.url, tag="loss").__enter__() for _ in range(16)]  # 16 -> the longest gap
+    try:
+        record = [records([simple_event("loss", step, 1.0, float(step))]) for step in range(20_000)]
+        started = time.monotonic()
+        written = 0
+        with path.open("ab") as f:  # a run logging ~1,500 steps a second, flushed every step
+            while written < len(record) and (written < 100 or time.monotonic() < started + 1.5):
+                f.write(record[written])
+                f.flush()
+                written += 1
+                time.sleep(0.0005)  # a read then holds < MAX_MESSAGE_POINTS: one message per broadcast
+        for sub in subscribers:
+            assert sub.wait_for(lambda s: len(s.points) >= written), (len(sub.points), written, sub.errors)
+        elapsed = time.monotonic() - started
+        for sub in subscribers:
+            assert [p[2] for p in sub.snapshot()] == list(range(written))  # each once, in order
+        # Broadcasts MAX_BROADCAST_GAP_S apart once the rate is known; the watcher's own 80 ms cap
+        # (a server that ignored its subscriber count) would send ~3 times as many.
+        broadcasts = len(subscribers[0].seqs)
+        assert broadcasts <= 1.5 * elapsed / MAX_BROADCAST_GAP_S + 3, (broadcasts, elapsed)
+    finally:
+        for sub in subscribers:
+            sub.close()

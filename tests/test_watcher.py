@@ -392,6 +392,8 @@ def test_busy_gap_grows_with_the_write_rate_within_bounds() -> None:
     assert busy_gap_for(1000, 0.02) == MAX_BUSY_GAP_S  # never longer than this
     assert busy_gap_for(5, 0.0) == BUSY_GAP_S
     assert busy_gap_for(5, 3600.0) == BUSY_GAP_S  # the first read after a quiet spell
+    assert busy_gap_for(1000, 0.02, 0.2) == 0.2  # the sink may allow longer (many clients)
+    assert busy_gap_for(2, 0.02, 0.2) == pytest.approx(2 * BUSY_GAP_S)  # ...which changes nothing for a slower run
 
 
 @pytest.mark.skipif(not _inotify.available(), reason="inotify is Linux-only")
@@ -428,3 +430,43 @@ async def test_a_fast_writer_is_read_in_few_big_batches_and_nothing_is_lost(tmp_
     # The gap grows to MAX_BUSY_GAP_S while the writer keeps up its pace (a fixed BUSY_GAP_S
     # would need 4 times as many reads); slack for a writer that stalls now and then.
     assert len(reads) <= 1.5 * elapsed / MAX_BUSY_GAP_S + 5, (len(reads), elapsed, reads)
+
+
+@pytest.mark.skipif(not _inotify.available(), reason="inotify is Linux-only")
+async def test_a_sink_asking_for_a_longer_gap_gets_bigger_batches_and_nothing_is_lost(tmp_path: Path) -> None:
+    path = tmp_path / "events.out.tfevents.1.host"
+    path.write_bytes(b"")
+    watcher = LogdirWatcher(tmp_path, poll_interval_s=60.0, change_detection="inotify")
+    reads: list[int] = []
+    got = Collector()
+    record = [records([simple_event("a", step, WALL_TIME, float(step))]) for step in range(20_000)]
+
+    def sink(batches: list[ScalarBatch]) -> None:
+        reads.append(sum(len(b) for b in batches))
+        got(batches)
+
+    def write(until: float) -> int:  # flushed writes as fast as they go (thousands a second), for ~1.5 s
+        written = 0
+        with path.open("ab") as f:
+            while written < len(record) and (written < 100 or time.monotonic() < until):
+                f.write(record[written])
+                f.flush()
+                written += 1
+                if written % 10 == 0:
+                    time.sleep(0.0005)  # let the watcher's loop get the GIL now and then
+        return written
+
+    task = asyncio.create_task(watcher.watch(sink, min_busy_gap_s=lambda: 0.5))
+    try:
+        await got.wait_for(lambda: watcher.notifications_active, "notifications")
+        started = time.monotonic()
+        written = await asyncio.to_thread(write, started + 1.5)
+        await got.wait_for(lambda: len(got.points()) == written, f"all {written} points")
+        elapsed = time.monotonic() - started
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert [p[2] for p in got.points()] == list(range(written))  # each once, in order
+    # Reads ~0.5 s apart once the rate is known; the watcher's own cap (80 ms) would take ~6 times as many.
+    assert len(reads) <= 1.5 * elapsed / 0.5 + 3, (len(reads), elapsed, reads)
