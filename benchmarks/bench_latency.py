@@ -13,6 +13,7 @@ Latency = receipt time - write time, per point. Reports n, p50, p99, max.
 
     python benchmarks/bench_latency.py               # ~40 s of training
     python benchmarks/bench_latency.py --quick       # a few seconds, no TensorBoard
+    python benchmarks/bench_latency.py --no-tensorboard --step-delay 0 --more-clients 8   # full speed, 10 clients
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import asyncio, json, sys, time, urllib.request
 import aiohttp
 
 url, tb_urls, run, out_path, duration = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], sys.argv[4], float(sys.argv[5])
+more = int(sys.argv[6])  # further SSE clients that only read, as more viewers would
 seen = {}  # (contender, tag, step) -> receipt time
 
 async def sse(session):
@@ -53,6 +55,11 @@ async def sse(session):
                     for p in json.loads(data)["points"]:
                         seen.setdefault(("sse", p["tag"], p["step"]), now)
                 event, data = "", ""
+
+async def drain(session):
+    async with session.get(url + "/stream", timeout=aiohttp.ClientTimeout(total=None)) as resp:
+        async for _ in resp.content:
+            pass
 
 async def ws(session):
     async with session.ws_connect(url + "/ws") as sock:
@@ -82,6 +89,7 @@ async def main():
     async with aiohttp.ClientSession() as session:
         tasks = [asyncio.create_task(sse(session)), asyncio.create_task(ws(session))]
         tasks += [asyncio.create_task(tensorboard(session, n, b)) for n, b in tb_urls.items()]
+        tasks += [asyncio.create_task(drain(session)) for _ in range(more)]
         await asyncio.sleep(duration)
         for t in tasks:
             t.cancel()
@@ -121,6 +129,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--step-delay", type=float, default=0.02, help="seconds of 'work' per step")
     parser.add_argument("--no-tensorboard", action="store_true")
+    parser.add_argument(
+        "--more-clients",
+        type=int,
+        default=0,
+        help="further SSE clients that only read (a busy run is then read less often)",
+    )
     parser.add_argument(
         "--thread", dest="isolated", action="store_false", help="serve from a thread of the training process"
     )
@@ -189,7 +203,17 @@ def main() -> None:
     duration_guess = args.steps * (args.step_delay + 0.004) + 15
     out = tmp / "received.json"
     client = subprocess.Popen(
-        [sys.executable, "-c", CLIENT, server.url.rstrip("/"), json.dumps(tb_urls), run, str(out), str(duration_guess)],
+        [
+            sys.executable,
+            "-c",
+            CLIENT,
+            server.url.rstrip("/"),
+            json.dumps(tb_urls),
+            run,
+            str(out),
+            str(duration_guess),
+            str(args.more_clients),
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -226,7 +250,10 @@ def main() -> None:
     names = {"sse": "lightning-stream SSE", "ws": "lightning-stream WebSocket", **{k: k for k in tb_urls}}
     load = os.getloadavg()
     where = "a child process" if args.isolated else "a thread of the training process"
-    print(f"\nwrite→receive latency, {len(write_times)} points written, load avg {load[0]:.2f}, server in {where}")
+    print(
+        f"\nwrite→receive latency, {len(write_times)} points written, load avg {load[0]:.2f}, server in {where}, "
+        f"{2 + args.more_clients} lightning-stream clients"
+    )
     print(f"{'contender':34} {'n':>6} {'p50 ms':>9} {'p99 ms':>9} {'max ms':>9}")
     for key, label in names.items():
         lat = by_contender.get(key, [])
