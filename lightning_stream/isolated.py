@@ -2,7 +2,8 @@
 
 Why: a server thread inside the training process shares its GIL. On a 1 ms training step,
 every file read, hub tick and send to clients is time the step waits for
-(``benchmarks/bench_overhead.py``: 4.6 % slower with 10 clients; 1.2–3.2 % from a child). In a child process the
+(``benchmarks/bench_overhead.py``, 10 clients, busy runs read ≤ 80 ms apart: 4.6 % slower with a thread,
+1.2–3.2 % from a child; with the longer gap many clients now get, −0.04 % from a child). In a child process the
 watcher, hub and sockets run on another core; the training process only writes its event
 files, as it does anyway. ``StreamCallback`` uses this by default (``isolated=True``).
 
