@@ -9,6 +9,7 @@ import shutil
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from eventfiles import WALL_TIME, event_files, read_all, records, simple_event, write_torch
@@ -396,11 +397,14 @@ def test_busy_gap_grows_with_the_write_rate_within_bounds() -> None:
     assert busy_gap_for(2, 0.02, 0.2) == pytest.approx(2 * BUSY_GAP_S)  # ...which changes nothing for a slower run
 
 
-@pytest.mark.skipif(not _inotify.available(), reason="inotify is Linux-only")
-async def test_a_fast_writer_is_read_in_few_big_batches_and_nothing_is_lost(tmp_path: Path) -> None:
-    path = tmp_path / "events.out.tfevents.1.host"
+async def _watch_a_fast_writer(
+    directory: Path, write: Callable[[Path], int], **watch_options: Any
+) -> tuple[list[int], list[tuple[str, str, int, float]], int, float]:
+    """Watch ``directory`` while ``write(path)`` appends records to an event file there (in a thread);
+    returns the points of each read, every point, the number written and the seconds it all took."""
+    path = directory / "events.out.tfevents.1.host"
     path.write_bytes(b"")
-    watcher = LogdirWatcher(tmp_path, poll_interval_s=60.0, change_detection="inotify")
+    watcher = LogdirWatcher(directory, poll_interval_s=60.0, change_detection="inotify")
     reads: list[int] = []
     got = Collector()
 
@@ -408,25 +412,32 @@ async def test_a_fast_writer_is_read_in_few_big_batches_and_nothing_is_lost(tmp_
         reads.append(sum(len(b) for b in batches))
         got(batches)
 
-    def write(n: int) -> None:  # ~1,000 flushed writes a second, like a fast Lightning loop
-        with path.open("ab") as f:
-            for step in range(n):
-                f.write(records([simple_event("a", step, WALL_TIME, float(step))]))
-                f.flush()
-                time.sleep(0.001)
-
-    task = asyncio.create_task(watcher.watch(sink))
+    task = asyncio.create_task(watcher.watch(sink, **watch_options))
     try:
         await got.wait_for(lambda: watcher.notifications_active, "notifications")
         started = time.monotonic()
-        await asyncio.to_thread(write, 600)
-        await got.wait_for(lambda: len(got.points()) == 600, "all 600 points")
+        written = await asyncio.to_thread(write, path)
+        await got.wait_for(lambda: len(got.points()) == written, f"all {written} points")
         elapsed = time.monotonic() - started
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    assert [p[2] for p in got.points()] == list(range(600))  # each once, in order
+    return reads, got.points(), written, elapsed
+
+
+@pytest.mark.skipif(not _inotify.available(), reason="inotify is Linux-only")
+async def test_a_fast_writer_is_read_in_few_big_batches_and_nothing_is_lost(tmp_path: Path) -> None:
+    def write(path: Path) -> int:  # ~1,000 flushed writes a second, like a fast Lightning loop
+        with path.open("ab") as f:
+            for step in range(600):
+                f.write(records([simple_event("a", step, WALL_TIME, float(step))]))
+                f.flush()
+                time.sleep(0.001)
+        return 600
+
+    reads, points, written, elapsed = await _watch_a_fast_writer(tmp_path, write)
+    assert [p[2] for p in points] == list(range(written))  # each once, in order
     # The gap grows to MAX_BUSY_GAP_S while the writer keeps up its pace (a fixed BUSY_GAP_S
     # would need 4 times as many reads); slack for a writer that stalls now and then.
     assert len(reads) <= 1.5 * elapsed / MAX_BUSY_GAP_S + 5, (len(reads), elapsed, reads)
@@ -434,18 +445,10 @@ async def test_a_fast_writer_is_read_in_few_big_batches_and_nothing_is_lost(tmp_
 
 @pytest.mark.skipif(not _inotify.available(), reason="inotify is Linux-only")
 async def test_a_sink_asking_for_a_longer_gap_gets_bigger_batches_and_nothing_is_lost(tmp_path: Path) -> None:
-    path = tmp_path / "events.out.tfevents.1.host"
-    path.write_bytes(b"")
-    watcher = LogdirWatcher(tmp_path, poll_interval_s=60.0, change_detection="inotify")
-    reads: list[int] = []
-    got = Collector()
     record = [records([simple_event("a", step, WALL_TIME, float(step))]) for step in range(20_000)]
 
-    def sink(batches: list[ScalarBatch]) -> None:
-        reads.append(sum(len(b) for b in batches))
-        got(batches)
-
-    def write(until: float) -> int:  # flushed writes as fast as they go (thousands a second), for ~1.5 s
+    def write(path: Path) -> int:  # flushed writes as fast as they go (thousands a second), for ~1.5 s
+        until = time.monotonic() + 1.5
         written = 0
         with path.open("ab") as f:
             while written < len(record) and (written < 100 or time.monotonic() < until):
@@ -456,17 +459,7 @@ async def test_a_sink_asking_for_a_longer_gap_gets_bigger_batches_and_nothing_is
                     time.sleep(0.0005)  # let the watcher's loop get the GIL now and then
         return written
 
-    task = asyncio.create_task(watcher.watch(sink, min_busy_gap_s=lambda: 0.5))
-    try:
-        await got.wait_for(lambda: watcher.notifications_active, "notifications")
-        started = time.monotonic()
-        written = await asyncio.to_thread(write, started + 1.5)
-        await got.wait_for(lambda: len(got.points()) == written, f"all {written} points")
-        elapsed = time.monotonic() - started
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    assert [p[2] for p in got.points()] == list(range(written))  # each once, in order
+    reads, points, written, elapsed = await _watch_a_fast_writer(tmp_path, write, min_busy_gap_s=lambda: 0.5)
+    assert [p[2] for p in points] == list(range(written))  # each once, in order
     # Reads ~0.5 s apart once the rate is known; the watcher's own cap (80 ms) would take ~6 times as many.
     assert len(reads) <= 1.5 * elapsed / 0.5 + 3, (len(reads), elapsed, reads)
