@@ -461,7 +461,7 @@ class Hub:
         )
 
     def broadcast_gap_s(self) -> float:
-        """Least time between two reads of a busy run, for the fan-out's sake (the watcher asks).
+        """How far apart a busy run's reads may be, for the fan-out's sake (the watcher's cap; it asks).
 
         Each broadcast is one send and one wake-up per subscriber, here and in every client's
         process, and on a small machine that CPU comes out of training

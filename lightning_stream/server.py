@@ -431,7 +431,7 @@ class StreamServer:
 
         sink(await asyncio.to_thread(watcher.scan))
         task = asyncio.get_running_loop().create_task(
-            watcher.watch(sink, min_busy_gap_s=hub.broadcast_gap_s), name=f"lightning-stream-watch {path}"
+            watcher.watch(sink, max_busy_gap_s=hub.broadcast_gap_s), name=f"lightning-stream-watch {path}"
         )
         task.add_done_callback(_log_watch_end)
         inc.watches[path] = (watcher, task, sink)

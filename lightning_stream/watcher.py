@@ -56,7 +56,7 @@ and, through it, every client, and each wake-up costs ~0.15 ms of CPU on a small
 (``benchmarks/bench_overhead.py``), while 12 updates a second are as smooth to the eye as 50."""
 MAX_BUSY_GAP_S = 0.08
 """Longest gap between reads of a busy run (a point then waits at most this long to be read), unless the
-sink asks for longer (``watch(min_busy_gap_s=...)``: the server's hub does with many clients)."""
+sink allows longer (``watch(max_busy_gap_s=...)``: the server's hub does with many clients)."""
 INLINE_READ_FILES = 4
 """A notification naming at most this many local files is read on the loop, not in a worker thread."""
 INLINE_READ_POINTS = 8192
@@ -188,14 +188,14 @@ class LogdirWatcher:
         return EVENT_FILE_MARKER in os.path.basename(path) and path.startswith(self.logdir + os.sep)
 
     async def watch(
-        self, sink: Callable[[list[ScalarBatch]], None], *, min_busy_gap_s: Callable[[], float] = lambda: 0.0
+        self, sink: Callable[[list[ScalarBatch]], None], *, max_busy_gap_s: Callable[[], float] = lambda: 0.0
     ) -> None:
         """Scan whenever something changes, and hand new points to ``sink`` on this loop; runs until cancelled.
 
         A notification naming event files re-reads only those; anything else (a new directory, a
-        lost notification, the poll) rescans the whole logdir. ``min_busy_gap_s`` is asked after
-        every read: how long the sink wants a busy run's reads apart at least, beyond
-        ``MAX_BUSY_GAP_S`` (see ``busy_gap_for``).
+        lost notification, the poll) rescans the whole logdir. ``max_busy_gap_s`` is asked after
+        every read: the longest gap the sink allows between reads of a busy run, used when above
+        ``MAX_BUSY_GAP_S`` (the cap on the gap a run's write rate earns, see ``busy_gap_for``).
         """
         wake = asyncio.Event()
         changed: set[str] = set()
@@ -252,7 +252,7 @@ class LogdirWatcher:
                     sink(batches)
                     now = loop.time()
                     busy_gap = busy_gap_for(
-                        max(len(b) for b in batches), now - last_data, max(MAX_BUSY_GAP_S, min_busy_gap_s())
+                        max(len(b) for b in batches), now - last_data, max(MAX_BUSY_GAP_S, max_busy_gap_s())
                     )
                     last_data = now
                     interval = fast

@@ -459,7 +459,7 @@ async def test_a_sink_asking_for_a_longer_gap_gets_bigger_batches_and_nothing_is
                     time.sleep(0.0005)  # let the watcher's loop get the GIL now and then
         return written
 
-    reads, points, written, elapsed = await _watch_a_fast_writer(tmp_path, write, min_busy_gap_s=lambda: 0.5)
+    reads, points, written, elapsed = await _watch_a_fast_writer(tmp_path, write, max_busy_gap_s=lambda: 0.5)
     assert [p[2] for p in points] == list(range(written))  # each once, in order
     # Reads ~0.5 s apart once the rate is known; the watcher's own cap (80 ms) would take ~6 times as many.
     assert len(reads) <= 1.5 * elapsed / 0.5 + 3, (len(reads), elapsed, reads)
