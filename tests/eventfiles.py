@@ -8,6 +8,7 @@ built with tensorboard's own protobuf classes and framed with ``lightning_stream
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -153,6 +154,25 @@ def file_version_event(wall_time: float = 1.0) -> bytes:
 def records(payloads: Iterable[bytes]) -> bytes:
     """The bytes of an event file holding ``payloads``, one record each."""
     return b"".join(frame(p) for p in payloads)
+
+
+def append_flushed_for(
+    path: Path, seconds: float, *, tag: str, pause_every: int, wall_time: float = WALL_TIME, limit: int = 20_000
+) -> int:
+    """Append one scalar record per step (steps 0, 1, ...) to ``path``, flushing each, for about ``seconds``
+    (at least 100 steps, at most ``limit``), sleeping 0.5 ms after every ``pause_every`` steps: a run logging
+    thousands of steps a second. Returns the number of steps written."""
+    encoded = [records([simple_event(tag, step, wall_time, float(step))]) for step in range(limit)]
+    until = time.monotonic() + seconds
+    written = 0
+    with path.open("ab") as f:
+        while written < limit and (written < 100 or time.monotonic() < until):
+            f.write(encoded[written])
+            f.flush()
+            written += 1
+            if written % pause_every == 0:
+                time.sleep(0.0005)
+    return written
 
 
 def record_bounds(data: bytes) -> list[tuple[int, int]]:

@@ -308,7 +308,7 @@ def test_many_subscribers_get_a_fast_run_in_fewer_bigger_broadcasts_and_every_po
     server: StreamServer, tmp_path: Path
 ) -> None:
     from lightning_stream.hub import MAX_BROADCAST_GAP_S
-    from tests.eventfiles import records, simple_event
+    from tests.eventfiles import append_flushed_for, records, simple_event
     from tests.livetools import Subscriber
 
     path = tmp_path / "events.out.tfevents.1.host"
@@ -316,15 +316,9 @@ def test_many_subscribers_get_a_fast_run_in_fewer_bigger_broadcasts_and_every_po
     server.watch(tmp_path, prefix="fast")
     subscribers = [Subscriber(server.url, tag="loss").__enter__() for _ in range(16)]  # 16 -> the longest gap
     try:
-        record = [records([simple_event("loss", step, 1.0, float(step))]) for step in range(20_000)]
         started = time.monotonic()
-        written = 0
-        with path.open("ab") as f:  # a run logging ~1,500 steps a second, flushed every step
-            while written < len(record) and (written < 100 or time.monotonic() < started + 1.5):
-                f.write(record[written])
-                f.flush()
-                written += 1
-                time.sleep(0.0005)  # a read then holds < MAX_MESSAGE_POINTS: one message per broadcast
+        # ~1,500 steps a second, a pause after each: a read then holds < MAX_MESSAGE_POINTS, one message per broadcast
+        written = append_flushed_for(path, 1.5, tag="loss", pause_every=1, wall_time=1.0)
         for sub in subscribers:
             assert sub.wait_for(lambda s: len(s.points) >= written), (len(sub.points), written, sub.errors)
         elapsed = time.monotonic() - started

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from eventfiles import WALL_TIME, event_files, read_all, records, simple_event, write_torch
+from eventfiles import WALL_TIME, append_flushed_for, event_files, read_all, records, simple_event, write_torch
 from torch.utils.tensorboard import SummaryWriter
 
 from lightning_stream import _inotify
@@ -445,19 +445,8 @@ async def test_a_fast_writer_is_read_in_few_big_batches_and_nothing_is_lost(tmp_
 
 @pytest.mark.skipif(not _inotify.available(), reason="inotify is Linux-only")
 async def test_a_sink_asking_for_a_longer_gap_gets_bigger_batches_and_nothing_is_lost(tmp_path: Path) -> None:
-    record = [records([simple_event("a", step, WALL_TIME, float(step))]) for step in range(20_000)]
-
     def write(path: Path) -> int:  # flushed writes as fast as they go (thousands a second), for ~1.5 s
-        until = time.monotonic() + 1.5
-        written = 0
-        with path.open("ab") as f:
-            while written < len(record) and (written < 100 or time.monotonic() < until):
-                f.write(record[written])
-                f.flush()
-                written += 1
-                if written % 10 == 0:
-                    time.sleep(0.0005)  # let the watcher's loop get the GIL now and then
-        return written
+        return append_flushed_for(path, 1.5, tag="a", pause_every=10)  # pauses: the watcher's loop gets the GIL
 
     reads, points, written, elapsed = await _watch_a_fast_writer(tmp_path, write, max_busy_gap_s=lambda: 0.5)
     assert [p[2] for p in points] == list(range(written))  # each once, in order
