@@ -27,6 +27,8 @@ GLOB_PATTERN = (
     rf"{_CLOSE})*$"
 )
 
+INT64 = {"type": "integer", "format": "int64"}
+
 _ERROR = {
     "type": "object",
     "required": ["error"],
@@ -39,6 +41,11 @@ def _error(description: str) -> dict[str, Any]:
         "description": description,
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
     }
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    """An optional query parameter."""
+    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
 
 
 def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -120,48 +127,20 @@ def openapi_document(*, token: bool = False) -> dict[str, Any]:
                         "unknown, or an exact tag unknown in an exact run, is 404. Unknown parameters are 400."
                     ),
                     "parameters": [
-                        {
-                            "name": "run",
-                            "in": "query",
-                            "required": False,
-                            "description": "run name or fnmatch glob (default *)",
-                            "schema": glob_param,
-                        },
-                        {
-                            "name": "tag",
-                            "in": "query",
-                            "required": False,
-                            "description": "tag name or fnmatch glob (default *)",
-                            "schema": glob_param,
-                        },
-                        {
-                            "name": "start_step",
-                            "in": "query",
-                            "required": False,
-                            "description": "first step of the window (inclusive)",
-                            "schema": {"type": "integer", "format": "int64"},
-                        },
-                        {
-                            "name": "end_step",
-                            "in": "query",
-                            "required": False,
-                            "description": "last step of the window (inclusive); not below start_step",
-                            "schema": {"type": "integer", "format": "int64"},
-                        },
-                        {
-                            "name": "max_points",
-                            "in": "query",
-                            "required": False,
-                            "description": "per series at most this many points: min/max per bucket, first and last kept",
-                            "schema": {"type": "integer", "minimum": 2, "maximum": MAX_LIMIT},
-                        },
-                        {
-                            "name": "format",
-                            "in": "query",
-                            "required": False,
-                            "description": "json (default) or csv (streamed rows run,tag,step,wall_time,value)",
-                            "schema": {"type": "string", "enum": ["json", "csv"]},
-                        },
+                        _query("run", glob_param, "run name or fnmatch glob (default *)"),
+                        _query("tag", glob_param, "tag name or fnmatch glob (default *)"),
+                        _query("start_step", INT64, "first step of the window (inclusive)"),
+                        _query("end_step", INT64, "last step of the window (inclusive); not below start_step"),
+                        _query(
+                            "max_points",
+                            {"type": "integer", "minimum": 2, "maximum": MAX_LIMIT},
+                            "per series at most this many points: min/max per bucket, first and last kept",
+                        ),
+                        _query(
+                            "format",
+                            {"type": "string", "enum": ["json", "csv"]},
+                            "json (default) or csv (streamed rows run,tag,step,wall_time,value)",
+                        ),
                     ],
                     "responses": {
                         "200": {
