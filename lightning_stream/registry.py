@@ -135,9 +135,7 @@ class ServerInfo:
             raise ValueError(f"registry entry has pid={values['pid']!r} port={values['port']!r}, out of range")
         info = cls(**values)
         if not info.url_matches_address:
-            raise ValueError(
-                f"registry entry's url {info.url!r} is not its own host {info.host!r} port {info.port!r}"
-            )
+            raise ValueError(f"registry entry's url {info.url!r} is not its own host {info.host!r} port {info.port!r}")
         return info
 
 

@@ -198,7 +198,8 @@ def test_a_directory_others_can_write_is_refused_with_the_chmod_fix(registry_dir
     assert stat.S_IMODE(registry_dir.stat().st_mode) == 0o777  # refused, not silently mended
     result = _cli("ls")
     assert result.returncode == 1
-    assert result.stderr.count("\n") == 1 and "chmod 700" in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert "chmod 700" in result.stderr
 
 
 @posix_only
@@ -299,13 +300,16 @@ def test_a_registry_another_user_planted_is_refused_and_the_token_never_reaches_
         monkeypatch.setenv("LIGHTNING_STREAM_TOKEN", token)
 
         listed = _cli("ls", "--json", env=env)
-        assert listed.returncode == 1 and str(planted) in listed.stderr and str(fake.port) not in listed.stdout
+        assert listed.returncode == 1
+        assert str(planted) in listed.stderr
+        assert str(fake.port) not in listed.stdout
         from lightning_stream.notebook import dashboard_url
 
         with pytest.raises(RegistryError, match="belongs to uid"):
             dashboard_url()
         tailed = _cli("tail", str(logdir), "--duration", "2", "--retry", "1", env=env)
-        assert tailed.returncode == 1 and "belongs to uid" in tailed.stderr
+        assert tailed.returncode == 1
+        assert "belongs to uid" in tailed.stderr
         assert fake.authorizations() == []
 
 

@@ -1,0 +1,146 @@
+"""Bounded connections: a cap on concurrent clients, answered 503 past it, and a quiet accept log.
+
+Descriptors are what a crowd of connections (silent TCP sockets from another local user,
+hundreds of dashboards) exhausts first. Without a bound, ``accept()`` then fails with
+``EMFILE``, asyncio logs each failure with a traceback once a second, and the health
+probe cannot open its own socket, so the watchdog restarted a server that was only full.
+So (docs/security.md):
+
+* ``CappedSockSite`` serves at most ``max_clients`` connections; a connection past the
+  cap is answered ``503`` with ``Retry-After`` and closed at once, holding a descriptor
+  only while that short answer is written. The default cap is half the soft
+  ``RLIMIT_NOFILE`` (``default_max_clients``): the other half stays for event files,
+  inotify, the loop and the health probe.
+* A connection that has not sent a whole request line and headers within
+  ``header_timeout_s`` of connecting is closed (the slow or silent client); so is one
+  idle that long after an answer (aiohttp's ``keepalive_timeout``, which aiohttp 3.14.5
+  also starts at ``connection_made``, aio-libs/aiohttp#13681; the first-request timer
+  here covers the older aiohttp this package supports). A request being answered (an
+  SSE stream, a WebSocket) is exempt.
+* ``quiet_accept_errors`` makes the loop log "out of system resource" accept errors at
+  most once per ``ACCEPT_LOG_INTERVAL_S``, one line, with the number left out.
+
+Limits: the cap bounds connections, not users; another local user can still take
+every slot (each for at most ``header_timeout_s`` when silent). Binding loopback and a
+token are what keep them from reading anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+logger = logging.getLogger(__name__)
+
+ACCEPT_LOG_INTERVAL_S = 60.0
+RETRY_AFTER_S = 5
+MAX_DEFAULT_CLIENTS = 10_000
+_ACCEPT_ERROR = "out of system resource"  # asyncio's message for EMFILE/ENFILE/ENOBUFS/ENOMEM on accept
+
+
+def default_max_clients() -> int:
+    """Half the soft descriptor limit (at least 8, at most ``MAX_DEFAULT_CLIENTS``)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows: no RLIMIT_NOFILE; sockets are not CRT descriptors there
+        return 1000
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return MAX_DEFAULT_CLIENTS
+    return max(8, min(soft // 2, MAX_DEFAULT_CLIENTS))
+
+
+def _busy_answer(max_clients: int) -> bytes:
+    body = json.dumps(
+        {
+            "error": f"this server is at its limit of {max_clients} connections; retry in {RETRY_AFTER_S} s "
+            "(the operator can raise max_clients, or the descriptor limit: ulimit -n)"
+        }
+    ).encode()
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\n"
+        f"Retry-After: {RETRY_AFTER_S}\r\n"
+        "Content-Type: application/json; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+class _Refusal(asyncio.Protocol):
+    """Answers one connection past the cap with 503 and closes it; reads nothing."""
+
+    def __init__(self, answer: bytes) -> None:
+        self._answer = answer
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.write(self._answer)
+        transport.close()  # after the buffered answer is written
+
+
+class CappedSockSite(web.SockSite):
+    """``web.SockSite`` that serves at most ``max_clients`` connections at once (503 past it)."""
+
+    def __init__(
+        self, runner: web.BaseRunner, sock: Any, *, max_clients: int, header_timeout_s: float, **kw: Any
+    ) -> None:
+        super().__init__(runner, sock, **kw)
+        self.max_clients = max_clients
+        self.header_timeout_s = header_timeout_s
+        self.refused = 0
+        self._answer = _busy_answer(max_clients)
+
+    async def start(self) -> None:
+        # SockSite.start minus its create_server (so BaseSite.start registers us), then ours
+        # with a factory that counts: same private attributes as SockSite uses (aiohttp 3.9-3.14).
+        await web.BaseSite.start(self)
+        server = self._runner.server
+        assert server is not None
+        loop = asyncio.get_running_loop()
+
+        def factory() -> asyncio.BaseProtocol:
+            if len(server.connections) >= self.max_clients:
+                self.refused += 1
+                return _Refusal(self._answer)
+            handler = server()
+            # RequestHandler has __slots__ without __weakref__: the timer holds it, for header_timeout_s at most
+            loop.call_later(self.header_timeout_s, _close_without_request, handler)
+            return handler
+
+        self._server = await loop.create_server(factory, sock=self._sock, ssl=self._ssl_context, backlog=self._backlog)
+
+
+def _close_without_request(handler: RequestHandler) -> None:
+    """Close a connection that has not sent one whole request yet (aiohttp counts parsed requests)."""
+    if getattr(handler, "_request_count", 1) == 0 and handler.transport is not None:
+        handler.force_close()
+
+
+def quiet_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
+    """Log the loop's accept errors at most once per ``ACCEPT_LOG_INTERVAL_S``; others as before."""
+    state: dict[str, float] = {"last": -ACCEPT_LOG_INTERVAL_S, "skipped": 0}
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if _ACCEPT_ERROR not in str(context.get("message", "")):
+            loop.default_exception_handler(context)
+            return
+        now = time.monotonic()
+        if now - state["last"] < ACCEPT_LOG_INTERVAL_S:
+            state["skipped"] += 1
+            return
+        skipped, state["last"], state["skipped"] = state["skipped"], now, 0
+        logger.error(
+            "lightning-stream cannot accept connections: %s (%d more like it not logged); "
+            "too many open descriptors: lower max_clients or raise the limit (ulimit -n)",
+            context.get("exception"),
+            skipped,
+        )
+
+    loop.set_exception_handler(handler)
