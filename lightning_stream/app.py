@@ -31,6 +31,8 @@ from aiohttp import web
 from lightning_stream._version import __version__
 from lightning_stream.config import ServerConfig
 from lightning_stream.hub import Hub, points_rows_json
+from lightning_stream.logs import install as install_log_redaction
+from lightning_stream.logs import redact
 from lightning_stream.looplag import LoopLagMonitor
 from lightning_stream.metrics import MetricSources, make_registry, render
 from lightning_stream.openapi import openapi_document
@@ -191,12 +193,13 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         }.get(exc.status, exc.text or exc.reason)
         return json_error(exc.status, message, headers={k: v for k, v in exc.headers.items() if k == "Allow"})
     except Exception:
-        log.exception("unhandled error answering %s %s", request.method, request.path_qs)
+        log.exception("unhandled error answering %s %s", request.method, redact(request.path_qs))
         return json_error(500, "internal error in lightning-stream; see the server log")
 
 
 def create_app(state: AppState) -> web.Application:
     """The application for ``state``; start ``state.loop_lag`` yourself (the server owns the loop)."""
+    install_log_redaction()  # no ?token= in any log line (logs.py)
     app = web.Application(
         middlewares=[json_errors, security_middleware(state.config)],
         client_max_size=64 * 1024,  # no route takes a body

@@ -35,6 +35,10 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+
+from lightning_stream.logs import redact
+from lightning_stream.security import json_error
 
 logger = logging.getLogger(__name__)
 
@@ -109,12 +113,46 @@ class CappedSockSite(web.SockSite):
             if len(server.connections) >= self.max_clients:
                 self.refused += 1
                 return _Refusal(self._answer)
-            handler = server()
+            handler = _handler(server)
             # RequestHandler has __slots__ without __weakref__: the timer holds it, for header_timeout_s at most
             loop.call_later(self.header_timeout_s, _close_without_request, handler)
             return handler
 
         self._server = await loop.create_server(factory, sock=self._sock, ssl=self._ssl_context, backlog=self._backlog)
+
+
+class _Handler(RequestHandler):
+    """aiohttp's request handler, answering malformed requests our way.
+
+    aiohttp answers a request its parser rejects with a text body that quotes the bad
+    line (``?token=...`` included) and logs it with a traceback at ERROR, so any local
+    client could fill the log. Here: ``{"error": ...}`` with the first line of the
+    reason, token redacted, and one DEBUG line. Server errors (5xx) stay aiohttp's.
+    """
+
+    __slots__ = ()
+
+    def handle_error(
+        self, request: BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse:
+        if status >= 500:
+            return super().handle_error(request, status, exc, message)
+        first = message.strip().splitlines()[0].rstrip(": ") if message and message.strip() else str(status)
+        reason = redact(first)
+        logger.debug("bad HTTP request from %s: %s", request.remote, reason)
+        if request.writer.output_size > 0:
+            raise ConnectionError("response already started; cannot answer the bad request")
+        response = json_error(status, f"bad HTTP request: {reason}; send a well-formed HTTP/1.1 request")
+        response.force_close()
+        return response
+
+
+def _handler(server: web.Server) -> RequestHandler:
+    """``server()``, as a ``_Handler``; aiohttp's own if its private ``_kwargs``/``_loop`` ever change."""
+    try:
+        return _Handler(server, loop=server._loop, **server._kwargs)
+    except (AttributeError, TypeError):  # pragma: no cover - another aiohttp layout
+        return server()
 
 
 def _close_without_request(handler: RequestHandler) -> None:
