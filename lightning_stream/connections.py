@@ -31,6 +31,7 @@ import asyncio
 import json
 import logging
 import time
+import weakref
 from typing import Any
 
 from aiohttp import web
@@ -100,6 +101,9 @@ class CappedSockSite(web.SockSite):
         self.header_timeout_s = header_timeout_s
         self.refused = 0
         self._answer = _busy_answer(max_clients)
+        # Handlers made and not yet lost. Counted here, not in aiohttp's server.connections: a burst of
+        # accepts runs the factory for every one before any connection_made registers there.
+        self._open: weakref.WeakSet[RequestHandler] = weakref.WeakSet()
 
     async def start(self) -> None:
         # SockSite.start minus its create_server (so BaseSite.start registers us), then ours
@@ -110,12 +114,12 @@ class CappedSockSite(web.SockSite):
         loop = asyncio.get_running_loop()
 
         def factory() -> asyncio.BaseProtocol:
-            if len(server.connections) >= self.max_clients:
+            if max(len(self._open), len(server.connections)) >= self.max_clients:
                 self.refused += 1
                 return _Refusal(self._answer)
-            handler = _handler(server)
-            # RequestHandler has __slots__ without __weakref__: the timer holds it, for header_timeout_s at most
-            loop.call_later(self.header_timeout_s, _close_without_request, handler)
+            handler = _handler(server, self._open)
+            self._open.add(handler)
+            loop.call_later(self.header_timeout_s, _close_without_request, weakref.ref(handler))
             return handler
 
         self._server = await loop.create_server(factory, sock=self._sock, ssl=self._ssl_context, backlog=self._backlog)
@@ -130,7 +134,14 @@ class _Handler(RequestHandler):
     reason, token redacted, and one DEBUG line. Server errors (5xx) stay aiohttp's.
     """
 
-    __slots__ = ()
+    __slots__ = ("__weakref__", "_counted_in")
+    _counted_in: weakref.WeakSet[RequestHandler]
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        try:
+            super().connection_lost(exc)
+        finally:
+            self._counted_in.discard(self)
 
     def handle_error(
         self, request: BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
@@ -147,17 +158,24 @@ class _Handler(RequestHandler):
         return response
 
 
-def _handler(server: web.Server) -> RequestHandler:
-    """``server()``, as a ``_Handler``; aiohttp's own if its private ``_kwargs``/``_loop`` ever change."""
+def _handler(server: web.Server, counted_in: weakref.WeakSet[RequestHandler]) -> RequestHandler:
+    """``server()`` as a ``_Handler`` that leaves ``counted_in`` when its connection ends.
+
+    aiohttp's own handler if its private ``_kwargs``/``_loop`` ever change (the cap then
+    counts ``server.connections`` only).
+    """
     try:
-        return _Handler(server, loop=server._loop, **server._kwargs)
+        handler = _Handler(server, loop=server._loop, **server._kwargs)
     except (AttributeError, TypeError):  # pragma: no cover - another aiohttp layout
         return server()
+    handler._counted_in = counted_in
+    return handler
 
 
-def _close_without_request(handler: RequestHandler) -> None:
+def _close_without_request(ref: weakref.ref[RequestHandler]) -> None:
     """Close a connection that has not sent one whole request yet (aiohttp counts parsed requests)."""
-    if getattr(handler, "_request_count", 1) == 0 and handler.transport is not None:
+    handler = ref()
+    if handler is not None and getattr(handler, "_request_count", 1) == 0 and handler.transport is not None:
         handler.force_close()
 
 
