@@ -458,6 +458,10 @@ def list_servers(*, prune: bool = True, timeout: float = HEALTH_TIMEOUT_S) -> li
     of death prunes: a dead pid, a refused connection, another pid answering. A server
     too busy to answer within ``timeout``, or one on another host (a registry on a
     shared home directory), is left alone and not listed.
+
+    Raises:
+        RegistryError: the registry directory belongs to another user or others can
+            write it (the message names it and the fix); see ``check_registry_dir``.
     """
     live = []
     for info in read_entries():
