@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 ACCEPT_LOG_INTERVAL_S = 60.0
 RETRY_AFTER_S = 5
+REFUSAL_LINGER_S = 0.25
 MAX_DEFAULT_CLIENTS = 10_000
 _ACCEPT_ERROR = "out of system resource"  # asyncio's message for EMFILE/ENFILE/ENOBUFS/ENOMEM on accept
 
@@ -79,15 +80,37 @@ def _busy_answer(max_clients: int) -> bytes:
 
 
 class _Refusal(asyncio.Protocol):
-    """Answers one connection past the cap with 503 and closes it; reads nothing."""
+    """Answers one connection past the cap with 503 and closes it, holding it ``REFUSAL_LINGER_S`` at most.
+
+    The write side is shut first and the request (if any) read and dropped: closing a
+    socket with unread input sends a reset, which could destroy the 503 before the
+    client reads it.
+    """
 
     def __init__(self, answer: bytes) -> None:
         self._answer = answer
+        self._closer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
-        transport.write(self._answer)
-        transport.close()  # after the buffered answer is written
+        try:
+            transport.write(self._answer)
+            if transport.can_write_eof():
+                transport.write_eof()
+        except OSError:  # the client is gone already (ENOTCONN): nothing to answer
+            transport.close()
+            return
+        self._closer = asyncio.get_running_loop().call_later(REFUSAL_LINGER_S, transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        pass  # the request is not read: the answer does not depend on it
+
+    def eof_received(self) -> bool:
+        return False  # the client is done too: let the transport close
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._closer is not None:
+            self._closer.cancel()
 
 
 class CappedSockSite(web.SockSite):
