@@ -32,6 +32,8 @@ from aiohttp import web
 from lightning_stream._version import __version__
 from lightning_stream.config import ServerConfig
 from lightning_stream.hub import Hub, points_rows_json
+from lightning_stream.logs import install as install_log_redaction
+from lightning_stream.logs import redact
 from lightning_stream.looplag import LoopLagMonitor
 from lightning_stream.metrics import MetricSources, make_registry, render
 from lightning_stream.openapi import openapi_document
@@ -43,6 +45,7 @@ from lightning_stream.security import (
     parse_int,
     parse_name,
     security_middleware,
+    token_ok,
 )
 from lightning_stream.seriesapi import handle_series
 from lightning_stream.sse import SSEStreams
@@ -96,6 +99,7 @@ class _Routes:
         self.state = state
         self.sse = sse
         self.ws = ws
+        self.static_files = _static_files(STATIC_DIR)
         self.registry = make_registry(
             MetricSources(
                 hub_stats=state.hub.stats,
@@ -115,6 +119,10 @@ class _Routes:
         return time.monotonic() - self.state.started_monotonic
 
     async def health(self, request: web.Request) -> web.Response:
+        token = self.state.config.token
+        if token is not None and not token_ok(request, token):
+            # open for liveness probes, but the logdirs, pid and load are for those who hold the token
+            return web.json_response({"status": "ok"})
         hub = self.state.hub
         stats = hub.stats()
         return web.json_response(
@@ -175,6 +183,14 @@ class _Routes:
         response.headers["Content-Type"] = content_type
         return response
 
+    async def static(self, request: web.Request) -> web.StreamResponse:
+        """A file of ``static/`` listed when the app was made: no path is ever joined from the URL."""
+        name = request.match_info["name"]
+        path = self.static_files.get(name)
+        if path is None:
+            return json_error(404, f"no static file {name!r}; the dashboard is at /")
+        return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
+
     async def index(self, request: web.Request) -> web.StreamResponse:
         page = STATIC_DIR / "index.html"
         if page.is_file():
@@ -196,12 +212,29 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         }.get(exc.status, exc.text or exc.reason)
         return json_error(exc.status, message, headers={k: v for k, v in exc.headers.items() if k == "Allow"})
     except Exception:
-        log.exception("unhandled error answering %s %s", request.method, request.path_qs)
+        log.exception("unhandled error answering %s %s", request.method, redact(request.path_qs))
         return json_error(500, "internal error in lightning-stream; see the server log")
+
+
+def _static_files(root: Path) -> dict[str, Path]:
+    """Regular files under ``root`` (no symlinks) by their ``/``-separated relative name."""
+    if not root.is_dir():
+        return {}
+    return {
+        path.relative_to(root).as_posix(): path
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and not path.is_symlink()
+    }
+
+
+async def _no_referrer(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer: a dashboard URL may hold ``?token=``; links out of it must not send it on."""
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
 
 
 def create_app(state: AppState) -> web.Application:
     """The application for ``state``; start ``state.loop_lag`` yourself (the server owns the loop)."""
+    install_log_redaction()  # no ?token= in any log line (logs.py)
     app = web.Application(
         middlewares=[json_errors, security_middleware(state.config)],
         client_max_size=64 * 1024,  # no route takes a body
@@ -221,8 +254,8 @@ def create_app(state: AppState) -> web.Application:
     app.router.add_get("/stream", sse.handle, allow_head=False)  # a HEAD would hold a subscription open
     app.router.add_get("/ws", ws.handle, allow_head=False)
     app.router.add_get("/", routes.index)
-    if STATIC_DIR.is_dir():
-        app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)
+    app.router.add_get("/static/{name:.+}", routes.static)  # aiohttp's add_static 404s with an empty body
+    app.on_response_prepare.append(_no_referrer)
 
     async def on_shutdown(app: web.Application) -> None:
         await sse.close_all()

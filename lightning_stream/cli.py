@@ -18,6 +18,7 @@ import functools
 import json
 import os
 import signal
+import stat
 import sys
 import threading
 import time
@@ -54,10 +55,13 @@ _EPILOG_SERVE = f"""\
 examples:
   {PROG} serve lightning_logs
   {PROG} serve runs/a runs/b --port 6007 --strict-port
-  {PROG} serve lightning_logs --host 0.0.0.0 --token "$(python -c 'import secrets; print(secrets.token_urlsafe())')"
+  (umask 077; python -c 'import secrets; print(secrets.token_urlsafe())' > ~/.lightning-stream-token)
+  {PROG} serve lightning_logs --host 0.0.0.0 --token-file ~/.lightning-stream-token
 
 Stops cleanly on Ctrl-C or SIGTERM. Environment: LIGHTNING_STREAM_HOST, LIGHTNING_STREAM_PORT,
-LIGHTNING_STREAM_TOKEN give the defaults of --host, --port and --token.
+LIGHTNING_STREAM_TOKEN give the defaults of --host, --port and --token. Pass the token in
+LIGHTNING_STREAM_TOKEN or --token-file (a file of yours, mode 600), not --token: a command line
+is visible to every local user (ps, /proc/PID/cmdline).
 """
 
 _EPILOG_LS = f"""\
@@ -145,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("logdirs", nargs="+", metavar="LOGDIR", help="TensorBoard log directory to watch")
     serve.add_argument("--host", help="address to bind (default 127.0.0.1; off loopback needs --token)")
     serve.add_argument("--port", type=_port, help="port to bind (default: a free one)")
-    serve.add_argument("--token", help=f"bearer token clients must send (default ${ENV_TOKEN})")
+    _add_token_arguments(serve, "bearer token clients must send")
     serve.add_argument("--strict-port", action="store_true", help="fail if --port is busy instead of picking another")
     serve.set_defaults(func=_cmd_serve)
 
@@ -178,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="give up after S seconds of failed reconnects (default 30)",
     )
-    tail.add_argument("--token", help=f"bearer token (default ${ENV_TOKEN})")
+    _add_token_arguments(tail, "bearer token to send")
     tail.set_defaults(func=_cmd_tail)
 
     health = sub.add_parser(
@@ -192,6 +196,65 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument("--timeout", type=_positive_float, default=5.0, metavar="S", help="seconds to wait (default 5)")
     health.set_defaults(func=_cmd_health)
     return parser
+
+
+def _add_token_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    tokens = parser.add_mutually_exclusive_group()
+    tokens.add_argument(
+        "--token",
+        help=f"{what}; visible to every local user in ps, so prefer ${ENV_TOKEN} (the default) or --token-file",
+    )
+    tokens.add_argument(
+        "--token-file", metavar="PATH", help="read the token from PATH, a file of yours that only you can read (600)"
+    )
+
+
+MAX_TOKEN_FILE_BYTES = 4096
+
+
+def read_token_file(path: str) -> str:
+    """The token in ``path`` (surrounding whitespace stripped), if only this user can read it.
+
+    Raises:
+        ValueError: the file cannot be read, is not a regular file, belongs to another
+            user, can be read by group or others, or holds no single-line token.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block us
+    except OSError as exc:
+        raise ValueError(f"cannot read --token-file {path!r}: {exc.strerror or exc}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError(f"--token-file {path!r} is not a regular file; put the token in a file of yours")
+        if os.name == "posix" and st.st_uid != os.getuid():
+            raise ValueError(f"--token-file {path!r} belongs to uid {st.st_uid}, not to you; use a file of your own")
+        if os.name == "posix" and st.st_mode & 0o077:
+            raise ValueError(
+                f"--token-file {path!r} can be read by others (mode {stat.S_IMODE(st.st_mode):o}); "
+                f"run 'chmod 600 {path}' (and choose a new token)"
+            )
+        data = os.read(fd, MAX_TOKEN_FILE_BYTES + 1)
+    finally:
+        os.close(fd)
+    token = data.decode("utf-8", errors="replace").strip()
+    if not token or len(data) > MAX_TOKEN_FILE_BYTES or any(c.isspace() for c in token):
+        raise ValueError(f"--token-file {path!r} must hold one token on one line (e.g. from secrets.token_urlsafe())")
+    return token
+
+
+def _token_of(args: argparse.Namespace, command: str) -> str | None:
+    """``--token-file``, else ``--token`` (with a warning: it shows in ps), else None (the environment)."""
+    if getattr(args, "token_file", None):
+        return read_token_file(args.token_file)
+    if args.token is not None:
+        print(
+            f"{PROG} {command}: warning: --token on the command line is visible to every local user "
+            f"(ps, /proc/PID/cmdline); set {ENV_TOKEN} or use --token-file PATH (mode 600) instead",
+            file=sys.stderr,
+            flush=True,
+        )
+    return args.token  # type: ignore[no-any-return]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -228,7 +291,7 @@ def _usage_error(command: str, message: str) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         config = ServerConfig.from_env(
-            host=args.host, port=args.port or None, token=args.token, strict_port=args.strict_port or None
+            host=args.host, port=args.port or None, token=_token_of(args, "serve"), strict_port=args.strict_port or None
         )
     except (ValueError, TypeError) as exc:
         return _usage_error("serve", str(exc))
@@ -401,6 +464,10 @@ def _cmd_ls(args: argparse.Namespace) -> int:
 def _cmd_tail(args: argparse.Namespace) -> int:
     from lightning_stream.client import StreamClient
 
+    try:
+        token = _token_of(args, "tail")  # before a private server starts: a bad file is a usage error
+    except ValueError as exc:
+        return _usage_error("tail", str(exc))
     target: str = args.target
     private: StreamServer | None = None
     since: int | None = None
@@ -421,7 +488,7 @@ def _cmd_tail(args: argparse.Namespace) -> int:
     else:
         return _usage_error("tail", f"{target!r} is neither a URL, a port, nor a directory")
     try:
-        client = StreamClient(url, token=args.token)
+        client = StreamClient(url, token=token)
     except ValueError as exc:
         return _usage_error("tail", str(exc))
     _log_reconnects()

@@ -61,6 +61,11 @@ class ServerConfig:
             when no file-system event arrives (adaptive below that).
         registry: publish the server in the port registry.
         watchdog_interval_s: how often the health watchdog checks the server; 0 disables it.
+        header_timeout_s: a connection must send a whole request within this many seconds
+            of connecting (or of its previous answer), else it is closed; started SSE
+            streams and WebSockets are exempt (``connections.py``).
+        max_clients: connections served at once; past it a client gets ``503`` with
+            ``Retry-After``. ``None``: half the soft ``RLIMIT_NOFILE``.
         isolated: serve from a child process (``isolated.py``) instead of a thread of this
             one, so serving never competes with the caller (training) for the GIL.
             ``StreamCallback`` turns it on; a manager reuses a running server either way.
@@ -81,6 +86,8 @@ class ServerConfig:
     registry: bool = True
     watchdog_interval_s: float = 2.0
     isolated: bool = False
+    header_timeout_s: float = 10.0
+    max_clients: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.host, str) or not self.host.strip():
@@ -108,7 +115,9 @@ class ServerConfig:
         _positive(self, "replay_points", minimum=1)
         _positive(self, "subscriber_queue", minimum=1)
         _positive(self, "ws_max_msg_size", minimum=1024)
-        for name in ("tick_s", "keepalive_s", "poll_interval_s"):
+        if self.max_clients is not None:
+            _positive(self, "max_clients", minimum=1)
+        for name in ("tick_s", "keepalive_s", "poll_interval_s", "header_timeout_s"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0 < value <= 3600:
                 raise ValueError(f"{name}={value!r} must be a number of seconds in (0, 3600]")

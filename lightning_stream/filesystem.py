@@ -9,9 +9,12 @@ generation number, which is how it detects a replaced file.
 from __future__ import annotations
 
 import io
+import logging
 import os
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
+
+logger = logging.getLogger(__name__)
 
 EVENT_FILE_MARKER = "tfevents"
 """TensorBoard treats any file whose name contains this as an event file."""
@@ -65,6 +68,9 @@ class LocalFileSystem:
             with io.FileIO(path, "rb") as f:
                 f.seek(offset)
                 return _read_exactly(f, size)
+        except PermissionError as exc:
+            _warn_unreadable(path, exc)
+            return b""
         except OSError:
             return b""
 
@@ -100,9 +106,25 @@ def _walk(root: str, event_files: list[str] | None) -> list[str]:
                             event_files.append(entry.path)
                     except OSError:  # vanished or unreadable while listing: the next scan will tell
                         continue
+        except PermissionError as exc:
+            _warn_unreadable(directory, exc)
         except OSError:
             continue
     return directories
+
+
+_unreadable: set[str] = set()
+
+
+def _warn_unreadable(path: str, exc: OSError) -> None:
+    """One warning per path and process: a run nobody can read should not vanish silently."""
+    if path not in _unreadable:
+        _unreadable.add(path)
+        logger.warning(
+            "cannot read %s (%s); its scalars are skipped until this user may read it (check its owner and mode)",
+            path,
+            exc.strerror or exc,
+        )
 
 
 def _read_exactly(f: io.FileIO, size: int) -> bytes:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from lightning_stream.config import ENV_TOKEN
 from lightning_stream.errors import ServerNotRunningError
+from lightning_stream.registry import url_points_at
 
 if TYPE_CHECKING:
     from IPython.display import IFrame
@@ -73,6 +74,12 @@ def dashboard_url(server_or_url: StreamServer | ServerInfo | str | int | None = 
         port, local = server_or_url, f"http://127.0.0.1:{server_or_url}/"
     elif hasattr(server_or_url, "port") and hasattr(server_or_url, "url"):
         port, local = int(server_or_url.port), str(server_or_url.url)
+        host = str(getattr(server_or_url, "host", "127.0.0.1"))
+        if not url_points_at(local, host, port):  # the token goes to host:port, or nowhere
+            raise ValueError(
+                f"server_or_url has url {local!r}, which is not its own host {host!r} port {port}; "
+                "refusing to send the token there: pass the server's port or its own http://HOST:PORT/ URL"
+            )
         config = getattr(server_or_url, "config", None)
         token = getattr(config, "token", None)
         if token is None and getattr(server_or_url, "token_required", False):

@@ -7,11 +7,22 @@ Windows) — holding ``<pid>-<port>.json`` files, mode 0600. A file is written o
 the port is bound and ``/health`` answers, atomically (temp file, fsync, rename), so a
 reader never sees half a file; it is removed on stop, at exit and on SIGTERM.
 
-Readers trust nothing: every field is type-checked, a file that does not parse is
-skipped (debug log), and ``list_servers()`` prunes entries whose pid is dead or whose
-``/health`` does not answer with that pid. That is the difference from TensorBoard's
-info files (non-atomic, 0777 directory, never pruned: "Reusing TensorBoard on port
-6006" for a server that died long ago).
+Readers trust nothing they did not write (SPEC "Port registry", docs/security.md):
+
+* the directory must belong to this user and not be group- or world-writable, else
+  ``RegistryError`` says which directory and the fix (``chmod 700 DIR``, or another
+  ``LIGHTNING_STREAM_REGISTRY_DIR``); nothing is ever chmod-ed through a symlink;
+* an entry counts only if it is a regular file owned by this user, at most
+  ``MAX_ENTRY_BYTES``, opened with ``O_NOFOLLOW | O_NONBLOCK`` (a FIFO cannot block a
+  reader, a symlink to ``/dev/zero`` cannot feed it forever), whose ``url`` is
+  ``http://HOST:PORT`` of its own ``host``/``port``; anything else is skipped with one
+  warning per file and process;
+* every field is type-checked, a file that does not parse is skipped (debug log), and
+  ``list_servers()`` prunes entries whose pid is dead or whose ``/health`` does not
+  answer with that pid.
+
+That is the difference from TensorBoard's info files (non-atomic, 0777 directory,
+never pruned: "Reusing TensorBoard on port 6006" for a server that died long ago).
 
 Limits: a server killed with SIGKILL leaves its file behind until a reader prunes it;
 on Windows the mode bits are not enforced (NTFS ACLs of the user profile apply).
@@ -27,9 +38,11 @@ import json
 import logging
 import os
 import socket
+import stat
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +56,10 @@ logger = logging.getLogger(__name__)
 
 _SUFFIX = ".json"
 HEALTH_TIMEOUT_S = 1.0
+MAX_ENTRY_BYTES = 64 * 1024
+"""Largest registry file read; a real entry is a few hundred bytes plus its logdirs."""
+_POSIX = sys.platform != "win32"
+_warned: set[tuple[str, str]] = set()
 
 
 @dataclass(frozen=True)
@@ -71,6 +88,15 @@ class ServerInfo:
     def local(self) -> bool:
         """Whether the server runs on this machine (entries without a hostname count as local)."""
         return self.hostname in ("", socket.gethostname())
+
+    @property
+    def url_matches_address(self) -> bool:
+        """Whether ``url`` is ``http(s)://HOST:PORT/...`` of this entry's own ``host`` and ``port``.
+
+        A token is only ever sent to that address, so a ``url`` that points elsewhere
+        (another host, another port) disqualifies the entry.
+        """
+        return url_points_at(self.url, self.host, self.port)
 
     @property
     def filename(self) -> str:
@@ -107,7 +133,24 @@ class ServerInfo:
         values.setdefault("hostname", "")  # written before hostnames were recorded: assume local
         if not 1 <= values["port"] <= 65535 or values["pid"] <= 0:
             raise ValueError(f"registry entry has pid={values['pid']!r} port={values['port']!r}, out of range")
-        return cls(**values)
+        info = cls(**values)
+        if not info.url_matches_address:
+            raise ValueError(f"registry entry's url {info.url!r} is not its own host {info.host!r} port {info.port!r}")
+        return info
+
+
+def url_points_at(url: str, host: str, port: int) -> bool:
+    """Whether ``url`` is an ``http(s)`` URL of exactly ``host`` (or its loopback stand-in) and ``port``."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        url_port = parts.port
+    except ValueError:
+        return False
+    if parts.scheme not in ("http", "https") or parts.username is not None or parts.password is not None:
+        return False
+    name = (parts.hostname or "").lower()
+    bare = host.strip().strip("[]").lower()
+    return url_port == port and name in (bare, connect_host(host).lower())
 
 
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
@@ -138,23 +181,91 @@ def registry_dir() -> Path:
 
 
 def ensure_registry_dir() -> Path:
-    """Create the registry directory (0700) if needed and return it.
+    """Create the registry directory (0700, missing parents too) if needed, check it, return it.
 
     Raises:
-        RegistryError: the directory cannot be created, or is not a directory.
+        RegistryError: the directory cannot be created, is not a directory, or is not
+            private to this user (see ``check_registry_dir``).
     """
     path = registry_dir()
     try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if sys.platform != "win32" and path.stat().st_uid == os.getuid():
-            # mkdir's mode is masked by the umask, and an existing dir may be looser.
-            os.chmod(path, 0o700)
+        _make_private_dirs(path)
     except OSError as exc:
         raise RegistryError(
             f"cannot use the port registry directory {str(path)!r}: {exc.strerror or exc}; "
             f"set {ENV_REGISTRY_DIR} to a writable directory, or pass registry=False"
         ) from exc
+    check_registry_dir(path)
     return path
+
+
+def _make_private_dirs(path: Path) -> None:
+    """``mkdir -p`` with every directory it creates 0700 whatever the umask.
+
+    The mode is set through a descriptor opened with ``O_NOFOLLOW``, so a symlink
+    swapped in after ``mkdir`` is never followed; an existing directory is left as it is
+    (``check_registry_dir`` judges it), except that the registry directory itself, when
+    it is a real directory of ours that others may read but not write, becomes 0700.
+    """
+    missing = []
+    for parent in (path, *path.parents):
+        if os.path.lexists(parent):
+            break
+        missing.append(parent)
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            continue  # created by a concurrent writer: judged like any existing one
+        _chmod_private(directory)
+    if _POSIX and not missing:
+        with contextlib.suppress(OSError):
+            st = os.lstat(path)
+            readable_only = st.st_mode & 0o077 and not st.st_mode & 0o022  # writable: refused, not mended
+            if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and readable_only:
+                _chmod_private(path)
+
+
+def _chmod_private(directory: Path) -> None:
+    if not _POSIX:  # NTFS ACLs of the user profile apply
+        return
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        if os.fstat(fd).st_uid == os.getuid():
+            os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)
+
+
+def check_registry_dir(path: Path) -> None:
+    """Raise ``RegistryError`` unless ``path`` is a directory of this user that no one else can write.
+
+    Another local user who can write there could plant entries (a fake server that
+    collects tokens, a FIFO that blocks readers); a one-line error beats trusting it.
+    """
+    if not _POSIX:
+        return
+    try:
+        st = os.stat(path)  # follows a symlink: ~/.cache may be a link to scratch space, judged by its target
+    except OSError as exc:
+        raise RegistryError(
+            f"cannot use the port registry directory {str(path)!r}: {exc.strerror or exc}; "
+            f"set {ENV_REGISTRY_DIR} to a directory of yours, or pass registry=False"
+        ) from exc
+    if not stat.S_ISDIR(st.st_mode):
+        raise RegistryError(
+            f"the port registry path {str(path)!r} is not a directory; remove it or set {ENV_REGISTRY_DIR} elsewhere"
+        )
+    if st.st_uid != os.getuid():
+        raise RegistryError(
+            f"the port registry directory {str(path)!r} belongs to uid {st.st_uid}, not to you (uid {os.getuid()}), "
+            f"so its entries could be forged; set {ENV_REGISTRY_DIR} to a directory of yours (mode 700)"
+        )
+    if st.st_mode & 0o022:
+        raise RegistryError(
+            f"the port registry directory {str(path)!r} is writable by others (mode {stat.S_IMODE(st.st_mode):o}), "
+            f"so its entries could be forged; run 'chmod 700 {path}' or set {ENV_REGISTRY_DIR} to a private directory"
+        )
 
 
 def write_entry(info: ServerInfo) -> Path:
@@ -197,8 +308,15 @@ def remove_entry(pid: int, port: int) -> bool:
 
 
 def read_entries() -> list[ServerInfo]:
-    """Every well-formed entry, unchecked (no liveness test); corrupt files are skipped."""
+    """Every trustworthy, well-formed entry (no liveness test); see the module docstring.
+
+    Raises:
+        RegistryError: the directory exists but is not private to this user.
+    """
     directory = registry_dir()
+    if not directory.exists():
+        return []
+    check_registry_dir(directory)
     try:
         names = sorted(os.listdir(directory))
     except (FileNotFoundError, NotADirectoryError):
@@ -212,12 +330,56 @@ def read_entries() -> list[ServerInfo]:
             continue
         path = directory / name
         try:
-            entries.append(ServerInfo.from_json(path.read_text(encoding="utf-8")))
+            text = _read_own_small_file(path)
+            if text is not None:
+                entries.append(ServerInfo.from_json(text))
         except FileNotFoundError:
             continue  # removed while we listed: a clean shutdown
         except (OSError, ValueError) as exc:
             logger.debug("skipping registry file %s: %s", path, exc)
     return entries
+
+
+def _read_own_small_file(path: Path) -> str | None:
+    """The text of ``path`` if it is a small regular file of this user, else None (warned once).
+
+    ``O_NOFOLLOW`` refuses a symlink (to ``/dev/zero``, to another user's file);
+    ``O_NONBLOCK`` makes opening a FIFO return at once instead of waiting for a writer;
+    ``fstat`` then judges the file actually opened, so it cannot be swapped in between.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            _skip_once(path, "it is a symlink")
+            return None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            _skip_once(path, "it is not a regular file")
+            return None
+        if _POSIX and st.st_uid != os.getuid():
+            _skip_once(path, f"it belongs to uid {st.st_uid}, not to you")
+            return None
+        if st.st_size > MAX_ENTRY_BYTES:
+            _skip_once(path, f"it is {st.st_size} bytes, more than an entry's {MAX_ENTRY_BYTES}")
+            return None
+        data = os.read(fd, MAX_ENTRY_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_ENTRY_BYTES:
+        _skip_once(path, f"it holds more than an entry's {MAX_ENTRY_BYTES} bytes")
+        return None
+    return data.decode("utf-8")
+
+
+def _skip_once(path: Path, why: str) -> None:
+    key = (str(path), why)
+    if key not in _warned:
+        _warned.add(key)
+        logger.warning("ignoring port registry file %s: %s; remove it (lightning-stream wrote no such file)", path, why)
 
 
 def pid_alive(pid: int) -> bool:
@@ -296,6 +458,10 @@ def list_servers(*, prune: bool = True, timeout: float = HEALTH_TIMEOUT_S) -> li
     of death prunes: a dead pid, a refused connection, another pid answering. A server
     too busy to answer within ``timeout``, or one on another host (a registry on a
     shared home directory), is left alone and not listed.
+
+    Raises:
+        RegistryError: the registry directory belongs to another user or others can
+            write it (the message names it and the fix); see ``check_registry_dir``.
     """
     live = []
     for info in read_entries():
@@ -311,8 +477,17 @@ def list_servers(*, prune: bool = True, timeout: float = HEALTH_TIMEOUT_S) -> li
 
 
 def find_holder(port: int, entries: Iterable[ServerInfo] | None = None) -> ServerInfo | None:
-    """The registry entry of a running process that claims ``port`` (no health check)."""
-    for info in read_entries() if entries is None else entries:
+    """The registry entry of a running process that claims ``port`` (no health check).
+
+    Only names a holder in messages: an unusable registry reads as no entries here.
+    """
+    if entries is None:
+        try:
+            entries = read_entries()
+        except RegistryError as exc:
+            logger.debug("%s", exc)
+            return None
+    for info in entries:
         if info.port == port and pid_alive(info.pid):
             return info
     return None

@@ -50,6 +50,7 @@ from typing_extensions import Self
 from lightning_stream._version import __version__
 from lightning_stream.app import AppState, create_app
 from lightning_stream.config import ServerConfig
+from lightning_stream.connections import CappedSockSite, default_max_clients, quiet_accept_errors
 from lightning_stream.errors import PortInUseError, RegistryError, ServerNotRunningError, ServerStartError
 from lightning_stream.hub import STATES, Hub
 from lightning_stream.looplag import LoopLagMonitor
@@ -406,11 +407,21 @@ class StreamServer:
             logdirs=lambda: list(self._watches),
         )
         app = create_app(state)
+        quiet_accept_errors(asyncio.get_running_loop())
         inc.runner = web.AppRunner(
-            app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S, handler_cancellation=True
+            app,
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+            handler_cancellation=True,
+            keepalive_timeout=self._config.header_timeout_s,  # the request-header timeout (connections.py)
         )
         await inc.runner.setup()
-        await web.SockSite(inc.runner, inc.sock).start()
+        max_clients = self._config.max_clients or default_max_clients()
+        site = CappedSockSite(
+            inc.runner, inc.sock, max_clients=max_clients, header_timeout_s=self._config.header_timeout_s
+        )
+        await site.start()
         for path, prefix in list(self._watches.items()):  # a restart re-reads watched logdirs
             await self._awatch(inc, path, prefix)
 
@@ -558,6 +569,23 @@ class StreamServer:
         self._restarts += 1
         self._publish_registry()
         logger.warning("lightning-stream server on port %d restarted (%s); restarts=%d", port, reason, self._restarts)
+
+    def loop_answers(self, timeout: float) -> bool:
+        """Whether the server loop runs a callback within ``timeout`` s: alive, however full.
+
+        The watchdog asks this when ``/health`` does not answer, so a server whose
+        connections (or descriptors) are all taken is not restarted for it.
+        """
+        inc = self._inc
+        if inc is None or not self.is_alive():
+            return False
+        answered: concurrent.futures.Future[None] = concurrent.futures.Future()
+        try:
+            inc.loop.call_soon_threadsafe(answered.set_result, None)
+            answered.result(timeout)
+        except (RuntimeError, concurrent.futures.TimeoutError):  # closed, or hung
+            return False
+        return True
 
     def _watchdog_restart(self, reason: str) -> bool:
         """Called by the watchdog thread; False if it gave up this round (it tries again later)."""

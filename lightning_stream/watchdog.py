@@ -4,7 +4,11 @@ One light daemon thread per server. Every ``interval_s`` it checks, in this orde
 
 1. the server thread is alive and its loop running — if not, restart at once;
 2. ``GET /health`` answers (timeout ``max(0.5, min(interval_s, 5))`` s) — after
-   ``failures`` misses in a row (a busy loop may miss one), restart.
+   ``failures`` misses in a row (a busy loop may miss one), restart. A miss while the
+   server loop still runs a callback in that time (``StreamServer.loop_answers``) is a
+   server that is alive but saturated (every connection slot or descriptor taken): it
+   is logged at most once a minute and never restarted, since a restart would only
+   drop every client it serves.
 
 A restart replaces the whole incarnation on the *same* port (``StreamServer`` keeps
 the watched logdirs and re-reads them), is logged at WARNING and counted in
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import TYPE_CHECKING
 
 from lightning_stream.registry import health_check
@@ -25,6 +30,8 @@ if TYPE_CHECKING:
     from lightning_stream.server import StreamServer
 
 logger = logging.getLogger(__name__)
+
+SATURATED_LOG_INTERVAL_S = 60.0
 
 
 class Watchdog:
@@ -41,6 +48,7 @@ class Watchdog:
         self.timeout_s = max(0.5, min(interval_s, 5.0))
         self.checks = 0
         self._misses = 0
+        self._saturated_logged = -SATURATED_LOG_INTERVAL_S
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"lightning-stream-watchdog-{server.port}", daemon=True)
 
@@ -65,6 +73,17 @@ class Watchdog:
             except Exception:
                 logger.exception("lightning-stream watchdog check failed")
 
+    def _saturated(self) -> None:
+        self._misses = 0
+        now = time.monotonic()
+        if now - self._saturated_logged >= SATURATED_LOG_INTERVAL_S:
+            self._saturated_logged = now
+            logger.warning(
+                "lightning-stream server on port %d is alive but /health got no answer (all connections "
+                "or descriptors taken?); not restarting it. Raise 'ulimit -n' or lower max_clients",
+                self.server.port,
+            )
+
     def check(self) -> str | None:
         """One check; returns why it restarted the server, or None when healthy."""
         server = self.server
@@ -73,9 +92,12 @@ class Watchdog:
         if not server.is_alive():
             reason = "the server thread died"
         elif health_check(server.host, server.port, timeout=self.timeout_s) is None:
-            self._misses += 1
-            if self._misses >= self.failures:
-                reason = f"/health did not answer {self._misses} times in a row"
+            if server.loop_answers(self.timeout_s):
+                self._saturated()  # alive but full (every connection or descriptor taken): no restart
+            else:
+                self._misses += 1
+                if self._misses >= self.failures:
+                    reason = f"/health did not answer {self._misses} times in a row"
         else:
             self._misses = 0
         if reason is None or self._stop.is_set():

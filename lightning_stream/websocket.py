@@ -70,6 +70,9 @@ class _Connection:
         except ValueError:
             await self.error(f'not JSON: {text[:80]!r}; send e.g. {{"op": "subscribe"}}')
             return
+        except RecursionError:  # json's C scanner recurses per nesting level: "[" * 1000 is enough
+            await self.error(f'JSON nested too deeply: {text[:80]!r}; send a flat object, e.g. {{"op": "subscribe"}}')
+            return
         if not isinstance(request, dict):
             await self.error(f"expected a JSON object with an 'op', got {type(request).__name__}")
             return

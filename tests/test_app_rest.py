@@ -231,3 +231,38 @@ async def test_openapi_document_describes_the_rest_routes() -> None:
     assert {"/health", "/api/runs", "/api/scalars"} <= set(doc["paths"])
     params = {p["name"] for p in doc["paths"]["/api/scalars"]["get"]["parameters"]}
     assert params == {"run", "tag", "since_step", "limit"}
+
+
+# ---- shared machine (issue 14) ------------------------------------------------------------------
+
+
+async def test_a_missing_static_file_is_a_json_404_and_existing_ones_are_served() -> None:
+    async with running_app() as app:
+        status, body, _ = await get(app.url + "/static/no-such-module.js")
+        assert status == 404
+        assert isinstance(body, dict)
+        assert "no static file 'no-such-module.js'" in body["error"]
+        present = sorted(p.name for p in STATIC_DIR.iterdir() if p.is_file())
+        if present:
+            status, _, _ = await get(app.url + "/static/" + present[0])
+            assert status == 200
+
+
+async def test_every_answer_asks_browsers_to_send_no_referrer() -> None:
+    async with running_app() as app, aiohttp.ClientSession(timeout=TIMEOUT) as s:
+        for path in ("/", "/health", "/api/runs", "/api/nothing", "/static/nothing", "/api/scalars"):
+            async with s.get(app.url + path) as r:
+                assert r.headers.get("Referrer-Policy") == "no-referrer", path
+        async with s.get(app.url + "/stream") as r:
+            assert r.headers.get("Referrer-Policy") == "no-referrer"
+
+
+async def test_health_on_a_token_server_tells_only_the_status_to_callers_without_the_token() -> None:
+    token = "health-token-123"
+    async with running_app(token=token) as app:
+        status, body, _ = await get(app.url + "/health")
+        assert (status, body) == (200, {"status": "ok"})
+        status, body, _ = await get(app.url + "/health", headers={"Authorization": f"Bearer {token}"})
+        assert status == 200
+        assert isinstance(body, dict)
+        assert {"pid", "logdirs", "clients", "version"} <= set(body)

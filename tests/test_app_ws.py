@@ -105,6 +105,8 @@ BAD_MESSAGES = [
     ('{"op": "subscribe", "since": 1.5}', "since=1.5 must be an integer"),
     ('{"op": "subscribe", "since": true}', "not a boolean"),
     ('{"op": "subscribe", "runs": "*"}', "unknown field(s) ['runs']"),
+    ("[" * 10_000, "nested too deeply"),  # RecursionError closed the connection with 1001 and a traceback
+    ('{"op": ' * 5_000, "nested too deeply"),
 ]
 
 

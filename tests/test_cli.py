@@ -20,6 +20,7 @@ from lightning_stream import __version__
 from lightning_stream.cli import main
 from lightning_stream.client import StreamClient
 from lightning_stream.config import ServerConfig
+from lightning_stream.errors import ClientError
 from lightning_stream.registry import list_servers
 from lightning_stream.server import StreamServer
 
@@ -435,3 +436,59 @@ def test_health_exits_1_for_a_server_that_is_not_lightning_stream(tmp_path: Path
         http.wait(WAIT_S)
         assert http.stdout is not None
         http.stdout.close()
+
+
+# ---------------------------------------------------------------------- tokens (issue 14)
+
+
+def _token_file(tmp_path: Path, token: str, mode: int = 0o600) -> Path:
+    path = tmp_path / "token"
+    path.write_text(token + "\n")
+    os.chmod(path, mode)
+    return path
+
+
+def test_serve_and_tail_read_the_token_from_a_private_file(
+    cli: Callable[..., Proc], logdir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token = "token-from-a-file-123"
+    path = _token_file(tmp_path, token)
+    proc = cli("serve", str(logdir), "--token-file", str(path))
+    url = proc.wait_out(r"serving .* at (http://\S+)").group(1)
+    with pytest.raises(ClientError, match="401"):
+        StreamClient(url, token="").runs()
+    assert len(StreamClient(url, token=token).runs()) == 2
+    assert main(["tail", url, "--token-file", str(path), "--duration", "0.3"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert token not in " ".join(proc.popen.args)  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+def test_a_token_file_others_can_read_is_refused_with_the_chmod_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _token_file(tmp_path, "token-from-a-file-123", mode=0o644)
+    assert main(["serve", str(tmp_path), "--token-file", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"chmod 600 {path}" in err
+
+
+def test_a_token_on_the_command_line_works_with_a_warning_to_use_the_environment_or_a_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token = "token-on-the-command-line"
+    with StreamServer(ServerConfig(watchdog_interval_s=0, registry=False, token=token)) as srv:
+        assert main(["tail", srv.url, "--token", token, "--duration", "0.3"]) == 0
+    err = capsys.readouterr().err
+    assert "--token on the command line is visible to every local user" in err
+    assert "LIGHTNING_STREAM_TOKEN" in err
+    assert "--token-file" in err
+
+
+@pytest.mark.parametrize("command", ["serve", "tail"])
+def test_help_recommends_the_environment_or_a_token_file(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([command, "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--token-file PATH" in out
+    assert "visible to every local user in ps" in out

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import pwd
 import stat
 import subprocess
 import sys
@@ -22,6 +24,7 @@ from lightning_stream.registry import (
     write_entry,
 )
 from lightning_stream.server import StreamServer
+from tests.otheruser import as_other_user, fake_server_of_other_user, needs_root, shared_tmp
 from tests.proctools import end_process
 
 posix_only = pytest.mark.skipif(os.name == "nt", reason="POSIX modes and pids")
@@ -79,9 +82,9 @@ def test_directory_is_0700_and_entries_0600_whatever_the_umask(registry_dir: Pat
 
 
 @posix_only
-def test_an_existing_loose_directory_is_tightened_to_0700(registry_dir: Path) -> None:
-    registry_dir.mkdir(parents=True, mode=0o777)
-    os.chmod(registry_dir, 0o777)
+def test_an_existing_readable_directory_of_ours_is_tightened_to_0700(registry_dir: Path) -> None:
+    registry_dir.mkdir(parents=True)
+    os.chmod(registry_dir, 0o755)
     ensure_registry_dir()
     assert stat.S_IMODE(registry_dir.stat().st_mode) == 0o700
 
@@ -179,3 +182,194 @@ def test_entries_written_before_hostnames_count_as_local(registry_dir: Path, dea
     assert read_entries()[0].local
     assert list_servers() == []
     assert list(registry_dir.iterdir()) == []  # dead and local: pruned
+
+
+# ---- shared machine: trust nothing we did not write (issue 14, docs/security.md) ----------------
+
+
+@posix_only
+def test_a_directory_others_can_write_is_refused_with_the_chmod_fix(registry_dir: Path) -> None:
+    registry_dir.mkdir(parents=True)
+    os.chmod(registry_dir, 0o777)
+    with pytest.raises(RegistryError, match=rf"{registry_dir}.*writable by others.*chmod 700"):
+        write_entry(_info(os.getpid(), 50011))
+    with pytest.raises(RegistryError, match="LIGHTNING_STREAM_REGISTRY_DIR"):
+        list_servers()
+    assert stat.S_IMODE(registry_dir.stat().st_mode) == 0o777  # refused, not silently mended
+    result = _cli("ls")
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1
+    assert "chmod 700" in result.stderr
+
+
+@posix_only
+def test_missing_parents_are_created_0700_whatever_the_umask(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    deep = tmp_path / "a" / "b" / "servers"
+    monkeypatch.setenv("LIGHTNING_STREAM_REGISTRY_DIR", str(deep))
+    old = os.umask(0)
+    try:
+        write_entry(_info(os.getpid(), 50012))
+    finally:
+        os.umask(old)
+    for path in (tmp_path / "a", tmp_path / "a" / "b", deep):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
+
+
+@posix_only
+def test_a_directory_reached_through_a_symlink_is_never_chmodded(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    target = tmp_path / "scratch"
+    target.mkdir()
+    os.chmod(target, 0o755)
+    link = tmp_path / "servers"
+    link.symlink_to(target)
+    monkeypatch.setenv("LIGHTNING_STREAM_REGISTRY_DIR", str(link))
+    write_entry(_info(os.getpid(), 50013))  # a private-enough directory of ours: usable through the link
+    assert stat.S_IMODE(target.stat().st_mode) == 0o755
+
+
+@posix_only
+def test_an_entry_whose_url_is_not_its_own_host_and_port_is_never_used(
+    registry_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lightning_stream.errors import ServerNotRunningError
+    from lightning_stream.notebook import dashboard_url
+
+    monkeypatch.setenv("LIGHTNING_STREAM_TOKEN", "s3cret-token-value")
+    with StreamServer(port=None, watchdog_interval_s=0, token="s3cret-token-value") as server:
+        path = registry_dir / server.info().filename
+        path.write_text(path.read_text().replace(server.url, "http://evil.example/phish/"))
+        assert list_servers() == []
+        with pytest.raises(ServerNotRunningError):
+            dashboard_url()
+
+
+@posix_only
+def test_a_hand_made_server_info_with_a_foreign_url_gets_no_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lightning_stream.notebook import dashboard_url
+
+    monkeypatch.setenv("LIGHTNING_STREAM_TOKEN", "s3cret-token-value")
+    forged = ServerInfo(pid=1, host="127.0.0.1", port=6007, url="http://evil.example/phish/", token_required=True)
+    with pytest.raises(ValueError, match="evil.example"):
+        dashboard_url(forged)
+
+
+@needs_root
+def test_entries_owned_by_another_user_are_skipped_with_one_warning(
+    registry_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with StreamServer(port=None, watchdog_interval_s=0) as server:
+        path = registry_dir / server.info().filename
+        uid = pwd.getpwnam("nobody").pw_uid
+        os.chown(path, uid, -1)  # what another user planted while the directory was open to them
+        with caplog.at_level(logging.WARNING, logger="lightning_stream.registry"):
+            assert list_servers() == []
+            assert list_servers() == []
+        assert caplog.text.count(str(path)) == 1
+        assert f"uid {uid}" in caplog.text
+
+
+@needs_root
+def test_a_registry_another_user_planted_is_refused_and_the_token_never_reaches_them(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The attack of issue 14: a pre-created world-writable registry with a lookalike server."""
+    logdir = tmp_path / "logs"
+    logdir.mkdir()
+    token = "the-users-own-token-1234"
+    with shared_tmp() as shared, fake_server_of_other_user() as fake:
+        planted = shared / "lightning-stream"
+
+        def plant() -> None:
+            planted.mkdir()
+            os.chmod(planted, 0o777)
+            entry = ServerInfo(
+                pid=fake.pid,
+                host="127.0.0.1",
+                port=fake.port,
+                url=f"http://127.0.0.1:{fake.port}",
+                logdirs=(str(logdir),),
+                token_required=True,
+            )
+            (planted / f"{fake.pid}-{fake.port}.json").write_text(entry.to_json())
+
+        as_other_user(plant)
+        env = {"LIGHTNING_STREAM_REGISTRY_DIR": str(planted), "LIGHTNING_STREAM_TOKEN": token}
+        monkeypatch.setenv("LIGHTNING_STREAM_REGISTRY_DIR", str(planted))
+        monkeypatch.setenv("LIGHTNING_STREAM_TOKEN", token)
+
+        listed = _cli("ls", "--json", env=env)
+        assert listed.returncode == 1
+        assert str(planted) in listed.stderr
+        assert str(fake.port) not in listed.stdout
+        from lightning_stream.notebook import dashboard_url
+
+        with pytest.raises(RegistryError, match="belongs to uid"):
+            dashboard_url()
+        tailed = _cli("tail", str(logdir), "--duration", "2", "--retry", "1", env=env)
+        assert tailed.returncode == 1
+        assert "belongs to uid" in tailed.stderr
+        assert fake.authorizations() == []
+
+
+@posix_only
+def test_fifos_dev_zero_links_and_huge_files_are_skipped_not_read(registry_dir: Path, tmp_path: Path) -> None:
+    """``ls`` hung on a FIFO and grew to gigabytes on a link to /dev/zero; now each is one warning."""
+    with StreamServer(port=None, watchdog_interval_s=0) as server:
+        os.mkfifo(registry_dir / "1-1.json")
+        (registry_dir / "2-2.json").symlink_to("/dev/zero")
+        with open(registry_dir / "3-3.json", "wb") as huge:
+            huge.truncate(1 << 32)  # sparse: 4 GiB that take no disk
+        result = _cli("ls", "--json")
+        assert result.returncode == 0, result.stderr
+        assert [entry["port"] for entry in json.loads(result.stdout)] == [server.port]
+        for name in ("1-1.json", "2-2.json", "3-3.json"):
+            assert result.stderr.count(name) == 1, result.stderr
+
+
+@posix_only
+def test_a_fifo_in_the_registry_does_not_stop_a_busy_port_fallback(registry_dir: Path) -> None:
+    """``StreamCallback(port=<busy>)`` never started training: naming the holder read the FIFO."""
+    registry_dir.mkdir(parents=True, mode=0o700)
+    os.mkfifo(registry_dir / "1-1.json")
+    import socket
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen(1)
+        port = held.getsockname()[1]
+        script = (
+            "from lightning_stream.server import StreamServer\n"
+            f"with StreamServer(port={port}, watchdog_interval_s=0) as s: print(s.port)\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=_BOUND_S, env=_env()
+        )
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) != port
+
+
+_BOUND_S = 60.0  # what main's readers did instead was hang forever, or eat memory until the limit below
+
+
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    return {**os.environ, **(extra or {})}
+
+
+def _limit_memory() -> None:  # pragma: no cover - runs in the child before exec
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``lightning-stream ARGS`` in a subprocess, bounded in time and memory."""
+    return subprocess.run(
+        [sys.executable, "-m", "lightning_stream", *args],
+        capture_output=True,
+        text=True,
+        timeout=_BOUND_S,
+        env=_env(env),
+        preexec_fn=_limit_memory,
+    )

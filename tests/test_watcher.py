@@ -452,3 +452,36 @@ async def test_a_sink_asking_for_a_longer_gap_gets_bigger_batches_and_nothing_is
     assert [p[2] for p in points] == list(range(written))  # each once, in order
     # Reads ~0.5 s apart once the rate is known; the watcher's own cap (80 ms) would take ~6 times as many.
     assert len(reads) <= 1.5 * elapsed / 0.5 + 3, (len(reads), elapsed, reads)
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() != 0, reason="root reads everything; needs setuid to 'nobody'")
+def test_unreadable_runs_and_files_are_warned_about_once_not_skipped_silently() -> None:
+    """As another user: a run directory and an event file this user may not read each give one warning."""
+    import logging
+
+    from tests.otheruser import as_other_user, shared_tmp
+
+    with shared_tmp() as shared:
+        root = shared / "logs"
+        for run in ("readable", "private_run", "private_file"):
+            write_torch(root / run, [point("loss", 1, 0.5)])
+        for path in [root, *root.rglob("*")]:
+            os.chmod(path, 0o755 if path.is_dir() else 0o644)
+        os.chmod(root / "private_run", 0o700)
+        (private_file,) = event_files(root / "private_file")
+        os.chmod(private_file, 0o600)
+
+        def scan_twice() -> None:
+            seen: list[logging.LogRecord] = []
+            handler = logging.Handler(logging.WARNING)
+            handler.emit = seen.append  # type: ignore[method-assign]
+            logging.getLogger("lightning_stream").addHandler(handler)
+            watcher = LogdirWatcher(str(root))
+            assert {b.run for b in watcher.scan()} == {"readable"}
+            watcher.scan()
+            messages = [r.getMessage() for r in seen]
+            assert len(messages) == 2, messages
+            assert any(str(root / "private_run") in m for m in messages), messages
+            assert any(str(private_file) in m for m in messages), messages
+
+        as_other_user(scan_twice)
