@@ -48,8 +48,11 @@ from lightning_stream.config import ServerConfig
 from lightning_stream.errors import ServerNotRunningError, ServerStartError
 from lightning_stream.registry import ServerInfo, remove_entry
 from lightning_stream.server import (
+    _FORKED,
     _LIVE,
+    _RUNNING,
     _STATUS,
+    _STOPPED,
     CALL_TIMEOUT_S,
     FINAL_SCAN_TIMEOUT_S,
     START_TIMEOUT_S,
@@ -66,7 +69,6 @@ MAX_RESPAWNS = 3  # per RESPAWN_WINDOW_S: a child that keeps dying is left dead 
 RESPAWN_WINDOW_S = 60.0
 _REQUESTS = frozenset({"start", "watch", "unwatch", "restart"})
 _CLOSE = object()  # outbox marker: close the child's stdin after what is queued before it
-_RUNNING, _STOPPED, _FORKED = "running", "stopped", "forked"
 
 
 class ServerProcessError(ServerStartError):
@@ -121,7 +123,7 @@ class IsolatedStreamServer(StreamServer):
     def _begin_serving(self) -> None:
         self._link, self._child = self._spawn(self._config)
 
-    def _start_watchdog(self) -> None:
+    def _start_supervisor(self) -> None:
         pass  # the reader thread sees the child die, and _child_exited starts a new one
 
     def stop(self) -> None:

@@ -42,7 +42,7 @@ from typing import Any
 
 from lightning_stream.config import ServerConfig
 from lightning_stream.errors import ServerNotRunningError
-from lightning_stream.server import StreamServer
+from lightning_stream.server import RUNNING, StreamServer
 from lightning_stream.threads import start_thread
 
 logger = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ class StreamServerManager:
                 _check_compatible(entry.server, requested, explicit)
                 self._cancel_linger(entry)
                 server = entry.server
-                if not server.is_alive():  # dead and the watchdog has not got to it yet
+                if not server.is_alive():  # dead and the supervisor has not got to it yet
                     server.restart()
                 entry.refs += 1
                 self._acquired.append(server)
@@ -121,7 +121,7 @@ class StreamServerManager:
                     message=f"reusing lightning-stream server at {server.url} (pid {server.pid}, {entry.refs} users)",
                 )
             server = _launch(requested)
-            server._manager = self
+            server.set_release(lambda: self._release_held(server))
             self._entries.append(_Entry(server, refs=1))
             self._acquired.append(server)
             message = f"launched lightning-stream server at {server.url}"
@@ -157,6 +157,14 @@ class StreamServerManager:
                 return False
             self._entries.remove(entry)
             server.stop()
+            return True
+
+    def _release_held(self, server: StreamServer) -> bool:
+        """``with server:``'s exit: release it if held (True), else leave it to stop (False)."""
+        with self._lock:
+            if self.refcount(server) <= 0:
+                return False
+            self.release(server)
             return True
 
     def refcount(self, server: StreamServer | None = None) -> int:
@@ -212,9 +220,9 @@ class StreamServerManager:
 
     def _prune(self) -> None:
         """Forget servers stopped behind our back (``server.stop()``, SIGTERM)."""
-        if all(e.server._state == "running" for e in self._entries):
+        if all(e.server.state == RUNNING for e in self._entries):
             return
-        self._entries = [e for e in self._entries if e.server._state == "running"]
+        self._entries = [e for e in self._entries if e.server.state == RUNNING]
         held = {id(e.server) for e in self._entries}
         self._acquired = [s for s in self._acquired if id(s) in held]
 

@@ -14,7 +14,7 @@ from several threads at once. What the caller can rely on:
   one ``call_soon_threadsafe`` wake-up per batch of calls, not per call.
 
 Each start creates a fresh *incarnation* (loop, thread, socket, hub, runner); the
-health watchdog (``watchdog.py``) replaces a dead or hung incarnation with a new one
+health supervisor (``supervisor.py``) replaces a dead or hung incarnation with a new one
 on the same port. Points that came from watched logdirs are re-read by the new
 incarnation; points sent with ``publish()`` before a restart are lost, and sequence
 numbers start again (clients get ``reset``).
@@ -60,8 +60,7 @@ from lightning_stream.scalars import ScalarBatch
 from lightning_stream.threads import start_thread
 
 if TYPE_CHECKING:
-    from lightning_stream.manager import StreamServerManager
-    from lightning_stream.watchdog import Watchdog
+    from lightning_stream.supervisor import Supervisor
     from lightning_stream.watcher import LogdirWatcher
 
 logger = logging.getLogger(__name__)
@@ -75,7 +74,9 @@ FINAL_SCAN_TIMEOUT_S = 5.0  # unwatch reads what was flushed last, for at most t
 HEALTH_TRIES = 3
 _READER_ERROR_KINDS = ("crc_errors", "bad_lengths", "parse_errors")
 
-_NEW, _RUNNING, _STOPPED, _FORKED = "new", "running", "stopped", "forked"
+# ``StreamServer.state``: new -> running -> stopped; forked in a fork child (inert).
+NEW, RUNNING, STOPPED, FORKED = "new", "running", "stopped", "forked"
+_NEW, _RUNNING, _STOPPED, _FORKED = NEW, RUNNING, STOPPED, FORKED
 _STATUS = object()  # marks a status item in the publish deque
 
 
@@ -126,8 +127,8 @@ class StreamServer:
         self._watches: dict[str, str | None] = {}  # logdir -> prefix; survives restarts
         self._restarts = 0
         self._started_at = 0.0
-        self._watchdog: Watchdog | None = None
-        self._manager: StreamServerManager | None = None  # set by the manager that owns it
+        self._supervisor: Supervisor | None = None
+        self._release: Callable[[], bool] | None = None  # the owner's release (set_release)
         self._registered = False
         self._stopping = False
 
@@ -136,6 +137,11 @@ class StreamServer:
     @property
     def config(self) -> ServerConfig:
         return self._config
+
+    @property
+    def state(self) -> str:
+        """``"new"``, ``"running"``, ``"stopped"``, or ``"forked"`` (a fork child's inert copy)."""
+        return self._state
 
     @property
     def host(self) -> str:
@@ -170,7 +176,7 @@ class StreamServer:
 
     @property
     def restarts(self) -> int:
-        """How often the watchdog (or ``restart()``) replaced the server thread."""
+        """How often the supervisor (or ``restart()``) replaced the server thread."""
         return self._restarts
 
     @property
@@ -217,7 +223,7 @@ class StreamServer:
             _LIVE.add(self)
             _install_process_hooks()
             self._publish_registry()
-            self._start_watchdog()
+            self._start_supervisor()
             logger.info("lightning-stream serving at %s (pid %s)", self.url, self.pid)
             return self
 
@@ -232,9 +238,9 @@ class StreamServer:
         if self._state == _FORKED or os.getpid() != self._owner_pid:
             return  # a fork child owns nothing: never touch the parent's server or registry
         self._stopping = True
-        watchdog, self._watchdog = self._watchdog, None
-        if watchdog is not None:
-            watchdog.stop()  # outside the lock: a restart in progress holds it
+        supervisor, self._supervisor = self._supervisor, None
+        if supervisor is not None:
+            supervisor.stop()  # outside the lock: a restart in progress holds it
         with self._lock:
             if self._state != _RUNNING:
                 self._stopping = False
@@ -269,11 +275,18 @@ class StreamServer:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        manager = self._manager
-        if manager is not None and manager.refcount(self) > 0:
-            manager.release(self)
-        else:
+        release = self._release
+        if release is None or not release():
             self.stop()
+
+    def set_release(self, release: Callable[[], bool] | None) -> None:
+        """Give ``with server:`` its owner's release: called on exit instead of ``stop()``.
+
+        ``release()`` drops the reference the owner holds and returns True, or returns False
+        when it holds none (then the server stops). The manager passes this callable rather
+        than itself, so the server never imports or calls its owner.
+        """
+        self._release = release
 
     # ---- watching and publishing (any thread) -------------------------------------------------
 
@@ -573,7 +586,7 @@ class StreamServer:
     def loop_answers(self, timeout: float) -> bool:
         """Whether the server loop runs a callback within ``timeout`` s: alive, however full.
 
-        The watchdog asks this when ``/health`` does not answer, so a server whose
+        The supervisor asks this when ``/health`` does not answer, so a server whose
         connections (or descriptors) are all taken is not restarted for it.
         """
         inc = self._inc
@@ -587,8 +600,8 @@ class StreamServer:
             return False
         return True
 
-    def _watchdog_restart(self, reason: str) -> bool:
-        """Called by the watchdog thread; False if it gave up this round (it tries again later)."""
+    def _supervised_restart(self, reason: str) -> bool:
+        """The supervisor's ``restart``; False if it gave up this round (it tries again later)."""
         with self._lock:
             if self._state != _RUNNING or self._stopping:
                 return False
@@ -597,17 +610,29 @@ class StreamServer:
             try:
                 self._replace_incarnation(reason, teardown_timeout=1.0)
             except ServerStartError as exc:
-                logger.error("lightning-stream watchdog could not restart the server: %s", exc)
+                logger.error("lightning-stream supervisor could not restart the server: %s", exc)
                 return False
             return True
 
-    def _start_watchdog(self) -> None:
+    def _start_supervisor(self) -> None:
         interval = self._config.watchdog_interval_s
-        if interval > 0 and self._watchdog is None:
-            from lightning_stream.watchdog import Watchdog
+        if interval > 0 and self._supervisor is None:
+            self._supervisor = self._new_supervisor(interval_s=interval)
+            self._supervisor.start()
 
-            self._watchdog = Watchdog(self, interval_s=interval)
-            self._watchdog.start()
+    def _new_supervisor(self, *, interval_s: float) -> Supervisor:
+        """A (not started) ``Supervisor`` of this server, wired through callables."""
+        from lightning_stream.supervisor import Supervisor
+
+        port = self.port
+        return Supervisor(
+            alive=self.is_alive,
+            probe=lambda timeout: health_check(self.host, port, timeout=timeout) is not None,
+            loop_answers=self.loop_answers,
+            restart=self._supervised_restart,
+            interval_s=interval_s,
+            name=f"port {port}",
+        )
 
     def _call(self, inc: _Incarnation, coro: Any) -> Any:
         """Run ``coro`` on the server loop and wait for it (never from the loop thread itself)."""
@@ -679,7 +704,7 @@ class StreamServer:
         self._lock = threading.RLock()
         self._state = _FORKED
         self._inc = None
-        self._watchdog = None
+        self._supervisor = None
         self._pending = deque()
         self._registered = False
 

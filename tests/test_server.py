@@ -271,10 +271,8 @@ async def test_stop_ends_sse_streams_and_closes_websockets_with_going_away() -> 
     assert not server.is_alive()
 
 
-def test_watchdog_check_leaves_a_healthy_server_alone_and_restarts_a_dead_one(server: StreamServer) -> None:
-    from lightning_stream.watchdog import Watchdog
-
-    dog = Watchdog(server, interval_s=60)  # never started: check() is called by hand
+def test_supervisor_check_leaves_a_healthy_server_alone_and_restarts_a_dead_one(server: StreamServer) -> None:
+    dog = server._new_supervisor(interval_s=60)  # never started: check() is called by hand
     assert dog.check() is None
     assert server.restarts == 0
     inc = server._inc
