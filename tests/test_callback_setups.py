@@ -1,0 +1,246 @@
+"""StreamCallback in the setups Lightning users have: both namespaces, no TensorBoard logger, many fits.
+
+Every test runs a real ``Trainer.fit`` on a tiny CPU model and reads what arrived with real clients.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as L
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from lightning_stream import StreamCallback, StreamClient, get_stream_server_manager
+from lightning_stream import callback as callback_module
+from tests.livetools import Subscriber
+from tests.test_callback import Tiny, loader
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore::UserWarning"),
+    pytest.mark.filterwarnings("ignore::ResourceWarning"),
+]
+
+QUIET: dict[str, Any] = {
+    "accelerator": "cpu",
+    "log_every_n_steps": 1,
+    "enable_checkpointing": False,
+    "enable_model_summary": False,
+    "enable_progress_bar": False,
+}
+
+
+class PlTiny(pl.LightningModule):
+    """The same tiny model, written against the legacy ``pytorch_lightning`` namespace."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = nn.Linear(4, 1)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        loss = nn.functional.mse_loss(self.layer(x), y)
+        self.log("train/loss", loss)
+        return loss
+
+    def configure_optimizers(self) -> Any:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+@pytest.fixture
+def manager() -> Any:
+    manager = get_stream_server_manager()
+    yield manager
+    manager.cleanup()
+
+
+@pytest.fixture(autouse=True)
+def fresh_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The callback warns once per process; every test here starts as a new process would."""
+    monkeypatch.setattr(callback_module, "_WARNED", set(), raising=False)
+
+
+def steps_of(url: str, run: str, tag: str) -> list[int]:
+    return [step for step, _, _ in StreamClient(url).scalars(run, tag)]
+
+
+# ---- 1. the legacy namespace -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("logger", ["explicit", "default"])
+def test_a_pytorch_lightning_trainer_streams_its_tensorboard_logger(tmp_path: Path, manager: Any, logger: str) -> None:
+    callback = StreamCallback(linger_s=0)
+    options: dict[str, Any] = {"default_root_dir": str(tmp_path)}
+    if logger == "explicit":
+        options["logger"] = pl.loggers.TensorBoardLogger(str(tmp_path), name="legacy")
+    held = manager.acquire()
+    trainer = pl.Trainer(max_epochs=1, callbacks=[callback], **options, **QUIET)
+    assert type(trainer.logger).__module__.startswith("pytorch_lightning.")
+    trainer.fit(PlTiny(), loader())
+    assert trainer.state.finished
+    run = "legacy/version_0" if logger == "explicit" else "lightning_logs/version_0"
+    assert callback.runs == [run]
+    assert steps_of(held.url, run, "train/loss") == list(range(8))
+    manager.release(held)
+
+
+def test_pytorch_lightning_alone_is_not_joined_by_a_second_lightning(tmp_path: Path) -> None:
+    # A fresh process that imports only pytorch_lightning, as a user following an older tutorial does.
+    script = f"""
+import sys
+import pytorch_lightning as pl, torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from lightning_stream import StreamCallback, StreamClient
+
+class M(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.layer = nn.Linear(4, 1)
+    def training_step(self, batch, i):
+        loss = nn.functional.mse_loss(self.layer(batch[0]), batch[1])
+        self.log("train/loss", loss)
+        return loss
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+x = torch.randn(64, 4)
+callback = StreamCallback()
+trainer = pl.Trainer(max_epochs=1, default_root_dir={str(tmp_path)!r}, callbacks=[callback],
+                     accelerator="cpu", log_every_n_steps=1, enable_progress_bar=False,
+                     enable_model_summary=False, enable_checkpointing=False)
+trainer.fit(M(), DataLoader(TensorDataset(x, x.sum(1, keepdim=True)), batch_size=8))
+assert isinstance(callback, pl.Callback), type(callback).__mro__
+points = StreamClient(callback._announced_url).scalars("lightning_logs/version_0", "train/loss")
+assert [p[0] for p in points] == list(range(8)), points
+loaded = sorted(m for m in sys.modules if m == "lightning" or m.startswith("lightning."))
+assert not loaded, loaded
+print("PL-ONLY-OK")
+"""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=180)
+    assert "PL-ONLY-OK" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def test_fabric_and_both_pytorch_tensorboard_loggers_are_recognised(tmp_path: Path) -> None:
+    from lightning.fabric.loggers import TensorBoardLogger as FabricLogger
+    from lightning_fabric.loggers import TensorBoardLogger as LegacyFabricLogger
+
+    for cls in (L.loggers.TensorBoardLogger, pl.loggers.TensorBoardLogger, FabricLogger, LegacyFabricLogger):
+        assert callback_module.is_tensorboard_logger(cls(str(tmp_path)))
+    assert not callback_module.is_tensorboard_logger(L.loggers.CSVLogger(str(tmp_path)))
+    assert not callback_module.is_tensorboard_logger(pl.loggers.CSVLogger(str(tmp_path)))
+
+
+# ---- 2. never abort training -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("namespace", [L, pl], ids=["lightning", "pytorch_lightning"])
+@pytest.mark.parametrize("setup", ["csv", "fast_dev_run"])
+def test_without_a_tensorboard_logger_the_logged_metrics_are_streamed(
+    tmp_path: Path, manager: Any, caplog: pytest.LogCaptureFixture, namespace: Any, setup: str
+) -> None:
+    held = manager.acquire()
+    model = Tiny() if namespace is L else PlTiny()
+    if setup == "csv":
+        runs, steps = ["csv/version_0", "csv/version_1"], list(range(16))
+    else:
+        runs, steps = ["fast_dev_run"], [0]
+    with Subscriber(held.url, "sse") as sse, caplog.at_level(logging.WARNING, "lightning_stream"):
+        for _ in range(2):  # the second fit is not warned again
+            options: dict[str, Any] = {"max_epochs": 2, "default_root_dir": str(tmp_path)}
+            if setup == "csv":
+                options["logger"] = namespace.loggers.CSVLogger(str(tmp_path), name="csv")
+            else:
+                options["fast_dev_run"] = True
+            trainer = namespace.Trainer(callbacks=[StreamCallback()], **options, **QUIET)
+            trainer.fit(model, loader())
+            assert trainer.state.finished
+        expected = {(run, step) for run in runs for step in steps}
+        assert sse.wait_for(lambda s: {(r, st) for r, t, st, _ in s.points if t == "train/loss"} >= expected)
+        assert sse.wait_for(lambda s: sum(x["state"] == "finished" for x in s.statuses) == 2)
+    warnings = [r.getMessage() for r in caplog.records if "no TensorBoardLogger" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert "TensorBoardLogger('lightning_logs')" in warnings[0]
+    for run in runs:
+        assert steps_of(held.url, run, "train/loss") == steps
+    if setup == "csv":  # the CSV file is written as before: the tap only listens
+        assert (tmp_path / "csv" / "version_1" / "metrics.csv").read_text().count("\n") > len(steps)
+    manager.release(held)
+
+
+def test_with_logging_off_training_goes_on_with_one_warning(
+    tmp_path: Path, manager: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, "lightning_stream"):
+        for _ in range(2):
+            trainer = L.Trainer(max_epochs=1, logger=False, callbacks=[StreamCallback()], **QUIET)
+            trainer.fit(Tiny(), loader())
+            assert trainer.state.finished
+    warnings = [r.getMessage() for r in caplog.records if "logger=False" in r.getMessage()]
+    assert len(warnings) == 1, caplog.text
+    assert "TensorBoardLogger('lightning_logs')" in warnings[0]
+    assert not manager.is_server_running()  # nothing to stream: no server was started
+
+
+def test_the_metrics_tap_is_removed_after_fit(tmp_path: Path, manager: Any) -> None:
+    csv = L.loggers.CSVLogger(str(tmp_path))
+    L.Trainer(max_epochs=1, logger=csv, callbacks=[StreamCallback(linger_s=0)], **QUIET).fit(Tiny(), loader())
+    assert "log_metrics" not in vars(csv)
+    assert not manager.is_server_running()
+
+
+# ---- 3. one server across fits ------------------------------------------------------------------
+
+
+def test_the_server_a_callback_launched_outlives_fit_and_the_next_trainer_reuses_its_url(
+    tmp_path: Path, manager: Any
+) -> None:
+    first = StreamCallback()
+    L.Trainer(
+        max_epochs=1, logger=L.loggers.TensorBoardLogger(str(tmp_path), name="a"), callbacks=[first], **QUIET
+    ).fit(Tiny(), loader())
+    assert manager.is_server_running()  # the dashboard stays up after fit
+    [server] = manager.servers
+    url = server.url
+    assert steps_of(url, "a/version_0", "train/loss") == list(range(8))
+    with Subscriber(url, "sse") as tab:  # the open tab
+        second = StreamCallback()
+        trainer = L.Trainer(
+            max_epochs=1, logger=L.loggers.TensorBoardLogger(str(tmp_path), name="b"), callbacks=[second], **QUIET
+        )
+        trainer.fit(Tiny(), loader())
+        assert second._announced_url == url  # same URL, printed again for this trainer
+        assert manager.servers == [server]
+        # the new run reaches the open tab live: its status and its points, without a reload
+        assert tab.wait_for(
+            lambda s: {"started", "finished"} <= {x["state"] for x in s.statuses if x["run"] == "b/version_0"}
+        )
+        assert tab.wait_for(lambda s: {st for r, _, st, _ in s.points if r == "b/version_0"} >= set(range(8)))
+        assert tab.resets == 0
+    assert {r["run"] for r in StreamClient(url).runs()} >= {"a/version_0", "b/version_0"}
+
+
+def test_linger_s_stops_a_launched_server_after_the_last_release(tmp_path: Path, manager: Any) -> None:
+    L.Trainer(
+        max_epochs=1, logger=L.loggers.TensorBoardLogger(str(tmp_path)), callbacks=[StreamCallback(linger_s=0)], **QUIET
+    ).fit(Tiny(), loader())
+    assert not manager.is_server_running()
+
+
+def test_a_server_acquired_explicitly_keeps_plain_reference_counting(tmp_path: Path, manager: Any) -> None:
+    held = manager.acquire()
+    L.Trainer(
+        max_epochs=1, logger=L.loggers.TensorBoardLogger(str(tmp_path)), callbacks=[StreamCallback()], **QUIET
+    ).fit(Tiny(), loader())
+    assert manager.refcount(held) == 1  # the callback dropped only its own reference
+    manager.release(held)
+    assert not manager.is_server_running()
