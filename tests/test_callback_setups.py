@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -244,3 +245,34 @@ def test_a_server_acquired_explicitly_keeps_plain_reference_counting(tmp_path: P
     assert manager.refcount(held) == 1  # the callback dropped only its own reference
     manager.release(held)
     assert not manager.is_server_running()
+
+
+def test_show_prefers_this_processs_server_over_a_newer_one_of_another_process(
+    tmp_path: Path, manager: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lightning_stream.notebook import show
+
+    L.Trainer(
+        max_epochs=1, logger=L.loggers.TensorBoardLogger(str(tmp_path)), callbacks=[StreamCallback()], **QUIET
+    ).fit(Tiny(), loader())
+    [own] = manager.servers
+    other = subprocess.Popen(  # another process's server, started after ours: the newest in the registry
+        [sys.executable, "-m", "lightning_stream", "serve", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert other.stdout is not None
+        other_url = re.search(r"at (http://\S+)", other.stdout.readline()).group(1)  # type: ignore[union-attr]
+        capsys.readouterr()
+        assert show().src == own.url + "/"
+        assert "this process's server" in capsys.readouterr().out
+        manager.cleanup()
+        assert show().src == other_url + "/"
+        assert f"newest live one, {other_url}" in capsys.readouterr().out
+    finally:
+        other.terminate()
+        other.wait(30)
+        if other.stdout is not None:
+            other.stdout.close()
