@@ -16,7 +16,9 @@ import argparse
 import dataclasses
 import functools
 import json
+import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -213,13 +215,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 0
     except LightningStreamError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(f"{PROG}: error: {_cli_words(str(exc))}", file=sys.stderr)
         return 1
 
 
 def _usage_error(command: str, message: str) -> int:
-    print(f"{PROG} {command}: error: {message} (see '{PROG} {command} --help')", file=sys.stderr)
+    print(f"{PROG} {command}: error: {_cli_words(message)} (see '{PROG} {command} --help')", file=sys.stderr)
     return 2
+
+
+_PYTHON_TO_FLAGS = (
+    (re.compile(r"\bstrict_port=True\b|\bstrict_port\b"), "--strict-port"),
+    (re.compile(r"\btoken=\.\.\."), "--token TOKEN"),
+    (re.compile(r"\bport=None\b"), "--port 0"),
+    (re.compile(r"\bport=N\b"), "--port N"),
+    (re.compile(r"\bhost='([^']*)'"), r"--host \1"),
+)
+"""The library's messages name Python arguments (``strict_port=True``); the CLI user typed flags."""
+
+
+def _cli_words(message: str) -> str:
+    """``message`` with the Python arguments it suggests spelled as this command's flags."""
+    for pattern, flag in _PYTHON_TO_FLAGS:
+        message = pattern.sub(flag, message)
+    return message
+
+
+class _CliWords(logging.Filter):
+    """Spells the library's warnings in flags too (e.g. the busy-port fallback, said once, here)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = _cli_words(record.getMessage()), None
+        return True
 
 
 # ------------------------------------------------------------------- serve
@@ -247,17 +274,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         else:
             logdirs.append(Path(name))
 
-    import logging
-
     from lightning_stream.manager import get_stream_server_manager
 
     logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(levelname)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_CliWords())
     manager = get_stream_server_manager()
     with _stop_on_signals() as stop:  # from the start: a stop during the first read is clean too
         server = manager.acquire_result(config=config).server
-        try:
-            if server.fallback_message:
-                print(f"{PROG}: {server.fallback_message}", file=sys.stderr, flush=True)
+        try:  # a busy --port was already reported, once, by the warning of the port fallback
             if _watch_with_progress(server, logdirs, stop):
                 where = ", ".join(str(d) for d in logdirs)
                 print(f"{PROG}: serving {where} at {server.url}  (Ctrl-C to stop)", flush=True)
