@@ -206,8 +206,8 @@ class StreamCallback(Callback):
                 self._writers = loggers
                 for logger in loggers:
                     # logger.log_dir (not trainer.log_dir, which broadcasts): rank zero only here.
-                    run = _run_name(logger)
-                    self._server.watch(logger.log_dir, prefix=run)
+                    # the server's name for it: an outer watched logdir (the notebook magic's) may name it already
+                    run = self._server.watch(logger.log_dir, prefix=_run_name(logger))
                     self._runs.append(run)
             else:
                 first = trainer.loggers[0]

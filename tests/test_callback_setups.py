@@ -276,3 +276,67 @@ def test_show_prefers_this_processs_server_over_a_newer_one_of_another_process(
         other.wait(30)
         if other.stdout is not None:
             other.stdout.close()
+
+
+# ---- 5. one directory, one run ------------------------------------------------------------------
+
+
+@pytest.fixture
+def magic() -> Any:
+    from lightning_stream import notebook
+
+    yield notebook.lightning_stream_magic
+    notebook._held.clear()  # the manager fixture stops the servers
+
+
+def fit_default_logger(root: Path, callback: StreamCallback) -> L.Trainer:
+    trainer = L.Trainer(max_epochs=1, default_root_dir=str(root), callbacks=[callback], **QUIET)
+    trainer.fit(Tiny(), loader())
+    return trainer
+
+
+def one_run_per_directory(url: str) -> dict[str, str]:
+    runs = StreamClient(url).runs()
+    by_dir = {os.path.realpath(r["logdir"]): r["run"] for r in runs}
+    assert len(by_dir) == len(runs), runs  # no directory listed twice
+    return by_dir
+
+
+def test_a_logdir_watched_by_the_magic_and_by_the_callback_is_one_run(
+    tmp_path: Path, manager: Any, magic: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    logs = tmp_path / "lightning_logs"
+    logs.mkdir()
+    url = magic(str(logs)).src  # %lightning_stream lightning_logs, then train in the same kernel
+    with Subscriber(url, "sse") as tab:
+        callback = StreamCallback()
+        fit_default_logger(tmp_path, callback)
+        assert callback.runs == ["version_0"]  # the name the dashboard shows
+        assert callback._announced_url is not None
+        assert url.startswith(callback._announced_url)
+        assert tab.wait_for(lambda s: "finished" in [x["state"] for x in s.statuses])
+        sent = [(t, st) for r, t, st, _ in tab.snapshot() if t == "train/loss"]
+        runs = {r for r, _, _, _ in tab.snapshot()} | {x["run"] for x in tab.statuses}
+    assert runs == {"version_0"}
+    assert sorted(sent) == [("train/loss", step) for step in range(8)]  # each point once
+    assert one_run_per_directory(url) == {str((logs / "version_0").resolve()): "version_0"}
+
+
+def test_a_run_trained_before_the_magic_keeps_its_name_and_is_not_sent_again(
+    tmp_path: Path, manager: Any, magic: Any
+) -> None:
+    first = StreamCallback()
+    fit_default_logger(tmp_path, first)  # the callback's server lingers after fit
+    url = first._announced_url
+    assert url is not None
+    with Subscriber(url, "sse") as tab:
+        magic(str(tmp_path / "lightning_logs"))  # now watch the whole logdir
+        second = StreamCallback()
+        fit_default_logger(tmp_path, second)
+        assert tab.wait_for(lambda s: "finished" in [x["state"] for x in s.statuses])
+        again = [p for p in tab.snapshot() if p[0] == "lightning_logs/version_0"]
+    assert again == []  # version_0 was read before: not re-sent under any name
+    assert one_run_per_directory(url) == {
+        str((tmp_path / "lightning_logs" / "version_0").resolve()): "lightning_logs/version_0",
+        str((tmp_path / "lightning_logs" / "version_1").resolve()): second.runs[0],
+    }
