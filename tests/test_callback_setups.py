@@ -340,3 +340,42 @@ def test_a_run_trained_before_the_magic_keeps_its_name_and_is_not_sent_again(
         str((tmp_path / "lightning_logs" / "version_0").resolve()): "lightning_logs/version_0",
         str((tmp_path / "lightning_logs" / "version_1").resolve()): second.runs[0],
     }
+
+
+def test_resuming_into_the_same_version_dir_sends_a_series_reset_before_the_rewritten_steps(
+    tmp_path: Path, manager: Any
+) -> None:
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    def trainer(**kw: Any) -> L.Trainer:
+        options = {**QUIET, "enable_checkpointing": True}
+        return L.Trainer(
+            max_epochs=2,
+            logger=L.loggers.TensorBoardLogger(str(tmp_path), name="tiny", version=0),
+            callbacks=[StreamCallback(), ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=-1)],
+            **options,
+            **kw,
+        )
+
+    trainer().fit(Tiny(), loader())  # steps 0..15; the server lingers
+    [server] = manager.servers
+    [first_epoch] = sorted((tmp_path / "ckpt").glob("epoch=0*.ckpt"))
+    with Subscriber(server.url, "sse") as sse, Subscriber(server.url, "ws") as ws:
+        trainer().fit(Tiny(), loader(), ckpt_path=str(first_epoch))  # epoch 1 again: steps 8..15
+        expected = steps_of(server.url, "tiny/version_0", "train/loss")
+        assert expected == list(range(16))
+        for sub in (sse, ws):
+            # a client applying the rule (drop from from_step on a reset, then append) ends where REST is
+            assert sub.wait_for(lambda s: replay(list(range(16)), s.log) == expected), (sub.kind, sub.log)
+            resets = [(x.get("tag"), x.get("from_step")) for k, x in sub.log if k == "reset"]
+            assert ("train/loss", 8) in resets, sub.log
+
+
+def replay(held: list[int], log: list[tuple[str, dict[str, Any]]]) -> list[int]:
+    """The train/loss steps a raw client holds after ``log``, starting from ``held``."""
+    for kind, payload in log:
+        if kind == "reset" and payload.get("tag") == "train/loss":
+            held = [s for s in held if s < payload["from_step"]]
+        elif kind == "scalars":
+            held = held + [p["step"] for p in payload["points"] if p["tag"] == "train/loss"]
+    return held
