@@ -375,6 +375,7 @@ class _Run:
     logdir: str | None = None
     series: dict[str, Series] = field(default_factory=dict)
     status: str | None = None
+    hparams: dict[str, Any] = field(default_factory=dict)
 
 
 class Hub:
@@ -422,6 +423,10 @@ class Hub:
         info = self._runs.setdefault(run, _Run())
         if logdir is not None:
             info.logdir = logdir
+
+    def note_hparams(self, run: str, hparams: dict[str, Any]) -> None:
+        """The hparams ``run`` was started with (listed by ``runs()``; the newest replace older ones)."""
+        self._runs.setdefault(run, _Run()).hparams = dict(hparams)
 
     def ingest(self, batches: Iterable[ScalarBatch], *, coalesced: bool = False) -> None:
         """Store points (purge rule, budget) and queue them for the next tick's broadcast.
@@ -730,7 +735,7 @@ class Hub:
         return sorted(self._run(run).series)
 
     def runs(self) -> list[dict[str, Any]]:
-        """One dict per run, sorted: run, logdir, tags, last_step, last_wall_time, status."""
+        """One dict per run, sorted: run, logdir, tags, last_step, last_wall_time, status, hparams."""
         out = []
         for name in sorted(self._runs):
             info = self._runs[name]
@@ -744,6 +749,7 @@ class Hub:
                     "last_step": max(steps) if steps else None,
                     "last_wall_time": max(times) if times else None,
                     "status": info.status,
+                    "hparams": info.hparams,
                 }
             )
         return out

@@ -458,6 +458,8 @@ class StreamServer:
                 if run not in noted:
                     noted.add(run)
                     hub.note_run(run, directory)
+            for run, hparams in watcher.take_hparams().items():
+                hub.note_hparams(run, hparams)
             hub.ingest(batches, coalesced=True)
 
         sink(await asyncio.to_thread(watcher.scan))

@@ -117,6 +117,7 @@ class LogdirWatcher:
         """Asked once per new run directory: the run name and readers (with their offsets) of an
         earlier watcher that read it, to continue where it stopped instead of re-reading."""
         self._dir_names: dict[str, str] = {}  # run directory -> run name
+        self._new_hparams: dict[str, dict[str, Any]] = {}
         self._readers: dict[str, EventFileReader] = {}
         self._runs: dict[str, str] = {}
         self._retired: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
@@ -143,6 +144,15 @@ class LogdirWatcher:
     def runs(self) -> dict[str, str]:
         """Run name → directory, for every run discovered so far."""
         return dict(self._runs)
+
+    def take_hparams(self) -> dict[str, dict[str, Any]]:
+        """Run name → hparams (``save_hyperparameters()`` and TensorBoard's hparams plugin), for the
+        runs whose hparams were read since the last call."""
+        if not self._new_hparams:
+            return {}
+        with self._scan_lock:
+            found, self._new_hparams = self._new_hparams, {}
+            return found
 
     @property
     def stats(self) -> dict[str, int]:
@@ -198,6 +208,10 @@ class LogdirWatcher:
                 reader = self._readers[path]
                 got = reader.read(budget)
                 batches.extend(got)
+                if reader.hparams_changed:  # files are read in creation order: the newest hparams win
+                    reader.hparams_changed = False
+                    if reader.hparams is not None:
+                        self._new_hparams[reader.run] = reader.hparams
                 if budget is not None:
                     budget -= sum(len(b) for b in got)
                     self.has_more = self.has_more or not reader.at_end

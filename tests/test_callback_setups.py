@@ -379,3 +379,52 @@ def replay(held: list[int], log: list[tuple[str, dict[str, Any]]]) -> list[int]:
         elif kind == "scalars":
             held = held + [p["step"] for p in payload["points"] if p["tag"] == "train/loss"]
     return held
+
+
+class WithHparams(Tiny):
+    def __init__(self, lr: float = 0.1, hidden: int = 4, optimizer: str = "sgd", nesterov: bool = False) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+
+    def on_train_epoch_end(self) -> None:
+        self.log("hp_metric", 0.25)  # a real hp_metric (at a real step) stays a chart
+
+
+@pytest.mark.parametrize("decoder", ["C", "Python"])
+def test_save_hyperparameters_are_in_api_runs_and_the_hp_metric_placeholder_is_not_a_chart(
+    tmp_path: Path, manager: Any, monkeypatch: pytest.MonkeyPatch, decoder: str
+) -> None:
+    from lightning_stream import reader
+
+    if decoder == "Python":
+        monkeypatch.setattr(reader, "_SPEEDUPS", None)
+    elif not reader.has_speedups():
+        pytest.skip("the C decoder is not built here")
+    held = manager.acquire(isolated=False)  # the reader runs in this process, with the decoder chosen above
+    logger = L.loggers.TensorBoardLogger(str(tmp_path), name="hp")
+    L.Trainer(max_epochs=2, logger=logger, callbacks=[StreamCallback(isolated=False)], **QUIET).fit(
+        WithHparams(lr=0.05), loader()
+    )
+    [run] = [r for r in StreamClient(held.url).runs() if r["run"] == "hp/version_0"]
+    assert run["hparams"] == {"lr": 0.05, "hidden": 4, "optimizer": "sgd", "nesterov": False}
+    # Lightning wrote hp_metric=-1 at step 0 as a placeholder for TensorBoard's hparams tab: not a point here
+    assert [(s, v) for s, _, v in StreamClient(held.url).scalars("hp/version_0", "hp_metric")] == [
+        (7, 0.25),
+        (15, 0.25),
+    ]
+    assert "hp_metric" in run["tags"]
+    manager.release(held)
+
+
+def test_a_run_without_hparams_lists_an_empty_object(tmp_path: Path, manager: Any) -> None:
+    held = manager.acquire()
+    L.Trainer(
+        max_epochs=1,
+        logger=L.loggers.TensorBoardLogger(str(tmp_path), name="plain"),
+        callbacks=[StreamCallback()],
+        **QUIET,
+    ).fit(Tiny(), loader())
+    [run] = [r for r in StreamClient(held.url).runs() if r["run"] == "plain/version_0"]
+    assert run["hparams"] == {}
+    assert "hp_metric" not in run["tags"]  # only the placeholder was written: no such chart at all
+    manager.release(held)
