@@ -428,3 +428,29 @@ def test_a_run_without_hparams_lists_an_empty_object(tmp_path: Path, manager: An
     assert run["hparams"] == {}
     assert "hp_metric" not in run["tags"]  # only the placeholder was written: no such chart at all
     manager.release(held)
+
+
+def test_fabric_with_its_tensorboard_logger_streams_through_the_manager(tmp_path: Path, manager: Any) -> None:
+    # The supported way for Fabric (it has no Trainer callbacks): what README "Fabric" shows.
+    from lightning.fabric import Fabric
+    from lightning.fabric.loggers import TensorBoardLogger
+
+    logger = TensorBoardLogger(str(tmp_path / "logs"), name="fabric")
+    fabric = Fabric(accelerator="cpu", devices=1, loggers=logger)
+    model = nn.Linear(4, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    model, optimizer = fabric.setup(model, optimizer)
+    with manager.acquire() as server:
+        if fabric.is_global_zero:
+            server.watch(logger.root_dir)  # the whole logdir: every version of every run in it
+        with Subscriber(server.url, "sse") as sse:
+            for step, (x, y) in enumerate(fabric.setup_dataloaders(loader())):
+                loss = nn.functional.mse_loss(model(x), y)
+                fabric.backward(loss)
+                optimizer.step()
+                optimizer.zero_grad()
+                fabric.log("train/loss", loss.item(), step=step)
+                logger.save()  # flush: Fabric's logger keeps writes queued for up to flush_secs otherwise
+            assert sse.wait_for(lambda s: {st for r, t, st, _ in s.points if t == "train/loss"} == set(range(8)))
+            assert {r for r, _, _, _ in sse.points} == {"fabric/version_0"}
+    logger.finalize("success")
