@@ -556,6 +556,7 @@ def test_runs_lists_noted_and_ingested_runs() -> None:
     hub.note_run("a", "/logs/a")
     hub.ingest([batch("a", "loss", [1, 9]), batch("a", "acc", [4])])
     hub.note_run("a", None)  # does not forget the logdir
+    hub.note_hparams("a", {"lr": 0.1})
     assert hub.runs() == [
         {
             "run": "a",
@@ -564,6 +565,7 @@ def test_runs_lists_noted_and_ingested_runs() -> None:
             "last_step": 9,
             "last_wall_time": 1.7e9 + 9,
             "status": None,
+            "hparams": {"lr": 0.1},
         },
         {
             "run": "empty",
@@ -572,6 +574,7 @@ def test_runs_lists_noted_and_ingested_runs() -> None:
             "last_step": None,
             "last_wall_time": None,
             "status": None,
+            "hparams": {},
         },
     ]
     assert hub.has_run("empty")
