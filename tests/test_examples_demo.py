@@ -42,3 +42,18 @@ def test_demo_training_announces_its_url_streams_and_leaves_no_server(tmp_path: 
     ]
     assert list((logdir / "tiny" / "version_0").glob("*tfevents*"))
     assert not registry_dir.exists() or list(registry_dir.iterdir()) == []  # released at teardown
+
+
+def test_the_fabric_example_streams_its_loggers_points(tmp_path: Path, registry_dir: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "fabric_with_stream.py"), "--steps", "8", "--root", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-3000:]
+    assert re.search(r"lightning-stream: live at http://127\.0\.0\.1:\d+ ", output), output[-3000:]
+    assert "streamed 8 points of train/loss" in output, output[-3000:]
+    assert not registry_dir.exists() or list(registry_dir.iterdir()) == []
