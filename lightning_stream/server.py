@@ -852,11 +852,15 @@ def _covering_watch(inc: _Incarnation, path: str) -> str | None:
 
 
 def _left_to_inner_watch(inc: _Incarnation, path: str, directory: str) -> bool:
-    """The watcher of ``path`` skips ``directory`` when a watcher of a logdir inside ``path`` reads it."""
+    """The watcher of ``path`` skips ``directory`` when a watcher of a logdir inside ``path`` reads it.
+
+    Called from the scan's worker thread: it reads a snapshot of the loop's ``watches`` (``tuple()``
+    copies a dict atomically under the GIL), and ``_adopt_retired``'s ``dict.pop`` is atomic too.
+    """
     real = os.path.realpath(directory)
     return any(
         other != path and not _is_url(other) and _inside(real, _real(other)) and _inside(_real(other), _real(path))
-        for other in inc.watches
+        for other in tuple(inc.watches)
     )
 
 
