@@ -229,6 +229,7 @@ class StreamCallback(Callback):
                 "Pass port=None to pick a free port, or check `lightning-stream ls`.",
                 error,
             )
+            self._unwatch()  # what was watched before the failure: the server may outlive this run
             self._untap()
             self._release()
             return
