@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ from torch import nn
 from lightning_stream import StreamCallback, StreamClient, get_stream_server_manager
 from lightning_stream import callback as callback_module
 from tests.livetools import Subscriber
+from tests.proctools import serving
 from tests.test_callback import Tiny, loader
 
 pytestmark = [
@@ -256,26 +256,13 @@ def test_show_prefers_this_processs_server_over_a_newer_one_of_another_process(
         max_epochs=1, logger=L.loggers.TensorBoardLogger(str(tmp_path)), callbacks=[StreamCallback()], **QUIET
     ).fit(Tiny(), loader())
     [own] = manager.servers
-    other = subprocess.Popen(  # another process's server, started after ours: the newest in the registry
-        [sys.executable, "-m", "lightning_stream", "serve", str(tmp_path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert other.stdout is not None
-        other_url = re.search(r"at (http://\S+)", other.stdout.readline()).group(1)  # type: ignore[union-attr]
+    with serving(tmp_path) as (_, other_url):  # another process's server, started after ours: the newest one
         capsys.readouterr()
         assert show().src == own.url + "/"
         assert "this process's server" in capsys.readouterr().out
         manager.cleanup()
         assert show().src == other_url + "/"
         assert f"newest live one, {other_url}" in capsys.readouterr().out
-    finally:
-        other.terminate()
-        other.wait(30)
-        if other.stdout is not None:
-            other.stdout.close()
 
 
 # ---- 5. one directory, one run ------------------------------------------------------------------
