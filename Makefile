@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test,bench]'
+	$(PY) -m pip install -q -e '.[lightning,test,bench]'
+	$(PY) -m pip install -q "pytorch-lightning==$$($(PY) -c 'from importlib.metadata import version; print(version("lightning"))')"
 	touch $(STAMP)
 
 demo: setup

@@ -457,6 +457,9 @@ static int tag_column(Columns *cols, const uint8_t *tag, Py_ssize_t len, Py_ssiz
     return OK;
 }
 
+#define HPARAMS_TAG "_hparams_/session_start_info"
+#define HPARAMS_TAG_LEN ((Py_ssize_t)(sizeof(HPARAMS_TAG) - 1))
+
 static int decode_value(const uint8_t *p, const uint8_t *end, PyObject *scalar_tags, Columns *cols, PendingList *out) {
     uint64_t key, n;
     const uint8_t *tag = p; /* empty */
@@ -495,7 +498,11 @@ static int decode_value(const uint8_t *p, const uint8_t *end, PyObject *scalar_t
             if (key == 0x1A || key == 0x22 || key == 0x2A || key == 0x32) has_simple = has_tensor = 0;
         }
     }
-    if (!has_simple && !has_tensor) return OK;
+    if (!has_simple && !has_tensor) {
+        /* The hparams a run was started with (TensorBoard's hparams plugin): protobuf reads them. */
+        if (has_meta && taglen == HPARAMS_TAG_LEN && memcmp(tag, HPARAMS_TAG, HPARAMS_TAG_LEN) == 0) return DECLINE;
+        return OK;
+    }
     Py_ssize_t col;
     int rc;
     if (has_simple) {

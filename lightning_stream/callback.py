@@ -1,10 +1,16 @@
 """``StreamCallback``: make a Lightning run's TensorBoard scalars live.
 
-The only module that imports Lightning. On ``setup`` (every stage) global rank
+The only module that imports Lightning: ``lightning.pytorch``, or ``pytorch_lightning`` when that
+is the one the user imported (``_lightning_package``). On ``setup`` (every stage) global rank
 zero acquires the process-wide stream server and watches the log dir of every
-``TensorBoardLogger``; on ``teardown`` *and* ``on_exception`` (Lightning calls
-only the latter when a run raises, KeyboardInterrupt included) it releases it,
-exactly once per acquire.
+``TensorBoardLogger`` (of either package, or Fabric's); on ``teardown`` *and* ``on_exception``
+(Lightning calls only the latter when a run raises, KeyboardInterrupt included) it releases it,
+exactly once per acquire. A server it launched stays up after that release (``linger_s``), so the
+dashboard outlives ``fit`` and the next trainer of the process reuses its URL.
+
+Without a TensorBoard logger nothing fails: the metrics the trainer hands its first logger are
+published directly (``_MetricsTap``), and with ``logger=False`` there is nothing to stream; either
+way a warning says so once.
 
 Latency: Lightning calls ``logger.save()`` (a flush) right after each write, so
 a logged scalar is in the event file at once and the watcher picks it up within
@@ -21,26 +27,56 @@ of the streaming side is logged once and training goes on.
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 import logging
 import os
 import socket
+import sys
 import time
+from collections.abc import Callable
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
 from lightning_stream.config import ServerConfig, is_wildcard
 
+
+def _lightning_package() -> ModuleType:
+    """The Lightning the user imported: ``pytorch_lightning`` if only it is loaded, else ``lightning.pytorch``.
+
+    Both are the same releases under two names with separate class objects; a ``Trainer`` of either
+    dispatches to any callback (hooks are looked up by name), but importing the other package would
+    load a second copy of Lightning into the user's process. Whichever is installed is the fallback.
+    """
+    order = ["lightning.pytorch", "pytorch_lightning"]
+    if "pytorch_lightning" in sys.modules and "lightning.pytorch" not in sys.modules:
+        order.reverse()
+    for name in order:
+        try:
+            return importlib.import_module(name)
+        except ImportError:
+            continue
+    raise ImportError(
+        "StreamCallback needs Lightning: pip install 'lightning-stream[lightning]' "
+        "(or pytorch-lightning); the server, CLI and client work without it"
+    )
+
+
+_pl = _lightning_package()
+
 if TYPE_CHECKING:
     import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import Callback
+    from lightning.pytorch.loggers import Logger
 
     from lightning_stream.manager import StreamServerManager
     from lightning_stream.server import StreamServer
+else:
+    Callback = _pl.Callback
+    Logger = Any
+rank_zero_info: Callable[[str], None] = _pl.utilities.rank_zero.rank_zero_info
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +103,11 @@ _FLUSH_HOOKS = ("on_train_batch_end", "on_validation_batch_end", "on_test_batch_
 class StreamCallback(Callback):
     """Stream every scalar the run logs to TensorBoard, live, to a dashboard and clients.
 
+    Works with ``lightning.pytorch`` and ``pytorch_lightning`` trainers alike. Without a
+    ``TensorBoardLogger`` it streams the metrics the trainer hands its first logger instead
+    (``CSVLogger``, ``fast_dev_run``'s ``DummyLogger``), and with ``logger=False`` it streams
+    nothing: both get a warning, once, never an exception.
+
     Args:
         host: address to bind (``LIGHTNING_STREAM_HOST``, else ``127.0.0.1``).
         port: port to bind; ``None`` picks a free one (``LIGHTNING_STREAM_PORT``).
@@ -78,12 +119,15 @@ class StreamCallback(Callback):
         isolated: serve from a child process (default), so reading the event files and
             sending to clients never takes this process's GIL (``benchmarks/bench_overhead.py``);
             ``False`` serves from a thread of the training process (no extra process).
+        linger_s: how long a server this callback *launched* stays up after its last release:
+            ``None`` (default) for the rest of the process, so the dashboard outlives ``fit`` and
+            later trainers reuse its URL; ``0`` stops it at once. A server someone else acquired
+            first keeps that owner's reference counting.
         manager: the ``StreamServerManager`` to acquire from (the process-wide one by default).
         **server_options: further ``ServerConfig`` fields (``memory_budget_bytes``, ...).
 
     Raises:
         ValueError: for a bad option (checked here, before any training starts).
-        MisconfigurationException: at ``setup`` when the trainer has no ``TensorBoardLogger``.
 
     Example::
 
@@ -103,20 +147,29 @@ class StreamCallback(Callback):
         token: str | None = None,
         flush_interval_s: float = 0.1,
         isolated: bool = True,
+        linger_s: float | None = None,
         manager: StreamServerManager | None = None,
         **server_options: Any,
     ) -> None:
         if isinstance(flush_interval_s, bool) or not isinstance(flush_interval_s, (int, float)) or flush_interval_s < 0:
             raise ValueError(f"flush_interval_s={flush_interval_s!r} must be a number of seconds >= 0 (0 disables)")
+        if linger_s is not None and (
+            isinstance(linger_s, bool) or not isinstance(linger_s, (int, float)) or not 0 <= linger_s <= 86400
+        ):
+            raise ValueError(
+                f"linger_s={linger_s!r} must be seconds in [0, 86400], or None for the life of the process"
+            )
         # Validate now (cheap, pure data) so a bad option fails before training starts.
         self._config = ServerConfig.from_env(
             host=host, port=port, strict_port=strict_port, token=token, isolated=isolated, **server_options
         )
         self._flush_interval_s = float(flush_interval_s)
+        self._linger_s = None if linger_s is None else float(linger_s)
         self._manager = manager
         self._server: StreamServer | None = None
         self._runs: list[str] = []
-        self._writers: list[TensorBoardLogger] = []
+        self._writers: list[Any] = []
+        self._tapped: _MetricsTap | None = None
         self._last_flush = 0.0
         self._announced_url: str | None = None
         if _lightning_skips_unset_hooks():
@@ -136,32 +189,48 @@ class StreamCallback(Callback):
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        # Checked on every rank, so that all ranks fail alike instead of diverging into a hang.
-        loggers = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
-        if not loggers:
-            found = ", ".join(type(lg).__name__ for lg in trainer.loggers) or "none"
-            raise MisconfigurationException(
-                f"StreamCallback streams what TensorBoardLogger writes, but the trainer's loggers are: {found}. "
-                f"Add one: {_FIX}"
-            )
         if not trainer.is_global_zero or self._server is not None:
             return
-        self._writers = loggers
+        loggers: list[Any] = [lg for lg in trainer.loggers if is_tensorboard_logger(lg)]
+        if not loggers and not trainer.loggers:
+            _warn_once(
+                "logging-off",
+                "lightning-stream: the trainer has no logger (logger=False), so there is nothing to stream; "
+                f"training goes on. To watch it live: {_FIX}",
+            )
+            return
         try:
             self._server = self._acquire()
             self._runs = []
-            for logger in loggers:
-                # logger.log_dir (not trainer.log_dir, which broadcasts): rank zero only here.
-                run = _run_name(logger)
-                self._server.watch(logger.log_dir, prefix=run)
-                self._server.publish_status(run, "started", stage=stage)
+            if loggers:
+                self._writers = loggers
+                for logger in loggers:
+                    # logger.log_dir (not trainer.log_dir, which broadcasts): rank zero only here.
+                    # the server's name for it: an outer watched logdir (the notebook magic's) may name it already
+                    run = self._server.watch(logger.log_dir, prefix=_run_name(logger))
+                    self._runs.append(run)
+            else:
+                first = trainer.loggers[0]
+                run = _fallback_run_name(first)
+                _warn_once(
+                    f"no-tensorboard {type(first).__name__}",
+                    f"lightning-stream: the trainer has no TensorBoardLogger (loggers: "
+                    f"{', '.join(type(lg).__name__ for lg in trainer.loggers)}), so the metrics it hands "
+                    f"{type(first).__name__} are streamed instead, as run {run!r}. For everything written "
+                    f"to TensorBoard event files: {_FIX}",
+                )
+                self._tapped = _MetricsTap(first, self._server, run)
                 self._runs.append(run)
+            for run in self._runs:
+                self._server.publish_status(run, "started", stage=stage)
         except Exception as error:  # the streaming side must never kill training
             log.warning(
                 "lightning-stream: live streaming is off for this run (%s); training goes on. "
                 "Pass port=None to pick a free port, or check `lightning-stream ls`.",
                 error,
             )
+            self._unwatch()  # what was watched before the failure: the server may outlive this run
+            self._untap()
             self._release()
             return
         if self._server.url != self._announced_url:
@@ -211,6 +280,7 @@ class StreamCallback(Callback):
             return
         self._flush()
         self._unwatch()  # the server reads what was flushed last before "finished" goes out
+        self._untap()
         self._status("finished", stage=stage)
         self._release()
 
@@ -220,6 +290,7 @@ class StreamCallback(Callback):
             return
         self._flush()
         self._unwatch()
+        self._untap()
         self._status("failed", error=f"{type(exception).__name__}: {exception}"[:500])
         self._release()
 
@@ -230,7 +301,8 @@ class StreamCallback(Callback):
 
         manager = self._manager if self._manager is not None else get_stream_server_manager()
         self._manager = manager
-        return manager.acquire(config=self._config)
+        # linger_s applies only if this acquire launches the server: one found running keeps its owner's rules
+        return manager.acquire_result(config=self._config, linger_s=self._linger_s).server
 
     def _release(self) -> None:
         server, self._server = self._server, None
@@ -252,6 +324,12 @@ class StreamCallback(Callback):
                 log.warning(
                     "lightning-stream: unwatching %s failed (%s); training is unaffected", logger.log_dir, error
                 )
+        self._writers = []
+
+    def _untap(self) -> None:
+        tapped, self._tapped = self._tapped, None
+        if tapped is not None:
+            tapped.remove()
 
     def _status(self, state: str, **fields: Any) -> None:
         server = self._server
@@ -281,25 +359,109 @@ class StreamCallback(Callback):
                     log.debug("lightning-stream: flushing %s failed: %s", logger.log_dir, error)
 
 
+class _MetricsTap:
+    """Publishes what the trainer hands one logger's ``log_metrics``: the path without a TensorBoardLogger.
+
+    The tap is an attribute of that logger *instance* (its class and every other logger are untouched),
+    calls the original first, and is removed at ``teardown``. Adding a logger of our own instead would
+    change what the host sees: ``trainer.logger``, ``trainer.log_dir`` and the checkpoint directory all
+    follow the first logger. Cost: one ``publish`` (~2 µs) per metric per logging step.
+    """
+
+    def __init__(self, logger: Logger, server: StreamServer, run: str) -> None:
+        self._logger = logger
+        self._had_own = "log_metrics" in vars(logger)
+        self._previous = vars(logger).get("log_metrics")
+        original = logger.log_metrics
+        publish = server.publish
+
+        def log_metrics(metrics: dict[str, float], step: int | None = None) -> Any:
+            result = original(metrics, step)
+            try:
+                at = 0 if step is None else int(step)
+                for tag, value in metrics.items():
+                    if isinstance(value, (int, float)) and not isinstance(value, bool):
+                        publish(run, tag, at, float(value))
+            except Exception as error:  # the streaming side must never kill training
+                log.debug("lightning-stream: metrics of step %r not published: %s", step, error)
+            return result
+
+        self._tap = log_metrics
+        logger.log_metrics = log_metrics  # type: ignore[method-assign]
+
+    def remove(self) -> None:
+        if vars(self._logger).get("log_metrics") is not self._tap:
+            return  # replaced by someone else since: leave theirs
+        if self._had_own:
+            self._logger.log_metrics = self._previous  # type: ignore[method-assign,assignment]
+        else:
+            del self._logger.log_metrics
+
+
+_TENSORBOARD_LOGGER_MODULES = ("lightning.fabric.loggers.tensorboard", "lightning_fabric.loggers.tensorboard")
+"""Where the TensorBoard loggers of ``lightning`` (pytorch and fabric) and of ``pytorch_lightning`` /
+``lightning_fabric`` live: both pytorch loggers subclass their package's fabric one."""
+
+
+def is_tensorboard_logger(logger: object) -> bool:
+    """Whether ``logger`` writes TensorBoard event files: a ``TensorBoardLogger`` of either package.
+
+    Looked up in ``sys.modules`` only: a logger's class is imported by the time it exists, and
+    importing the other package would load a second Lightning into the user's process.
+    """
+    for name in _TENSORBOARD_LOGGER_MODULES:
+        module = sys.modules.get(name)
+        if module is not None and isinstance(logger, module.TensorBoardLogger):
+            return True
+    return False
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(key: str, message: str) -> None:
+    """Log ``message`` once per process (an HPO loop of many trainers is told once)."""
+    if key in _WARNED:
+        return
+    _WARNED.add(key)
+    log.warning("%s", message)
+
+
 @functools.cache
 def _lightning_skips_unset_hooks() -> bool:
     """Whether Lightning's hook dispatch skips a callback attribute that is not callable.
 
     ``_call_callback_hooks`` does (``if callable(fn)``) in 2.1.0, 2.3.0 and 2.6.6 (read); checked
-    on the installed one, so a Lightning without it costs speed, never a crash.
+    on the installed one (the package ``StreamCallback`` derives from), so a Lightning without it
+    costs speed, never a crash.
     """
     try:
-        from lightning.pytorch.trainer import call
-
+        call = importlib.import_module(f"{_pl.__name__}.trainer.call")
         return "if callable(fn):" in inspect.getsource(call._call_callback_hooks)
     except Exception:  # no source (a frozen app), moved function: keep every hook
         return False
 
 
-def _run_name(logger: TensorBoardLogger) -> str:
-    """``name/version[/sub_dir]``: the log dir relative to ``save_dir``, stable across fits."""
-    relative = os.path.relpath(logger.log_dir, logger.save_dir)
-    return relative.replace(os.sep, "/") if not relative.startswith("..") else os.path.basename(logger.log_dir)
+def _run_name(logger: Any) -> str:
+    """``name/version[/sub_dir]``: the log dir relative to ``save_dir``, stable across fits.
+
+    (A Fabric ``TensorBoardLogger`` calls that directory ``root_dir``; the pytorch one's ``root_dir``
+    is ``save_dir/name``.)
+    """
+    log_dir = str(logger.log_dir)
+    relative = os.path.relpath(log_dir, str(getattr(logger, "save_dir", None) or logger.root_dir))
+    return relative.replace(os.sep, "/") if not relative.startswith("..") else os.path.basename(log_dir)
+
+
+def _fallback_run_name(logger: Any) -> str:
+    """The run name for a logger that is not TensorBoard's: ``name/version`` as Lightning spells it."""
+    try:
+        name, version = str(logger.name or ""), logger.version
+    except Exception:
+        name, version = "", None
+    version = version if isinstance(version, str) else ("" if version is None else f"version_{version}")
+    run = "/".join(part for part in (name, version) if part)
+    return run or ("fast_dev_run" if type(logger).__name__ == "DummyLogger" else str(type(logger).__name__))
 
 
 def _remote_hint(host: str, port: int) -> str:

@@ -3,7 +3,7 @@
 Sub-commands: ``serve`` (watch logdirs, serve until interrupted), ``ls`` (live
 servers from the registry), ``tail`` (live points in the terminal) and
 ``health`` (an exit status scripts can use). Heavy modules (the server,
-aiohttp, rich) are imported inside the command that needs them, so ``--help``
+aiohttp) are imported inside the command that needs them, so ``--help``
 and ``ls`` start in a fraction of a second and never import torch.
 
 Exit status: 0 success, 1 the operation failed (server unreachable or
@@ -16,7 +16,9 @@ import argparse
 import dataclasses
 import functools
 import json
+import logging
 import os
+import re
 import signal
 import stat
 import sys
@@ -276,13 +278,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 0
     except LightningStreamError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(f"{PROG}: error: {_cli_words(str(exc))}", file=sys.stderr)
         return 1
 
 
 def _usage_error(command: str, message: str) -> int:
-    print(f"{PROG} {command}: error: {message} (see '{PROG} {command} --help')", file=sys.stderr)
+    print(f"{PROG} {command}: error: {_cli_words(message)} (see '{PROG} {command} --help')", file=sys.stderr)
     return 2
+
+
+_PYTHON_TO_FLAGS = (
+    (re.compile(r"\bstrict_port=True\b|\bstrict_port\b"), "--strict-port"),
+    (re.compile(r"\btoken=\.\.\."), "--token TOKEN"),
+    (re.compile(r"\bport=None\b"), "--port 0"),
+    (re.compile(r"\bport=N\b"), "--port N"),
+    (re.compile(r"\bhost='([^']*)'"), r"--host \1"),
+)
+"""The library's messages name Python arguments (``strict_port=True``); the CLI user typed flags."""
+
+
+def _cli_words(message: str) -> str:
+    """``message`` with the Python arguments it suggests spelled as this command's flags."""
+    for pattern, flag in _PYTHON_TO_FLAGS:
+        message = pattern.sub(flag, message)
+    return message
+
+
+class _CliWords(logging.Filter):
+    """Spells the library's warnings in flags too (e.g. the busy-port fallback, said once, here)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = _cli_words(record.getMessage()), None
+        return True
 
 
 # ------------------------------------------------------------------- serve
@@ -310,17 +337,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         else:
             logdirs.append(Path(name))
 
-    import logging
-
     from lightning_stream.manager import get_stream_server_manager
 
     logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(levelname)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_CliWords())
     manager = get_stream_server_manager()
     with _stop_on_signals() as stop:  # from the start: a stop during the first read is clean too
         server = manager.acquire_result(config=config).server
-        try:
-            if server.fallback_message:
-                print(f"{PROG}: {server.fallback_message}", file=sys.stderr, flush=True)
+        try:  # a busy --port was already reported, once, by the warning of the port fallback
             if _watch_with_progress(server, logdirs, stop):
                 where = ", ".join(str(d) for d in logdirs)
                 print(f"{PROG}: serving {where} at {server.url}  (Ctrl-C to stop)", flush=True)
@@ -379,41 +404,37 @@ def _event_files(logdir: str | Path) -> tuple[int, int]:
 
 def _watch_with_progress(server: StreamServer, logdirs: list[str | Path], stop: threading.Event) -> bool:
     """Watch each logdir; ``watch()`` returns after the first full read, which for a big
-    logdir takes a while, so show a spinner with the files and bytes being read meanwhile
-    (the server reports no byte progress, so the bar pulses rather than fills).
-    False if ``stop`` was set first."""
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    logdir takes a while, so a terminal shows a live line with the files, bytes and time
+    being read meanwhile (the server reports no byte progress, so it counts time, not bytes).
+    Plain stderr writes, no progress library: ``rich`` installed beside Lightning would switch
+    every user's progress bar to ``RichProgressBar``. False if ``stop`` was set first."""
+    live = sys.stderr.isatty()
+    for logdir in logdirs:
+        files, size = _event_files(logdir)
+        what = f"{files} event files, {size / 1e6:.1f} MB"
+        started = time.monotonic()
 
-    console = Console(stderr=True)
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
-        for logdir in logdirs:
-            files, size = _event_files(logdir)
-            what = f"{files} event files, {size / 1e6:.1f} MB"
-            task = progress.add_task(f"reading {what}: {logdir}", total=None)
-            started = time.monotonic()
-            if not _in_thread(functools.partial(server.watch, logdir), stop):
-                return False
-            progress.update(task, total=1, completed=1)
-            console.print(
-                f"{PROG}: read {what} in {time.monotonic() - started:.1f} s: {logdir}",
-                highlight=False,
-                soft_wrap=True,
-            )
+        def draw(what: str = what, logdir: str | Path = logdir, started: float = started) -> None:
+            elapsed = time.monotonic() - started
+            sys.stderr.write(f"\r\x1b[K{PROG}: reading {what}: {logdir}  {elapsed:.1f} s")
+            sys.stderr.flush()
+
+        if live:
+            draw()
+        ok = _in_thread(functools.partial(server.watch, logdir), stop, tick=draw if live else None)
+        if live:
+            sys.stderr.write("\r\x1b[K")  # the live line gives way to the result
+        if not ok:
+            sys.stderr.flush()
+            return False
+        print(f"{PROG}: read {what} in {time.monotonic() - started:.1f} s: {logdir}", file=sys.stderr, flush=True)
     return True
 
 
-def _in_thread(func: Callable[[], object], stop: threading.Event) -> bool:
+def _in_thread(func: Callable[[], object], stop: threading.Event, tick: Callable[[], None] | None = None) -> bool:
     """Run ``func`` in a worker thread and wait, so the main thread stays free to redraw the
-    progress display and to receive signals; the worker's exception is re-raised here.
-    False when ``stop`` is set first (the worker is left to finish on its own)."""
+    progress line (``tick``, every 0.1 s) and to receive signals; the worker's exception is
+    re-raised here. False when ``stop`` is set first (the worker is left to finish on its own)."""
     done = threading.Event()
     failure: list[BaseException] = []
 
@@ -429,6 +450,8 @@ def _in_thread(func: Callable[[], object], stop: threading.Event) -> bool:
     while not done.wait(0.1):
         if stop.is_set():
             return False
+        if tick is not None:
+            tick()
     if failure:
         raise failure[0]
     return True

@@ -23,9 +23,12 @@ Live iteration (``stream`` and ``astream``) yields one ``StreamPoint`` per point
   series at or below the highest step already yielded or re-read for it are
   skipped, until the series passes that step.
 
-Limits: a series that is purged back (a resumed run rewriting steps) exactly
-while a reset is handled may lose those rewritten points; a later point of the
-series clears the condition.
+A series that goes back (a run resumed from a checkpoint into the same log dir)
+arrives as ``event: reset`` with ``run``, ``tag`` and ``from_step``: no re-read, the
+rewritten points follow in the stream and are yielded (their steps go back).
+
+Limits: a series that is purged back exactly while a reset is handled may lose
+those rewritten points; a later point of the series clears the condition.
 """
 
 from __future__ import annotations
@@ -546,6 +549,8 @@ class _Follower:
         elif event.event == "status":
             if self.on_status is not None and isinstance(data, dict):
                 self.on_status(data)
+        elif event.event == "reset" and isinstance(data, dict) and "tag" in data:
+            self._rewind(data)  # one series went back: its new points follow in the stream
         elif event.event == "reset":
             reset_seq = data.get("seq") if isinstance(data, dict) else None
             if isinstance(reset_seq, int):
@@ -554,6 +559,17 @@ class _Follower:
         if seq is not None:
             self.last_seq = seq
         return points
+
+    def _rewind(self, data: dict[str, Any]) -> None:
+        """A series reset (``run``, ``tag``, ``from_step``): its steps from ``from_step`` on are new again."""
+        try:
+            key, step = (str(data["run"]), str(data["tag"])), int(data["from_step"])
+        except (KeyError, TypeError, ValueError):
+            logger.warning("ignoring a malformed series reset: %.200r", data)
+            return
+        self._horizon.pop(key, None)
+        if key in self._last_step:
+            self._last_step[key] = min(self._last_step[key], step - 1)
 
     def _scalars(self, data: Any, seq: int) -> list[StreamPoint]:
         points: list[StreamPoint] = []

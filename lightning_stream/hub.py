@@ -28,6 +28,10 @@ How it stays bounded and exact:
   client re-reads via REST: REST already holds every point of every seq <= the
   reset's seq (and maybe newer ones still queued; re-receiving those is
   harmless under the purge rule).
+* A series that goes back below its last step (a run resumed from a checkpoint
+  into the same directory) gets a logged ``reset`` scoped to it (``run``, ``tag``,
+  ``from_step``, its own ``seq``) between the points before and after the rewind,
+  so raw clients know to drop what the new points replace (``_queue_rewound``).
 * Messages are encoded lazily, once per (filter, format), and cached on the message:
   a huge initial scan with nobody subscribed never becomes JSON, and every
   subscriber whose filter matches the whole message shares one string. Scalars go
@@ -208,9 +212,13 @@ class Message:
             else:
                 hit = (None, 0)
         else:
-            hit = self._cache.get(every)
-            if hit is None:
-                hit = self._cache[every] = (json.dumps(self.payload, separators=_COMPACT), 0)
+            assert self.payload is not None
+            if "tag" in self.payload and not flt.series(self.payload["run"], self.payload["tag"]):
+                hit = (None, 0)  # a series reset, for a series this subscriber does not follow
+            else:
+                hit = self._cache.get(every)
+                if hit is None:
+                    hit = self._cache[every] = (json.dumps(self.payload, separators=_COMPACT), 0)
         self._cache[key] = hit
         return hit
 
@@ -303,6 +311,12 @@ def points_rows_json(batch: ScalarBatch) -> str:
     if _finite(batch.values) and _finite(batch.wall_times):
         return "[" + ",".join([f"[{s},{w!r},{v!r}]" for s, w, v in rows]) + "]"
     return "[" + ",".join([f"[{s},{_num(w)},{_num(v)}]" for s, w, v in rows]) + "]"
+
+
+def _cut(batch: ScalarBatch, start: int, end: int) -> ScalarBatch:
+    return ScalarBatch(
+        batch.run, batch.tag, batch.steps[start:end], batch.wall_times[start:end], batch.values[start:end]
+    )
 
 
 def _merge_by_series(batches: list[ScalarBatch]) -> list[ScalarBatch]:
@@ -411,6 +425,7 @@ class _Run:
     logdir: str | None = None
     series: dict[str, Series] = field(default_factory=dict)
     status: str | None = None
+    hparams: dict[str, Any] = field(default_factory=dict)
 
 
 class Hub:
@@ -444,6 +459,7 @@ class Hub:
                 "replay_hits",
                 "replay_misses",
                 "points_purged",
+                "series_resets",
                 "points_decimated",
                 "decimations",
             ),
@@ -457,6 +473,10 @@ class Hub:
         info = self._runs.setdefault(run, _Run())
         if logdir is not None:
             info.logdir = logdir
+
+    def note_hparams(self, run: str, hparams: dict[str, Any]) -> None:
+        """The hparams ``run`` was started with (listed by ``runs()``; the newest replace older ones)."""
+        self._runs.setdefault(run, _Run()).hparams = dict(hparams)
 
     def ingest(self, batches: Iterable[ScalarBatch], *, coalesced: bool = False) -> None:
         """Store points (purge rule, budget) and queue them for the next tick's broadcast.
@@ -482,11 +502,15 @@ class Hub:
                 continue
             series = self._series_for(batch.run, batch.tag)
             before = len(series)
-            purged = series.extend(batch.steps, batch.wall_times, batch.values)
+            rewinds: list[tuple[int, int]] = []
+            purged = series.extend(batch.steps, batch.wall_times, batch.values, rewinds)
             self._points_held += len(series) - before
             counters["points_in"] += n
             counters["points_purged"] += purged
-            self._pending.append(batch)
+            if rewinds:
+                self._queue_rewound(batch, rewinds)
+            else:
+                self._pending.append(batch)
             if self._points_held > self._next_enforce:
                 self._enforce_budget()
         if self._pending and coalesced and self.tick_s() <= self.config.tick_s:
@@ -498,6 +522,30 @@ class Hub:
             except RuntimeError:
                 return
             self._flush_handle = loop.call_later(self.tick_s(), self._on_tick)
+
+    def _queue_rewound(self, batch: ScalarBatch, rewinds: list[tuple[int, int]]) -> None:
+        """Queue a batch that went back below its series' last step, with a series ``reset`` before each rewind.
+
+        Everything queued before goes out first, then ``event: reset`` with ``run``, ``tag`` and
+        ``from_step``, then the new points: a client that keeps the series drops its points from
+        ``from_step`` on when the reset arrives (the stored series already did), and appends the
+        rest as usual. Without it a raw client would see old steps again with no signal.
+        """
+        start = 0
+        for index, step in rewinds:
+            if index > start:
+                self._pending.append(_cut(batch, start, index))
+            self.flush()
+            self.seq += 1
+            reason = (
+                f"run {batch.run!r} wrote {batch.tag!r} again from step {step} (resumed from a checkpoint?): "
+                f"drop your points of this series from step {step} on; the new ones follow"
+            )
+            payload = {"seq": self.seq, "reason": reason, "run": batch.run, "tag": batch.tag, "from_step": step}
+            self._append(Message("reset", self.seq, payload=payload))
+            self._counters["series_resets"] += 1
+            start = index
+        self._pending.append(batch if start == 0 else _cut(batch, start, len(batch)))
 
     def tick_s(self) -> float:
         """Coalescing interval: ``config.tick_s`` for a few clients, longer for many.
@@ -746,7 +794,7 @@ class Hub:
         return sorted(self._run(run).series)
 
     def runs(self) -> list[dict[str, Any]]:
-        """One dict per run, sorted: run, logdir, tags, last_step, last_wall_time, status."""
+        """One dict per run, sorted: run, logdir, tags, last_step, last_wall_time, status, hparams."""
         out = []
         for name in sorted(self._runs):
             info = self._runs[name]
@@ -760,6 +808,7 @@ class Hub:
                     "last_step": max(steps) if steps else None,
                     "last_wall_time": max(times) if times else None,
                     "status": info.status,
+                    "hparams": info.hparams,
                 }
             )
         return out

@@ -158,8 +158,9 @@ class IsolatedStreamServer(StreamServer):
     def _require_serving(self, what: str) -> None:
         self._require_link(what)
 
-    def _start_watch(self, path: str, prefix: str | None) -> None:
-        self._require_link("watch").request({"op": "watch", "logdir": path, "prefix": prefix})
+    def _start_watch(self, path: str, prefix: str | None) -> str | None:
+        name = self._require_link("watch").request({"op": "watch", "logdir": path, "prefix": prefix})
+        return name if isinstance(name, str) else None
 
     def _stop_watch(self, path: str) -> None:
         link = self._link
@@ -544,8 +545,7 @@ def _child_main() -> int:
                 answer(result={"pid": os.getpid(), "port": server.port, "fallback_message": server.fallback_message})
             elif op == "watch":
                 assert server is not None
-                server.watch(message["logdir"], prefix=message["prefix"])
-                answer(result=None)
+                answer(result=server.watch(message["logdir"], prefix=message["prefix"]))
             elif op == "unwatch":
                 assert server is not None
                 answer(result=server.unwatch(message["logdir"]))

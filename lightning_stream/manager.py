@@ -16,9 +16,12 @@ Decisions, documented here because callers depend on them:
 * **Other options** (token, budgets, ...) that differ from the running server's raise
   ``ValueError`` naming the option: never a silent mismatch. Options given as
   keywords are compared; a ``ServerConfig`` passed whole is compared field by field.
-* **Linger.** ``linger_s=0`` (default): stop as soon as the count reaches zero, so a
-  finished fit leaves no server behind. ``linger_s>0`` keeps it that long for
-  back-to-back fits; an acquire in that window reuses it.
+* **Linger.** ``linger_s=0`` (default): stop as soon as the count reaches zero.
+  ``linger_s>0`` keeps it that long for back-to-back fits; an acquire in that window
+  reuses it. An acquire that *launches* a server may set that server's own linger
+  (``acquire_result(linger_s=...)``, ``None`` = until the process exits): ``StreamCallback``
+  does, so the dashboard outlives ``fit`` and the next trainer reuses its URL, while
+  explicit ``acquire()``/``release()`` keep the manager's exact reference counting.
 * **Release without a server** releases the most recent acquisition (LIFO); releasing
   when nothing is held is a no-op that returns False (teardown paths may run twice).
 * **Fork.** A child forgets every server (``os.register_at_fork``): it never serves,
@@ -33,6 +36,7 @@ Decisions, documented here because callers depend on them:
 from __future__ import annotations
 
 import dataclasses
+import enum
 import logging
 import os
 import threading
@@ -65,11 +69,20 @@ class AcquireResult:
         return not self.launched
 
 
+class _ManagerDefault(enum.Enum):
+    LINGER = "the manager's linger_s"
+
+
+_MANAGER_LINGER = _ManagerDefault.LINGER
+
+
 @dataclass(eq=False)
 class _Entry:
     server: StreamServer
     refs: int = 0
     linger: threading.Timer | None = field(default=None, repr=False)
+    linger_s: float | _ManagerDefault | None = _MANAGER_LINGER
+    """This server's own linger (set by the acquire that launched it), else the manager's."""
 
 
 class StreamServerManager:
@@ -80,8 +93,7 @@ class StreamServerManager:
     """
 
     def __init__(self, *, linger_s: float = 0.0) -> None:
-        if isinstance(linger_s, bool) or not isinstance(linger_s, (int, float)) or not 0 <= linger_s <= 3600:
-            raise ValueError(f"linger_s={linger_s!r} must be seconds in [0, 3600]; 0 stops at the last release")
+        _check_linger(linger_s, allow_none=False)
         self.linger_s = float(linger_s)
         self._lock = threading.RLock()
         self._entries: list[_Entry] = []
@@ -101,8 +113,20 @@ class StreamServerManager:
         """
         return self.acquire_result(config, **kw).server
 
-    def acquire_result(self, config: ServerConfig | None = None, **kw: Any) -> AcquireResult:
-        """Like ``acquire()``, and say whether the server was reused or launched."""
+    def acquire_result(
+        self,
+        config: ServerConfig | None = None,
+        *,
+        linger_s: float | _ManagerDefault | None = _MANAGER_LINGER,
+        **kw: Any,
+    ) -> AcquireResult:
+        """Like ``acquire()``, and say whether the server was reused or launched.
+
+        ``linger_s`` applies only when this call launches the server: how long it stays up after
+        its last release (seconds, or ``None`` until the process exits); by default the manager's.
+        """
+        if linger_s is not _MANAGER_LINGER:
+            _check_linger(linger_s, allow_none=True)
         requested, explicit = _requested(config, kw)
         with self._lock:
             entry = self._find(requested)
@@ -122,7 +146,7 @@ class StreamServerManager:
                 )
             server = _launch(requested)
             server.set_release(lambda: self._release_held(server))
-            self._entries.append(_Entry(server, refs=1))
+            self._entries.append(_Entry(server, refs=1, linger_s=linger_s))
             self._acquired.append(server)
             message = f"launched lightning-stream server at {server.url}"
             if server.fallback_message:
@@ -149,8 +173,11 @@ class StreamServerManager:
             _remove_last(self._acquired, server)
             if entry.refs > 0:
                 return False
-            if self.linger_s > 0 and server.is_alive():
-                timer = threading.Timer(self.linger_s, self._linger_expired, args=(entry,))
+            linger = self.linger_s if entry.linger_s is _MANAGER_LINGER else entry.linger_s
+            if linger is None and server.is_alive():
+                return False  # until the process exits (atexit stops it) or cleanup()
+            if linger and server.is_alive():
+                timer = threading.Timer(linger, self._linger_expired, args=(entry,))
                 timer.daemon = True
                 entry.linger = timer
                 start_thread(timer)
@@ -269,6 +296,16 @@ class StreamServerManager:
 
     def __repr__(self) -> str:
         return f"<StreamServerManager servers={len(self._entries)} refs={self.refcount()} linger_s={self.linger_s}>"
+
+
+def _check_linger(linger_s: object, *, allow_none: bool) -> None:
+    if linger_s is None and allow_none:
+        return
+    if isinstance(linger_s, bool) or not isinstance(linger_s, (int, float)) or not 0 <= linger_s <= 86400:
+        raise ValueError(
+            f"linger_s={linger_s!r} must be seconds in [0, 86400]; 0 stops at the last release"
+            + (", None keeps the server until the process exits" if allow_none else "")
+        )
 
 
 def _launch(config: ServerConfig) -> StreamServer:

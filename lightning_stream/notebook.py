@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import sys
 import urllib.parse
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from lightning_stream.registry import ServerInfo
     from lightning_stream.server import StreamServer
 
-__all__ = ["ENV_PROXY_URL", "dashboard_url", "load_ipython_extension", "show"]
+__all__ = ["ENV_PROXY_URL", "dashboard_url", "default_server", "load_ipython_extension", "show"]
 
 ENV_PROXY_URL = "LIGHTNING_STREAM_PROXY_URL"
 
@@ -40,23 +41,16 @@ ENV_PROXY_URL = "LIGHTNING_STREAM_PROXY_URL"
 def dashboard_url(server_or_url: StreamServer | ServerInfo | str | int | None = None) -> str:
     """The URL a browser should open for the dashboard (proxy template and token applied).
 
-    ``None`` means the newest live server in the port registry; an ``int`` (or a
-    string of digits) is a port on this machine; any other string is used as is.
+    ``None`` means this process's own server (the newest one its manager runs, e.g. the one a
+    ``StreamCallback`` launched), else the newest live server in the port registry; an ``int``
+    (or a string of digits) is a port on this machine; any other string is used as is.
 
     Raises:
         ServerNotRunningError: ``None`` was given and no server is live.
     """
     token: str | None = None
     if server_or_url is None:
-        from lightning_stream.registry import list_servers
-
-        servers = list_servers()
-        if not servers:
-            raise ServerNotRunningError(
-                "no live lightning-stream server on this machine; start one with "
-                "'%lightning_stream LOGDIR' (after '%load_ext lightning_stream') or 'lightning-stream serve LOGDIR'"
-            )
-        server_or_url = servers[-1]
+        server_or_url = default_server()[0]
     if isinstance(server_or_url, bool):
         raise TypeError(f"server_or_url={server_or_url!r}: pass a StreamServer, a URL, a port, or None")
     if isinstance(server_or_url, str) and server_or_url.strip().isdigit():
@@ -97,12 +91,42 @@ def dashboard_url(server_or_url: StreamServer | ServerInfo | str | int | None = 
     return url
 
 
+def default_server() -> tuple[StreamServer | ServerInfo, str]:
+    """The server ``show()`` picks without an argument, and a sentence saying which one it is.
+
+    This process's own server first: after a ``fit`` in this kernel, the newest server of another
+    process (a second kernel, a ``lightning-stream serve``) is not the one the user means.
+
+    Raises:
+        ServerNotRunningError: neither this process nor any other runs a live server.
+    """
+    manager_module = sys.modules.get("lightning_stream.manager")  # not imported: this process serves nothing
+    if manager_module is not None:
+        own = manager_module.get_stream_server_manager().servers
+        if own:
+            return own[-1], f"lightning-stream: showing this process's server at {own[-1].url}"
+    from lightning_stream.registry import list_servers
+
+    servers = list_servers()
+    if not servers:
+        raise ServerNotRunningError(
+            "no live lightning-stream server on this machine; start one with "
+            "'%lightning_stream LOGDIR' (after '%load_ext lightning_stream') or 'lightning-stream serve LOGDIR'"
+        )
+    newest = servers[-1]
+    return newest, (
+        f"lightning-stream: this process runs no server; showing the newest live one, {newest.url} "
+        f"(pid {newest.pid}, serving {', '.join(newest.logdirs) or 'no logdir'})"
+    )
+
+
 def show(server_or_url: StreamServer | ServerInfo | str | int | None = None, height: int = 600) -> IFrame:
     """An IFrame of the live dashboard: the value of a notebook cell renders it.
 
     Args:
         server_or_url: a ``StreamServer``, a registry ``ServerInfo``, a URL, a port,
-            or ``None`` for the newest live server in the registry.
+            or ``None`` for this process's own server, else the newest live one on this
+            machine (it prints which).
         height: height of the frame in pixels.
 
     Example::
@@ -115,6 +139,9 @@ def show(server_or_url: StreamServer | ServerInfo | str | int | None = None, hei
         raise ValueError(f"height={height!r} must be a positive number of pixels, e.g. 600")
     from IPython.display import IFrame
 
+    if server_or_url is None:
+        server_or_url, which = default_server()
+        print(which)
     return IFrame(dashboard_url(server_or_url), width="100%", height=height)
 
 

@@ -204,6 +204,11 @@ def openapi_document(*, token: bool = False) -> dict[str, Any]:
                         "tags": {"type": "array", "items": {"type": "string"}},
                         "last_step": {"type": "integer", "nullable": True},
                         "last_wall_time": {"type": "number", "nullable": True},
+                        "hparams": {
+                            "type": "object",
+                            "description": "the hparams the run was started with (TensorBoard's hparams "
+                            "plugin, e.g. save_hyperparameters()); {} when none",
+                        },
                     },
                 },
                 "SeriesSet": {

@@ -9,7 +9,8 @@ replaced or truncated is read again from the start (counted in ``stats["restarts
 Speed comes from not building protobuf objects: the common layouts (``Event.summary.value`` with
 ``simple_value``, or a rank-0 ``tensor`` whose tag carries plugin ``scalars``) are decoded by hand,
 straight into columnar arrays grouped by tag. Everything else in a ``Summary`` (images, histograms,
-text, hparams) is stepped over by its length. Only records the hand decoder does not recognise go
+text) is stepped over by its length; the hparams a run was started with (once per run) are declined
+by the hand decoder and read with protobuf (``EventFileReader.hparams``). Only records the hand decoder does not recognise go
 through ``tensorboard``'s protobuf classes. The hand decoder exists twice with identical results:
 in C (``lightning_stream._speedups``, built when a compiler is available: ~18 M scalars/s on one
 core, CRCs checked) and in pure Python below (the reference and the fallback: ~0.5 M/s, with a
@@ -53,6 +54,10 @@ log = logging.getLogger(__name__)
 CHUNK_SIZE = 2 * 1024 * 1024
 """Bytes read per call to the filesystem; a large file is read in pieces of this size. It also bounds
 how long the C decoder holds the GIL in one call (~2 ms), which the server's event loop waits for."""
+
+HPARAMS_TAG = b"_hparams_/session_start_info"
+"""Tag of the summary holding a run's hparams (TensorBoard's hparams plugin, ``summary_v2``)."""
+HP_METRIC = "hp_metric"
 
 STAT_KEYS = ("records", "scalars", "crc_errors", "bad_lengths", "parse_errors", "restarts", "skipped_large")
 
@@ -298,6 +303,8 @@ def _decode_value(buf: bytes, pos: int, end: int, scalar_tags: set[str], out: li
                 simple = None
                 tensor = None
     if simple is None and tensor is None:
+        if metadata is not None and tag == HPARAMS_TAG:
+            raise _Decline  # the run's hparams: rare (once per run), so protobuf reads them
         return
     try:
         name = tag.decode()
@@ -447,9 +454,13 @@ def decode_records(buf: bytes, pos: int, scalar_tags: set[str], resync: bool) ->
     return decode_records_py(buf, pos, scalar_tags, resync)
 
 
-def decode_event_protobuf(payload: bytes, scalar_tags: set[str]) -> tuple[int, float, list[tuple[str, float]]]:
+def decode_event_protobuf(
+    payload: bytes, scalar_tags: set[str], hparams: list[dict[str, Any]] | None = None
+) -> tuple[int, float, list[tuple[str, float]]]:
     """Decode an ``Event`` with tensorboard's protobuf classes: the path for unusual records.
 
+    The hparams a run was started with (``_hparams_/session_start_info``, as
+    ``TensorBoardLogger.log_hyperparams`` writes them) are appended to ``hparams`` as a dict.
     Raises ``ValueError`` when the payload is not an ``Event``.
     """
     from google.protobuf.message import DecodeError
@@ -462,6 +473,10 @@ def decode_event_protobuf(payload: bytes, scalar_tags: set[str]) -> tuple[int, f
     points: list[tuple[str, float]] = []
     for value in event.summary.value:
         kind = value.WhichOneof("value")
+        if kind is None and hparams is not None and value.tag == HPARAMS_TAG.decode():
+            found = _session_hparams(value.metadata)
+            if found is not None:
+                hparams.append(found)
         if kind == "simple_value":
             points.append((value.tag, float(value.simple_value)))
         elif kind == "tensor":
@@ -479,6 +494,52 @@ def decode_event_protobuf(payload: bytes, scalar_tags: set[str]) -> tuple[int, f
     return int(event.step), float(event.wall_time), points
 
 
+def _session_hparams(metadata: Any) -> dict[str, Any] | None:
+    """The hparams of a ``session_start_info`` summary as plain JSON values; None if it is not one."""
+    if metadata.plugin_data.plugin_name != "hparams":
+        return None
+    from google.protobuf import json_format
+    from google.protobuf.message import DecodeError
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    try:
+        data = plugin_data_pb2.HParamsPluginData.FromString(metadata.plugin_data.content)
+    except DecodeError:
+        return None
+    if data.WhichOneof("data") != "session_start_info":
+        return None
+    return {name: json_format.MessageToDict(value) for name, value in data.session_start_info.hparams.items()}
+
+
+def _drop_hp_metric_placeholder(out: dict[str, ScalarBatch]) -> None:
+    """Drop ``hp_metric`` = -1 at step 0: the placeholder ``TensorBoardLogger.log_hyperparams`` writes.
+
+    Lightning writes it so that TensorBoard's hparams tab has a metric column before the user logs
+    a real ``hp_metric``; as a chart it is a single meaningless point (and a tag in every run).
+    Dropped here, where event files are interpreted, so that REST, the stream and every client
+    agree. A real ``hp_metric`` (any other value or step) is kept; so is a run's own -1 at step 0,
+    which cannot be told apart and is lost: that is the price.
+    """
+    batch = out.get(HP_METRIC)
+    if batch is None or 0 not in batch.steps:
+        return
+    keep = [
+        i for i, (step, value) in enumerate(zip(batch.steps, batch.values, strict=True)) if step != 0 or value != -1.0
+    ]
+    if len(keep) == len(batch):
+        return
+    if not keep:
+        del out[HP_METRIC]
+        return
+    out[HP_METRIC] = ScalarBatch(
+        batch.run,
+        batch.tag,
+        array("q", (batch.steps[i] for i in keep)),
+        array("d", (batch.wall_times[i] for i in keep)),
+        array("d", (batch.values[i] for i in keep)),
+    )
+
+
 class EventFileReader:
     """Reads the scalars of one event file incrementally; one call at a time (not thread-safe)."""
 
@@ -494,6 +555,10 @@ class EventFileReader:
         self._scalar_tags: set[str] = set()
         self._need = 0
         self._more = False
+        self.hparams: dict[str, Any] | None = None
+        """The hparams the run was started with (the newest ``session_start_info`` in this file)."""
+        self.hparams_changed = False
+        """Set when ``read`` found hparams; whoever passes them on clears it."""
 
     @property
     def at_end(self) -> bool:
@@ -542,6 +607,8 @@ class EventFileReader:
                 continue
             if len(buf) <= back or not self._consume(buf, back, stat.size, out):
                 break
+        if HP_METRIC in out:
+            _drop_hp_metric_placeholder(out)
         return list(out.values())
 
     def _consume(self, buf: bytes, back: int, file_size: int, out: dict[str, ScalarBatch]) -> bool:
@@ -603,14 +670,17 @@ class EventFileReader:
         start = pos + HEADER_SIZE
         payload = bytes(buf[start : start + length])
         self.stats["records"] += 1
+        hparams: list[dict[str, Any]] = []
         try:
-            step, wall_time, points = decode_event_protobuf(payload, self._scalar_tags)
+            step, wall_time, points = decode_event_protobuf(payload, self._scalar_tags, hparams)
         except ValueError as exc:
             self.stats["parse_errors"] += 1
             log.warning(
                 "%s: skipped an unparsable record at byte offset %d (%s)", self.path, self._offset + pos - back, exc
             )
             return start + length + FOOTER_SIZE
+        if hparams:
+            self.hparams, self.hparams_changed = hparams[-1], True
         for tag, value in points:
             batch = out.get(tag)
             if batch is None:

@@ -77,8 +77,17 @@ class Series:
         """Bytes allocated by the three arrays (capacity, not just length)."""
         return sum(sys.getsizeof(a) - _ARRAY_HEADER for a in (self.steps, self.wall_times, self.values))
 
-    def extend(self, steps: array[int], wall_times: array[float], values: array[float]) -> int:
+    def extend(
+        self,
+        steps: array[int],
+        wall_times: array[float],
+        values: array[float],
+        rewinds: list[tuple[int, int]] | None = None,
+    ) -> int:
         """Append points in order, applying the purge rule; return how many held points were purged.
+
+        ``rewinds``, if given, receives ``(index, step)`` for every point that went back *below*
+        the held last step (a resumed run), not for a step logged again (that replaces one point).
 
         An empty series adopts the three arrays instead of copying them (a large initial scan is
         then held once, not twice); it never mutates adopted arrays in place (see :meth:`_own`), so
@@ -104,6 +113,8 @@ class Series:
         for end in (*_breaks(steps), n):
             first = steps[start]
             if self.steps and first <= self.steps[-1]:
+                if rewinds is not None and first < self.steps[-1]:
+                    rewinds.append((start, first))
                 cut = bisect_left(self.steps, first)
                 purged += len(self.steps) - cut
                 self._truncate(cut)

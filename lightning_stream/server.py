@@ -19,6 +19,14 @@ on the same port. Points that came from watched logdirs are re-read by the new
 incarnation; points sent with ``publish()`` before a restart are lost, and sequence
 numbers start again (clients get ``reset``).
 
+Nested logdirs (``%lightning_stream lightning_logs``, then a ``StreamCallback`` watching
+``lightning_logs/version_0``): one directory is one run, whatever watches see it. A watch
+inside an already watched logdir starts no watcher: its runs keep the outer watch's names
+(``watch()`` returns the name of its root). A watch *around* earlier ones leaves their
+directories to them while they are watched. An unwatched logdir's runs keep their names and
+read offsets for the next watcher of their directories (``LogdirWatcher.retire``/``adopt``),
+so a run is neither renamed nor sent twice. Directories are compared resolved (symlinks followed).
+
 Process hooks: at exit and on SIGTERM every live server of this process is stopped
 (the previous SIGTERM handler is chained); in a child created by ``fork`` every server
 object is inert (never serves, never removes the parent's registry entry).
@@ -30,6 +38,7 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import operator
 import os
@@ -61,7 +70,7 @@ from lightning_stream.threads import start_thread
 
 if TYPE_CHECKING:
     from lightning_stream.supervisor import Supervisor
-    from lightning_stream.watcher import LogdirWatcher
+    from lightning_stream.watcher import LogdirWatcher, Retired
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +103,10 @@ class _Incarnation:
     watches: dict[str, tuple[LogdirWatcher, asyncio.Task[None], Callable[[list[ScalarBatch]], None]]] = field(
         default_factory=dict
     )
+    aliases: dict[str, str] = field(default_factory=dict)
+    """A watched logdir inside another watcher's -> that watcher's path (it reads the files)."""
+    retired: dict[str, Retired] = field(default_factory=dict)
+    """Run directories (resolved) of stopped watchers -> run name and readers, for the next watcher."""
     torn_down: bool = False
 
 
@@ -125,6 +138,7 @@ class StreamServer:
         self._pending: deque[tuple[Any, ...]] = deque()
         self._wake_scheduled = False
         self._watches: dict[str, str | None] = {}  # logdir -> prefix; survives restarts
+        self._watch_names: dict[str, str] = {}  # logdir -> run name of its root, as watch() returned it
         self._restarts = 0
         self._started_at = 0.0
         self._supervisor: Supervisor | None = None
@@ -290,11 +304,13 @@ class StreamServer:
 
     # ---- watching and publishing (any thread) -------------------------------------------------
 
-    def watch(self, logdir: str | os.PathLike[str], prefix: str | None = None) -> None:
+    def watch(self, logdir: str | os.PathLike[str], prefix: str | None = None) -> str:
         """Stream every scalar under ``logdir`` (existing data first); idempotent per logdir.
 
         Returns after the initial scan, so what is on disk is queryable at once. ``logdir`` may
         be an fsspec URL (``s3://bucket/logs``, ``gs://...``, ``memory://...``): it is then polled.
+        Returns the run name of ``logdir`` itself: ``prefix`` (``"."`` without one), or the name
+        an outer watched logdir already gives it (see "Nested logdirs" in the module docstring).
         """
         path = _logdir_key(logdir)
         with self._lock:
@@ -304,10 +320,12 @@ class StreamServer:
                     raise ValueError(
                         f"{path!r} is already watched with prefix={self._watches[path]!r}; unwatch it first"
                     )
-                return
-            self._start_watch(path, prefix)
+                return self._watch_names.get(path) or prefix or "."
+            name = self._start_watch(path, prefix) or prefix or "."
             self._watches[path] = prefix
+            self._watch_names[path] = name
             self._publish_registry()
+            return name
 
     def unwatch(self, logdir: str | os.PathLike[str]) -> bool:
         """Stop watching ``logdir`` (its data stays queryable). False if it was not watched."""
@@ -316,6 +334,7 @@ class StreamServer:
             if path not in self._watches:
                 return False
             del self._watches[path]
+            self._watch_names.pop(path, None)
             self._stop_watch(path)
             self._publish_registry()
             return True
@@ -326,10 +345,11 @@ class StreamServer:
         """Raise ``ServerNotRunningError`` (saying what to do) unless ``what`` can be done now."""
         self._require_running(what)
 
-    def _start_watch(self, path: str, prefix: str | None) -> None:
-        """Watch ``path`` on the loop; returns after its first scan."""
+    def _start_watch(self, path: str, prefix: str | None) -> str | None:
+        """Watch ``path`` on the loop; returns after its first scan, with the run name of ``path``."""
         inc = self._require_running("watch")
-        self._call(inc, self._awatch(inc, path, prefix))
+        name: str = self._call(inc, self._awatch(inc, path, prefix))
+        return name
 
     def _stop_watch(self, path: str) -> None:
         """Stop watching ``path`` (reading what was flushed last), if the loop still runs."""
@@ -438,12 +458,23 @@ class StreamServer:
         for path, prefix in list(self._watches.items()):  # a restart re-reads watched logdirs
             await self._awatch(inc, path, prefix)
 
-    async def _awatch(self, inc: _Incarnation, path: str, prefix: str | None) -> None:
+    async def _awatch(self, inc: _Incarnation, path: str, prefix: str | None) -> str:
         from lightning_stream.watcher import LogdirWatcher
 
         hub = inc.hub
         assert hub is not None
-        watcher = LogdirWatcher(path, prefix=prefix, poll_interval_s=self._config.poll_interval_s)
+        owner = _covering_watch(inc, path)
+        if owner is not None:  # already read by an outer watch: one directory, one run
+            inc.aliases[path] = owner
+            return _name_in(inc.watches[owner][0], path, owner)
+        local = not _is_url(path)
+        watcher = LogdirWatcher(
+            path,
+            prefix=prefix,
+            poll_interval_s=self._config.poll_interval_s,
+            skip=functools.partial(_left_to_inner_watch, inc, path) if local else None,
+            adopt=functools.partial(_adopt_retired, inc) if local else None,
+        )
         noted: set[str] = set()
 
         def sink(batches: list[ScalarBatch]) -> None:
@@ -451,6 +482,8 @@ class StreamServer:
                 if run not in noted:
                     noted.add(run)
                     hub.note_run(run, directory)
+            for run, hparams in watcher.take_hparams().items():
+                hub.note_hparams(run, hparams)
             hub.ingest(batches, coalesced=True)
 
         sink(await asyncio.to_thread(watcher.scan))
@@ -459,8 +492,15 @@ class StreamServer:
         )
         task.add_done_callback(_log_watch_end)
         inc.watches[path] = (watcher, task, sink)
+        return watcher.run_name(watcher.logdir)
 
     async def _aunwatch(self, inc: _Incarnation, path: str, *, final_scan: bool = True) -> None:
+        owner = inc.aliases.pop(path, None)
+        if owner is not None:  # the outer watch reads it: read what was flushed last, for the caller
+            if final_scan and owner in inc.watches:
+                watcher, _, sink = inc.watches[owner]
+                await self._final_scan(owner, watcher, sink)
+            return
         entry = inc.watches.pop(path, None)
         if entry is None:
             return
@@ -468,12 +508,25 @@ class StreamServer:
         if not await _cancel(task, WATCH_STOP_TIMEOUT_S):
             logger.warning("the watcher of %s did not stop within %.1f s; abandoning it", path, WATCH_STOP_TIMEOUT_S)
             return
-        if final_scan:
-            # What was flushed just before unwatch (the callback's teardown flush) is read, not dropped.
-            try:
-                sink(await asyncio.wait_for(asyncio.to_thread(watcher.scan), FINAL_SCAN_TIMEOUT_S))
-            except Exception as error:
-                logger.warning("final read of %s failed: %s", path, error)
+        if not final_scan:
+            return  # the server is going away: nothing to hand over
+        await self._final_scan(path, watcher, sink)
+        # Its runs keep their names and offsets for whichever watcher reads their directories next:
+        # an outer watch (which skipped them until now), or a later watch() of this logdir.
+        for directory, retired in watcher.retire().items():
+            inc.retired[_real(directory)] = retired
+        for alias in [a for a, o in inc.aliases.items() if o == path]:
+            del inc.aliases[alias]  # still watched themselves: they get their own watcher now
+            if alias in self._watches:
+                await self._awatch(inc, alias, self._watches[alias])
+
+    @staticmethod
+    async def _final_scan(path: str, watcher: LogdirWatcher, sink: Callable[[list[ScalarBatch]], None]) -> None:
+        """What was flushed just before unwatch (the callback's teardown flush) is read, not dropped."""
+        try:
+            sink(await asyncio.wait_for(asyncio.to_thread(watcher.scan), FINAL_SCAN_TIMEOUT_S))
+        except Exception as error:
+            logger.warning("final read of %s failed: %s", path, error)
 
     async def _ateardown(self, inc: _Incarnation) -> None:
         """Graceful: watchers, then the runner (ends SSE/WS, closes the socket), then the hub."""
@@ -814,6 +867,54 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):  # POSIX only; Windows has no fork
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _is_url(path: str) -> bool:
+    from lightning_stream.remote import is_url
+
+    return is_url(path)
+
+
+@functools.lru_cache(maxsize=1024)
+def _real(path: str) -> str:
+    """``path`` with symlinks resolved (cached: a watched root's answer does not change while watched)."""
+    return path if _is_url(path) else os.path.realpath(path)
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _name_in(outer: LogdirWatcher, path: str, owner: str) -> str:
+    """The run name ``outer`` (watching ``owner``) gives the directory ``path`` inside it."""
+    return outer.run_name(os.path.join(outer.logdir, os.path.relpath(_real(path), _real(owner))))
+
+
+def _adopt_retired(inc: _Incarnation, directory: str) -> Retired | None:
+    """A stopped watcher's name and readers of ``directory``, for the watcher that reads it now."""
+    return inc.retired.pop(os.path.realpath(directory), None)
+
+
+def _covering_watch(inc: _Incarnation, path: str) -> str | None:
+    """The deepest watcher (other than ``path``'s own) whose logdir holds ``path``: it reads its runs."""
+    if _is_url(path):
+        return None
+    real = _real(path)
+    holders = [o for o in inc.watches if o != path and not _is_url(o) and _inside(real, _real(o))]
+    return max(holders, key=lambda o: len(_real(o)), default=None)
+
+
+def _left_to_inner_watch(inc: _Incarnation, path: str, directory: str) -> bool:
+    """The watcher of ``path`` skips ``directory`` when a watcher of a logdir inside ``path`` reads it.
+
+    Called from the scan's worker thread: it reads a snapshot of the loop's ``watches`` (``tuple()``
+    copies a dict atomically under the GIL), and ``_adopt_retired``'s ``dict.pop`` is atomic too.
+    """
+    real = os.path.realpath(directory)
+    return any(
+        other != path and not _is_url(other) and _inside(real, _real(other)) and _inside(_real(other), _real(path))
+        for other in tuple(inc.watches)
+    )
 
 
 def _logdir_key(logdir: str | os.PathLike[str]) -> str:

@@ -44,6 +44,8 @@ __all__ = ["ChangeDetection", "LogdirWatcher"]
 log = logging.getLogger(__name__)
 
 ChangeDetection = Literal["auto", "inotify", "watchfiles", "poll"]
+Retired = tuple[str, dict[str, EventFileReader]]
+"""A run directory's name and its readers (with their offsets), handed from one watcher to the next."""
 
 FAST_POLL_S = 0.02
 """Poll interval right after data arrived; it doubles on every empty scan up to ``poll_interval_s``."""
@@ -84,6 +86,8 @@ class LogdirWatcher:
         poll_interval_s: float = 1.0,
         change_detection: ChangeDetection = "auto",
         storage_options: Mapping[str, Any] | None = None,
+        skip: Callable[[str], bool] | None = None,
+        adopt: Callable[[str], Retired | None] | None = None,
     ) -> None:
         if poll_interval_s <= 0:
             raise ValueError(f"poll_interval_s must be positive, got {poll_interval_s!r}")
@@ -106,6 +110,14 @@ class LogdirWatcher:
         self.poll_interval_s = poll_interval_s
         self.change_detection: ChangeDetection = change_detection
         self._fs: FileSystem = fs if fs is not None else DEFAULT_FILESYSTEM
+        self._skip = skip
+        """Asked for a directory holding event files this watcher does not read yet (again on later
+        scans while it says yes): True leaves it to another watcher (the server's nested logdirs)."""
+        self._adopt = adopt
+        """Asked once per new run directory: the run name and readers (with their offsets) of an
+        earlier watcher that read it, to continue where it stopped instead of re-reading."""
+        self._dir_names: dict[str, str] = {}  # run directory -> run name
+        self._new_hparams: dict[str, dict[str, Any]] = {}
         self._readers: dict[str, EventFileReader] = {}
         self._runs: dict[str, str] = {}
         self._retired: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
@@ -132,6 +144,15 @@ class LogdirWatcher:
     def runs(self) -> dict[str, str]:
         """Run name → directory, for every run discovered so far."""
         return dict(self._runs)
+
+    def take_hparams(self) -> dict[str, dict[str, Any]]:
+        """Run name → hparams (``save_hyperparameters()`` and TensorBoard's hparams plugin), for the
+        runs whose hparams were read since the last call."""
+        if not self._new_hparams:
+            return {}
+        with self._scan_lock:
+            found, self._new_hparams = self._new_hparams, {}
+            return found
 
     @property
     def stats(self) -> dict[str, int]:
@@ -163,12 +184,20 @@ class LogdirWatcher:
                         self._retired[key] += value
             else:
                 paths = sorted(p for p in only if p in self._readers or self._is_event_file_here(p))
+            skipped: set[str] = set()
             for path in paths:
                 if path not in self._readers:
                     directory = path.rpartition("/")[0] if self.remote else os.path.dirname(path)
-                    run = self.run_name(directory)
-                    self._runs.setdefault(run, directory)
-                    self._readers[path] = EventFileReader(path, run, fs=self._fs)
+                    if self._skip is not None and self._skip(directory):
+                        skipped.add(path)
+                        continue
+                    run = self._dir_names.get(directory)
+                    if run is None:
+                        run = self._dir_names[directory] = self._new_run(directory)
+                    if path not in self._readers:  # (an adopted reader is kept, with its offset)
+                        self._readers[path] = EventFileReader(path, run, fs=self._fs)
+            if skipped:
+                paths = [p for p in paths if p not in skipped]
             batches: list[ScalarBatch] = []
             budget = max_points
             self.has_more = False
@@ -179,10 +208,39 @@ class LogdirWatcher:
                 reader = self._readers[path]
                 got = reader.read(budget)
                 batches.extend(got)
+                if reader.hparams_changed:  # files are read in creation order: the newest hparams win
+                    reader.hparams_changed = False
+                    if reader.hparams is not None:
+                        self._new_hparams[reader.run] = reader.hparams
                 if budget is not None:
                     budget -= sum(len(b) for b in got)
                     self.has_more = self.has_more or not reader.at_end
             return batches
+
+    def _new_run(self, directory: str) -> str:
+        """Name a run directory seen for the first time; adopt an earlier watcher's readers of it."""
+        retired = self._adopt(directory) if self._adopt is not None else None
+        if retired is None:
+            run = self.run_name(directory)
+        else:
+            run, readers = retired
+            for path, reader in readers.items():
+                self._readers.setdefault(path, reader)
+        self._runs.setdefault(run, directory)
+        return run
+
+    def retire(self) -> dict[str, Retired]:
+        """Run directory -> (run name, readers) of everything read: for a later watcher to ``adopt``.
+
+        Call only once this watcher is stopped (its readers move on with their offsets).
+        """
+        with self._scan_lock:
+            out: dict[str, Retired] = {}
+            for path, reader in self._readers.items():
+                directory = path.rpartition("/")[0] if self.remote else os.path.dirname(path)
+                out.setdefault(directory, (reader.run, {}))[1][path] = reader
+            self._readers = {}
+            return out
 
     def _is_event_file_here(self, path: str) -> bool:
         return EVENT_FILE_MARKER in os.path.basename(path) and path.startswith(self.logdir + os.sep)

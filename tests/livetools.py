@@ -28,6 +28,7 @@ class Subscriber:
         self.statuses: list[dict[str, Any]] = []
         self.seqs: list[int] = []
         self.resets = 0
+        self.log: list[tuple[str, dict[str, Any]]] = []  # every message, in arrival order
         self.connected = threading.Event()
         self.errors: list[BaseException] = []
         self._lock = threading.Lock()
@@ -90,6 +91,7 @@ class Subscriber:
     def _record(self, kind: str, seq: int, payload: dict[str, Any]) -> None:
         with self._lock:
             self.seqs.append(seq)
+            self.log.append((kind, payload))
             if kind == "scalars":
                 for p in payload["points"]:
                     self.points.append((p["run"], p["tag"], int(p["step"]), float(p["value"])))

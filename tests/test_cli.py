@@ -171,8 +171,11 @@ def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) 
         (["serve", ".", "--port", "http"], "port 'http' is not a number"),
         (["serve", ".", "--port", "70000"], "port '70000' is out of range"),
         (["serve", "no/such/dir"], "LOGDIR 'no/such/dir' is not a directory"),
-        (["serve", ".", "--host", "0.0.0.0"], "pass token="),
-        (["serve", ".", "--strict-port"], "strict_port=True needs a fixed port"),
+        (
+            ["serve", ".", "--host", "0.0.0.0"],
+            "pass --token TOKEN (or set LIGHTNING_STREAM_TOKEN), or bind --host 127.0.0.1",
+        ),
+        (["serve", ".", "--strict-port"], "--strict-port needs a fixed port; pass --port N or drop --strict-port"),
         (["tail", "no/such/thing"], "'no/such/thing' is neither a URL, a port, nor a directory"),
         (["tail", "http://x", "--count", "0"], "'0' must be > 0"),
         (["health"], "the following arguments are required: URL"),
@@ -276,6 +279,23 @@ def test_serve_on_a_fixed_busy_port_with_strict_port_fails_with_exit_1(cli: Call
         assert proc.finish() == 1
     assert any(str(port) in line for line in proc.err), proc.err
     assert len(proc.err) == 1, proc.err
+    assert "drop --strict-port" in proc.err[0], proc.err  # the CLI's words, not strict_port=True
+    assert "strict_port" not in proc.err[0], proc.err
+
+
+def test_serve_on_a_busy_port_says_so_once_in_flags_and_serves_on_another(
+    cli: Callable[..., Proc], logdir: Path
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        proc = cli("serve", str(logdir), "--port", str(port))
+        url = proc.wait_out(r"at (http://\S+)").group(1)
+        assert not url.endswith(f":{port}")
+        proc.popen.terminate()
+        assert proc.finish() == 0
+    said = [line for line in proc.err if f"port {port}" in line]
+    assert len(said) == 1, proc.err
+    assert "pass --strict-port to fail instead" in said[0], said
 
 
 # ------------------------------------------------------------------------- ls

@@ -254,6 +254,18 @@ def test_stream_yields_points_published_after_it_started_in_order(server: Stream
     assert [p.seq for p in points] == sorted(p.seq for p in points)
 
 
+def test_stream_yields_the_rewritten_steps_of_a_series_that_goes_back(server: StreamServer) -> None:
+    # a run resumed from a checkpoint: the server sends a series reset, then the new steps
+    client = StreamClient(server.url)
+    collector = Collector(client).start(server.url)
+    publish_steps(server, "r", "loss", range(10))
+    collector.wait_points(10)
+    publish_steps(server, "r", "loss", range(5, 8))
+    points = collector.finish(server)
+    assert steps_of(points) == [*range(10), 5, 6, 7]
+    assert [s for s, _, _ in client.scalars("r", "loss")] == [0, 1, 2, 3, 4, 5, 6, 7]
+
+
 def test_stream_filters_runs_and_tags_by_glob(server: StreamServer) -> None:
     client = StreamClient(server.url)
     collector = Collector(client, run="keep*", tag="train/*").start(server.url)

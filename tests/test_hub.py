@@ -116,11 +116,14 @@ def test_batches_of_one_series_in_a_tick_are_merged_in_arrival_order() -> None:
     hub = make_hub()
     sub = hub.subscribe()
     hub.ingest([batch("a", "loss", [1]), batch("b", "loss", [1]), batch("a", "loss", [2])])
-    hub.ingest([batch("a", "loss", [1])])  # a restart: stays after step 2, so clients purge as REST did
+    hub.ingest([batch("a", "loss", [1])])  # a restart: what came before goes out, then a series reset
     hub.flush()
-    (msg,) = drain(sub)
-    assert [(b.run, list(b.steps)) for b in msg.batches] == [("a", [1, 2, 1]), ("b", [1])]
-    assert [p[2] for p in points_of(msg, sub)] == [1, 2, 1, 1]
+    msg, reset, after = drain(sub)
+    assert [(b.run, list(b.steps)) for b in msg.batches] == [("a", [1, 2]), ("b", [1])]
+    assert [p[2] for p in points_of(msg, sub)] == [1, 2, 1]
+    assert reset.kind == "reset"
+    assert json.loads(reset.json_for(sub) or "")["from_step"] == 1
+    assert [p[2] for p in points_of(after, sub)] == [1]
     assert list(hub.scalars("a", "loss").steps) == [1]
 
 
@@ -553,6 +556,7 @@ def test_runs_lists_noted_and_ingested_runs() -> None:
     hub.note_run("a", "/logs/a")
     hub.ingest([batch("a", "loss", [1, 9]), batch("a", "acc", [4])])
     hub.note_run("a", None)  # does not forget the logdir
+    hub.note_hparams("a", {"lr": 0.1})
     assert hub.runs() == [
         {
             "run": "a",
@@ -561,6 +565,7 @@ def test_runs_lists_noted_and_ingested_runs() -> None:
             "last_step": 9,
             "last_wall_time": 1.7e9 + 9,
             "status": None,
+            "hparams": {"lr": 0.1},
         },
         {
             "run": "empty",
@@ -569,6 +574,7 @@ def test_runs_lists_noted_and_ingested_runs() -> None:
             "last_step": None,
             "last_wall_time": None,
             "status": None,
+            "hparams": {},
         },
     ]
     assert hub.has_run("empty")
@@ -715,8 +721,11 @@ async def test_replayed_messages_keep_the_points_as_ingested_after_the_series_mo
         + [("a", "loss", 10, -3.0)]
     )
     replay = hub.subscribe(since=start)
-    assert [p for m in drain(live) for p in points_of(m, live)] == expected
-    assert [p for m in drain(replay) for p in points_of(m, replay)] == expected
+    for sub in (live, replay):
+        messages = drain(sub)
+        assert [p for m in messages if m.kind == "scalars" for p in points_of(m, sub)] == expected
+        resets = [json.loads(m.json_for(sub) or "") for m in messages if m.kind == "reset"]
+        assert [(r["run"], r["tag"], r["from_step"]) for r in resets] == [("a", "loss", 50), ("a", "loss", 10)]
     assert list(first.steps) == list(range(100))
     held = hub.scalars("a", "loss")
     assert list(held.steps) == list(range(11))
@@ -731,3 +740,30 @@ def test_the_server_modules_do_not_import_numpy() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]", "numpy costs ~15 MiB of RSS at import: import it lazily where needed"
+
+
+def test_a_series_going_back_gets_a_reset_for_its_subscribers_only_and_a_relogged_step_none() -> None:
+    hub = make_hub()
+    loss, acc = hub.subscribe(tag_glob="loss"), hub.subscribe(tag_glob="acc")
+    hub.ingest([batch("a", "loss", [0, 1, 2, 3]), batch("a", "acc", [0, 1])])
+    hub.flush()
+    hub.ingest([batch("a", "loss", [3])])  # the same step logged again replaces one point: no reset
+    hub.ingest([batch("a", "acc", [1])])
+    hub.flush()
+    assert [m.kind for m in drain(loss)] == ["scalars", "scalars"]
+    hub.ingest([batch("a", "loss", [4, 5, 2, 3])])  # goes back inside one batch (one file: a purge_step writer)
+    hub.flush()
+    messages = drain(loss)
+    assert [m.kind for m in messages] == ["scalars", "reset", "scalars"]
+    assert [p[2] for p in points_of(messages[0], loss)] == [4, 5]
+    assert json.loads(messages[1].json_for(loss) or "") == {
+        "seq": messages[1].seq,
+        "reason": json.loads(messages[1].json_for(loss) or "")["reason"],
+        "run": "a",
+        "tag": "loss",
+        "from_step": 2,
+    }
+    assert [p[2] for p in points_of(messages[2], loss)] == [2, 3]
+    assert all(m.kind == "scalars" for m in drain(acc))  # not acc's series
+    assert hub.stats()["series_resets"] == 1
+    assert list(hub.scalars("a", "loss").steps) == [0, 1, 2, 3]

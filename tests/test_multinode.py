@@ -323,7 +323,7 @@ def test_all_interfaces_bind_with_a_token_listens_everywhere_and_needs_the_token
 ) -> None:
     seen: dict[str, Any] = {}
 
-    callback = StreamCallback(host="0.0.0.0", token=TOKEN)
+    callback = StreamCallback(host="0.0.0.0", token=TOKEN, linger_s=0)  # stopped at release: checked below
 
     def check(model: Tiny) -> None:
         server = callback.server

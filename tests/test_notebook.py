@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from lightning_stream.manager import get_stream_server_manager
 from lightning_stream.notebook import dashboard_url, lightning_stream_magic, show
 from lightning_stream.registry import list_servers
 from lightning_stream.server import StreamServer
+from tests.proctools import serving
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "notebook.ipynb"
 WAIT_S = 30.0
@@ -135,25 +135,12 @@ def test_magic_starts_a_server_then_reuses_it(
 def test_magic_reuses_another_process_server_watching_the_logdir(
     logdir: Path, magic_servers: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "lightning_stream", "serve", str(logdir)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert serve.stdout is not None
-        url = re.search(r"at (http://\S+)", serve.stdout.readline()).group(1)  # type: ignore[union-attr]
+    with serving(logdir) as (serve, url):
         frame = lightning_stream_magic(str(logdir))
         port = int(url.rsplit(":", 1)[1])
         assert capsys.readouterr().out == f"reusing server on port {port} (pid {serve.pid})\n"
         assert frame.src == url + "/"
         assert get_stream_server_manager().servers == []  # nothing started here
-    finally:
-        serve.terminate()
-        assert serve.wait(WAIT_S) == 0
-        assert serve.stdout is not None
-        serve.stdout.close()
 
 
 @pytest.mark.parametrize(
