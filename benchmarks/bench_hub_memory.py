@@ -20,6 +20,7 @@ from array import array
 from lightning_stream.config import ServerConfig
 from lightning_stream.hub import Hub
 from lightning_stream.scalars import ScalarBatch
+from lightning_stream.wire import payload_json, ws_json
 
 
 def make_batches(points: int, tags: int, batch_size: int, start_step: int = 0) -> list[ScalarBatch]:
@@ -81,7 +82,7 @@ def bench_ingest(points: int) -> dict[str, float]:
     encoded = 0
     while (msg := sub.get_nowait()) is not None:
         if msg.kind == "scalars":
-            msg.json_for(sub)
+            payload_json(msg, sub)
             encoded += msg.points_for(sub)
     encode = encoded / (time.perf_counter() - t0)
     return {"bulk points/s": bulk, "single-point batches/s": single, "encode points/s": encode}
@@ -90,7 +91,7 @@ def bench_ingest(points: int) -> dict[str, float]:
 def bench_fanout(subscribers: int, rate: int, seconds: float) -> dict[str, float]:
     """CPU time the hub spends per simulated second delivering ``rate`` points/s to every subscriber."""
     hub = Hub(ServerConfig(tick_s=0.005))
-    subs = [hub.subscribe(kind="ws" if i % 2 else "sse") for i in range(subscribers)]
+    subs = [hub.subscribe() for i in range(subscribers)]  # half read the WebSocket form
     ticks = int(seconds / 0.005)
     per_tick = max(1, rate // 200)
     step = 0
@@ -106,9 +107,9 @@ def bench_fanout(subscribers: int, rate: int, seconds: float) -> dict[str, float
             ]
         )
         hub.flush()
-        for sub in subs:
+        for i, sub in enumerate(subs):
             while (msg := sub.get_nowait()) is not None:
-                msg.ws_json_for(sub) if sub.kind == "ws" else msg.json_for(sub)
+                ws_json(msg, sub) if i % 2 else payload_json(msg, sub)
     cpu = time.process_time() - t0
     stats = hub.stats()
     return {

@@ -31,7 +31,7 @@ from aiohttp import web
 
 from lightning_stream._version import __version__
 from lightning_stream.config import ServerConfig
-from lightning_stream.hub import Hub, points_rows_json
+from lightning_stream.hub import Hub
 from lightning_stream.logs import install as install_log_redaction
 from lightning_stream.logs import redact
 from lightning_stream.looplag import LoopLagMonitor
@@ -50,6 +50,7 @@ from lightning_stream.security import (
 from lightning_stream.seriesapi import handle_series
 from lightning_stream.sse import SSEStreams
 from lightning_stream.websocket import WebSockets
+from lightning_stream.wire import points_rows_json
 
 log = logging.getLogger(__name__)
 

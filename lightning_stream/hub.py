@@ -1,8 +1,9 @@
 """The in-memory pub/sub core: series storage, global sequence numbers, replay, fan-out.
 
 Loop-confined: every method runs on the server's event loop (no locks). The hub
-knows no transport; ``app.py`` turns :class:`Message` objects into SSE frames
-and WebSocket messages.
+knows no transport and no encoding: ``wire.py`` turns a :class:`Message` into the
+JSON a subscriber gets (cached on the message through :meth:`Message.memo`), and
+``sse.py``/``websocket.py`` into frames.
 
 How it stays bounded and exact:
 
@@ -52,16 +53,14 @@ from __future__ import annotations
 import asyncio
 import heapq
 import json
-import math
-from array import array
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 
 from lightning_stream.config import ServerConfig
 from lightning_stream.errors import LightningStreamError
+from lightning_stream.globs import MAX_GLOB_LEN, GlobFilter, validate_glob
 from lightning_stream.scalars import ScalarBatch
 from lightning_stream.series import BYTES_PER_POINT, MIN_DECIMATE, Series, Window
 
@@ -75,13 +74,11 @@ __all__ = [
     "HubClosed",
     "Message",
     "Subscription",
-    "json_floats",
-    "json_ints",
+    "View",
     "validate_glob",
 ]
 
 STATES = ("started", "epoch", "finished", "failed")
-MAX_GLOB_LEN = 256
 MAX_TICK_S = 0.05  # longest coalescing interval, reached with many subscribers
 TICK_SUBSCRIBERS = 50  # subscribers per config.tick_s of coalescing
 BROADCAST_SENDS_PER_S = 62.5  # a busy run's broadcasts x subscribers per second, at most (see broadcast_gap_s)
@@ -89,87 +86,42 @@ MAX_BROADCAST_GAP_S = 0.25  # ...but a busy run's points never wait longer than 
 MAX_MESSAGE_POINTS = 2_000  # bounds one SSE/WS frame to ~200 KB of JSON (what a slow client may pin)
 MAX_REPLAY_MESSAGES = 10_000
 LOW_WATER = 0.75  # decimate down to this fraction of the budget, so it happens rarely
-KINDS = ("sse", "ws")
 #: payload forms of ``scalars`` messages: point objects (SPEC's default) or one column set per series
 FORMATS = ("points", "columns")
+
+
+T = TypeVar("T")
 
 
 class HubClosed(LightningStreamError):
     """The hub or the subscription was closed; stop reading from it."""
 
 
-def validate_glob(pattern: Any, *, name: str = "glob") -> str:
-    """Return ``pattern`` if it is a usable fnmatch glob, else raise ``ValueError`` saying what to fix.
+class View(NamedTuple):
+    """What of one message a subscriber receives: nothing, some batches, or the status/reset payload."""
 
-    Globs are matched case-sensitively with :func:`fnmatch.fnmatchcase`; ``*``
-    also matches ``/``, so ``train*`` matches run ``train/version_0``.
-    """
-    if not isinstance(pattern, str):
-        raise ValueError(f"{name}={pattern!r} must be a string glob such as '*' or 'version_*'")
-    if not pattern:
-        raise ValueError(f"{name} is empty; use '*' to match everything")
-    if len(pattern) > MAX_GLOB_LEN:
-        raise ValueError(f"{name} is {len(pattern)} characters long; the limit is {MAX_GLOB_LEN}")
-    if any(ord(c) < 32 or ord(c) == 127 for c in pattern):
-        raise ValueError(f"{name}={pattern!r} contains control characters; remove them")
-    i, n = 0, len(pattern)
-    while i < n:
-        c = pattern[i]
-        i += 1
-        if c == "[":
-            j = i
-            if j < n and pattern[j] == "!":
-                j += 1
-            if j < n and pattern[j] == "]":
-                j += 1
-            while j < n and pattern[j] != "]":
-                j += 1
-            if j >= n:
-                raise ValueError(
-                    f"{name}={pattern!r} has an unclosed '[' at position {i - 1}; "
-                    "close the set with ']', or write '[[]' to match a literal '['"
-                )
-            i = j + 1
-    return pattern
+    key: tuple[str, str, str]  # (run glob, tag glob, format); ("*", "*", format) when it gets it all
+    batches: tuple[ScalarBatch, ...] = ()
+    payload: dict[str, Any] | None = None
+    points: int = 0
 
+    @property
+    def empty(self) -> bool:
+        return not self.batches and self.payload is None
 
-class _Filter:
-    """A subscription's (run, tag) globs with memoized answers."""
-
-    __slots__ = ("_runs", "_series", "key", "match_all", "run_glob", "tag_glob")
-
-    def __init__(self, run_glob: str, tag_glob: str) -> None:
-        self.run_glob = run_glob
-        self.tag_glob = tag_glob
-        self.match_all = run_glob == "*" and tag_glob == "*"
-        self.key: tuple[str, str] = ("*", "*") if self.match_all else (run_glob, tag_glob)
-        self._series: dict[tuple[str, str], bool] = {}
-        self._runs: dict[str, bool] = {}
-
-    def series(self, run: str, tag: str) -> bool:
-        if self.match_all:
-            return True
-        hit = self._series.get((run, tag))
-        if hit is None:
-            hit = self._series[(run, tag)] = self.run(run) and fnmatchcase(tag, self.tag_glob)
-        return hit
-
-    def run(self, run: str) -> bool:
-        hit = self._runs.get(run)
-        if hit is None:
-            hit = self._runs[run] = fnmatchcase(run, self.run_glob)
-        return hit
-
-
-_COMPACT = (",", ":")
+    @property
+    def format(self) -> str:
+        return self.key[2]
 
 
 @dataclass(frozen=True, eq=False)
 class Message:
     """One outgoing message: ``scalars`` (batches), ``status`` or ``reset`` (payload), with its ``seq``.
 
-    Encodings are built on first use and cached per (filter, format): a subscriber only ever
-    causes the encoding of its own format, and every subscriber sharing both shares one string.
+    The hub does not encode it: :meth:`view` says what a subscriber gets, and :meth:`memo` caches
+    whatever a transport derives from that (``wire.py``'s JSON, frames) per (filter, format), so
+    a subscriber only ever causes the encoding of its own format, and every subscriber whose filter
+    matches the whole message shares one.
     """
 
     kind: str
@@ -177,140 +129,47 @@ class Message:
     batches: tuple[ScalarBatch, ...] = ()
     payload: dict[str, Any] | None = None
     npoints: int = 0
-    _cache: dict[tuple[str, str, str], tuple[str | None, int]] = field(default_factory=dict, repr=False)
-    _ws_cache: dict[tuple[str, str, str], str | None] = field(default_factory=dict, repr=False)
+    _cache: dict[tuple[str, tuple[str, str, str]], Any] = field(default_factory=dict, repr=False)
 
-    def _key(self, sub: Subscription) -> tuple[str, str, str]:
-        fmt = sub.format if self.kind == "scalars" else "points"  # status and reset read the same in both
-        return (*sub._filter.key, fmt)
-
-    def _select(self, sub: Subscription) -> tuple[str | None, int]:
-        """(payload JSON, point count) of this message as ``sub`` sees it; cached per (filter, format)."""
+    def view(self, sub: Subscription) -> View:
+        """What of this message ``sub`` receives; cached per (filter, format)."""
         flt = sub._filter
-        key = self._key(sub)
-        hit = self._cache.get(key)
+        fmt = sub.format if self.kind == "scalars" else "points"  # status and reset read the same in both
+        key = (*flt.key, fmt)
+        hit: View | None = self._cache.get(("view", key))
         if hit is not None:
             return hit
-        every = ("*", "*", key[2])  # whole-message encodings are shared by every filter matching it all
+        every = ("*", "*", fmt)
         if self.kind == "scalars":
-            encode = _ENCODERS[key[2]]
-            matched = [b for b in self.batches if flt.series(b.run, b.tag)]
+            matched = tuple(b for b in self.batches if flt.series(b.run, b.tag))
             if len(matched) == len(self.batches):
-                hit = self._cache.get(every)
-                if hit is None:
-                    hit = self._cache[every] = (encode(self.batches), self.npoints)
+                hit = View(every, self.batches, None, self.npoints)
             elif not matched:
-                hit = (None, 0)
+                hit = View(key)
             else:
-                hit = (encode(matched), sum(len(b) for b in matched))
-        elif self.kind == "status":
-            assert self.payload is not None
-            if flt.run(self.payload["run"]):
-                hit = self._cache.get(every)
-                if hit is None:
-                    hit = self._cache[every] = (json.dumps(self.payload, allow_nan=False, separators=_COMPACT), 0)
-            else:
-                hit = (None, 0)
+                hit = View(key, matched, None, sum(len(b) for b in matched))
         else:
             assert self.payload is not None
-            if "tag" in self.payload and not flt.series(self.payload["run"], self.payload["tag"]):
-                hit = (None, 0)  # a series reset, for a series this subscriber does not follow
-            else:
-                hit = self._cache.get(every)
-                if hit is None:
-                    hit = self._cache[every] = (json.dumps(self.payload, separators=_COMPACT), 0)
-        self._cache[key] = hit
+            if self.kind == "status":
+                seen = flt.run(self.payload["run"])
+            else:  # a series reset, for a series this subscriber may not follow
+                seen = "tag" not in self.payload or flt.series(self.payload["run"], self.payload["tag"])
+            hit = View(every, (), self.payload) if seen else View(key)
+        self._cache[("view", key)] = hit
         return hit
 
-    def json_for(self, sub: Subscription) -> str | None:
-        """Payload JSON for ``sub`` (SSE ``data:``), or None when nothing in it matches the filter.
-
-        scalars: ``{"points": [{"run","tag","step","wall_time","value"}, ...]}``, or with
-        ``sub.format == "columns"`` ``{"series": [{"run","tag","steps","wall_times","values"}, ...]}``
-        (one entry per series in the message); status: ``{"run", "state", ...fields}``;
-        reset: ``{"seq", "reason"}``.
-        """
-        return self._select(sub)[0]
-
-    def ws_json_for(self, sub: Subscription) -> str | None:
-        """The WebSocket form: ``{"type": kind, "seq": N, ...payload}`` (one ``seq`` key); cached."""
-        key = self._key(sub)
-        if key in self._ws_cache:
-            return self._ws_cache[key]
-        body = self.json_for(sub)
-        if body is None:
-            text = None
-        elif self.kind == "reset":  # its payload already carries "seq"
-            text = f'{{"type":"reset",{body[1:]}'
-        else:
-            text = f'{{"type":"{self.kind}","seq":{self.seq},{body[1:]}'
-        self._ws_cache[key] = text
-        return text
+    def memo(self, sub: Subscription, name: str, build: Callable[[View], T]) -> T:
+        """``build(view)`` for ``sub``'s view of this message, cached under ``name`` per (filter, format)."""
+        view = self.view(sub)
+        if (name, view.key) in self._cache:
+            hit: T = self._cache[(name, view.key)]
+            return hit
+        value = self._cache[(name, view.key)] = build(view)
+        return value
 
     def points_for(self, sub: Subscription) -> int:
         """How many points of this message ``sub`` receives."""
-        return self._select(sub)[1]
-
-
-def _num(x: float) -> str:
-    if math.isfinite(x):
-        return repr(x)
-    if x != x:
-        return '"NaN"'
-    return '"Infinity"' if x > 0 else '"-Infinity"'
-
-
-def _finite(values: Any) -> bool:
-    """True only if every value is finite; may say False for huge finite ones (the slow path is exact too).
-
-    A sum is NaN or infinite when any term is, and stays finite otherwise unless it overflows: one
-    C-level pass, and no numpy import (~15 MiB of RSS) for the server.
-    """
-    return math.isfinite(sum(values))
-
-
-def _encode_points(batches: Iterable[ScalarBatch]) -> str:
-    parts: list[str] = []
-    for b in batches:
-        head = f'{{"run":{json.dumps(b.run)},"tag":{json.dumps(b.tag)},"step":'
-        rows = zip(b.steps, b.wall_times, b.values, strict=True)
-        if _finite(b.values) and _finite(b.wall_times):
-            parts.extend([f'{head}{s},"wall_time":{w!r},"value":{v!r}}}' for s, w, v in rows])
-        else:
-            parts.extend([f'{head}{s},"wall_time":{_num(w)},"value":{_num(v)}}}' for s, w, v in rows])
-    return '{"points":[' + ",".join(parts) + "]}"
-
-
-def json_ints(column: array[int]) -> str:
-    """A JSON array of an int64 column: numbers made in one C loop, one ``json.dumps`` call."""
-    return json.dumps(column.tolist(), separators=_COMPACT)
-
-
-def json_floats(column: array[float]) -> str:
-    """A JSON array of a float64 column, non-finite values as ``"NaN"``/``"Infinity"``/``"-Infinity"``."""
-    if _finite(column):
-        return json.dumps(column.tolist(), separators=_COMPACT)
-    return "[" + ",".join([_num(x) for x in column]) + "]"
-
-
-def _encode_columns(batches: Iterable[ScalarBatch]) -> str:
-    parts = [
-        f'{{"run":{json.dumps(b.run)},"tag":{json.dumps(b.tag)},"steps":{json_ints(b.steps)},'
-        f'"wall_times":{json_floats(b.wall_times)},"values":{json_floats(b.values)}}}'
-        for b in batches
-    ]
-    return '{"series":[' + ",".join(parts) + "]}"
-
-
-_ENCODERS = {"points": _encode_points, "columns": _encode_columns}
-
-
-def points_rows_json(batch: ScalarBatch) -> str:
-    """``[[step, wall_time, value], ...]`` as JSON text (REST ``points``), non-finite as strings."""
-    rows = zip(batch.steps, batch.wall_times, batch.values, strict=True)
-    if _finite(batch.values) and _finite(batch.wall_times):
-        return "[" + ",".join([f"[{s},{w!r},{v!r}]" for s, w, v in rows]) + "]"
-    return "[" + ",".join([f"[{s},{_num(w)},{_num(v)}]" for s, w, v in rows]) + "]"
+        return self.view(sub).points
 
 
 def _cut(batch: ScalarBatch, start: int, end: int) -> ScalarBatch:
@@ -349,8 +208,7 @@ class Subscription:
     def __init__(
         self,
         hub: Hub,
-        flt: _Filter,
-        kind: str,
+        flt: GlobFilter,
         cursor: int,
         attach_seq: int,
         reset: Message | None,
@@ -358,7 +216,6 @@ class Subscription:
     ) -> None:
         self._hub = hub
         self._filter = flt
-        self.kind = kind
         self.format = format  # payload form of scalars messages (FORMATS)
         self._cursor = cursor  # seq of the next message to read
         self._attach_seq = attach_seq  # messages <= this were replay, not live backlog
@@ -648,7 +505,6 @@ class Hub:
             old = self._log.popleft()
             self._log_points -= max(1, old.npoints)
             old._cache.clear()  # its encodings are re-made if a lagging reader still asks
-            old._ws_cache.clear()
 
     def _wake(self) -> None:
         if not self._waiting:
@@ -695,7 +551,6 @@ class Hub:
         run_glob: str = "*",
         tag_glob: str = "*",
         since: int | None = None,
-        kind: str = "sse",
         format: str = "points",
     ) -> Subscription:
         """A new subscription; with ``since=SEQ`` it first replays every message with seq > SEQ.
@@ -729,7 +584,7 @@ class Hub:
             else:
                 cursor = since + 1
                 self._counters["replay_hits"] += 1
-        sub = Subscription(self, _Filter(run_glob, tag_glob), kind, cursor, self.seq, reset, format)
+        sub = Subscription(self, GlobFilter(run_glob, tag_glob), cursor, self.seq, reset, format)
         self._subs[sub] = None
         return sub
 
@@ -757,9 +612,9 @@ class Hub:
                 return self._reset_message(why)
             msg = log[sub._cursor - first]
             sub._cursor += 1
-            body, points = msg._select(sub)
-            if body is not None:
-                self._counters["points_out"] += points
+            view = msg.view(sub)
+            if not view.empty:
+                self._counters["points_out"] += view.points
                 return msg
         return None
 
@@ -830,7 +685,7 @@ class Hub:
 
     def select(self, run_glob: str = "*", tag_glob: str = "*") -> list[tuple[str, str]]:
         """(run, tag) of every held series matching both globs (the rules of :meth:`subscribe`), sorted."""
-        flt = _Filter(validate_glob(run_glob, name="run"), validate_glob(tag_glob, name="tag"))
+        flt = GlobFilter(validate_glob(run_glob, name="run"), validate_glob(tag_glob, name="tag"))
         return [
             (run, tag)
             for run in sorted(self._runs)
@@ -866,9 +721,6 @@ class Hub:
 
     def stats(self) -> dict[str, Any]:
         """Counters for /health and /metrics (cheap: O(series) for bytes_held)."""
-        subscribers = dict.fromkeys(KINDS, 0)
-        for sub in self._subs:
-            subscribers[sub.kind] = subscribers.get(sub.kind, 0) + 1
         return {
             **self._counters,
             "seq": self.seq,
@@ -878,5 +730,5 @@ class Hub:
             "runs": len(self._runs),
             "replay_messages": len(self._log),
             "replay_points": self._log_points,
-            "subscribers": subscribers,
+            "subscribers": len(self._subs),
         }

@@ -11,13 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 from lightning_stream._version import __version__
-from lightning_stream.hub import MAX_GLOB_LEN
+from lightning_stream.globs import MAX_GLOB_LEN
 from lightning_stream.security import MAX_LIMIT
 
 #: a float on the wire: a JSON number, or TensorBoard's strings for values JSON cannot hold
 FLOAT = {"anyOf": [{"type": "number"}, {"type": "string", "enum": ["NaN", "Infinity", "-Infinity"]}]}
 
-#: what ``hub.validate_glob`` accepts: no control characters, every '[' set closed by a ']' (a ']' right
+#: what ``globs.validate_glob`` accepts: no control characters, every '[' set closed by a ']' (a ']' right
 #: after '[' or '[!' is literal). A lone ']' is written as the range ``[\]-\]]``: schemathesis re-serialises
 #: patterns and turns an escaped ``\]`` outside a class into a bare ``]``, which is not a valid regex.
 _CTRL = r"\x00-\x1f\x7f"

@@ -33,7 +33,8 @@ from aiohttp.typedefs import Middleware
 from yarl import URL
 
 from lightning_stream.config import ServerConfig, is_loopback
-from lightning_stream.hub import FORMATS, validate_glob
+from lightning_stream.globs import validate_glob
+from lightning_stream.hub import FORMATS
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -30,8 +30,7 @@ import contextlib
 import logging
 import sys
 import time
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from aiohttp import hdrs, web
@@ -39,6 +38,7 @@ from aiohttp import hdrs, web
 from lightning_stream.config import ServerConfig
 from lightning_stream.hub import Hub, HubClosed, Message, Subscription
 from lightning_stream.security import BadRequest, cors_headers_for, json_error, parse_format, parse_glob, parse_seq
+from lightning_stream.wire import FrameCache, payload_json
 
 if sys.version_info >= (3, 11):
     from asyncio import timeout as _timeout
@@ -93,42 +93,8 @@ def resume_point(request: web.Request) -> int | None:
     return None
 
 
-class FrameCache:
-    """Encoded frames shared by every client with the same filter (fan-out encodes once, not per client).
-
-    Keyed by the message's seq and kind (not the message: holding it would pin its points and JSON
-    caches after the replay log dropped it) and the subscription's globs and format, so each
-    (filter, format) frame is encoded once per broadcast; bounded by the bytes it holds (oldest
-    entries go first).
-    """
-
-    def __init__(self, encode: Callable[[Message, Subscription], bytes], max_bytes: int = 8 * 1024 * 1024) -> None:
-        self._encode = encode
-        self._max_bytes = max_bytes
-        self._bytes = 0
-        self._frames: OrderedDict[tuple[int, str, str, str, str], bytes] = OrderedDict()
-
-    def clear(self) -> None:
-        self._frames.clear()
-        self._bytes = 0
-
-    def get(self, message: Message, sub: Subscription) -> bytes:
-        # A reset reuses the last seq; status and reset frames are the same in every format, a few
-        # bytes held twice when both formats are in use.
-        key = (message.seq, message.kind, sub.run_glob, sub.tag_glob, sub.format)
-        frame = self._frames.get(key)
-        if frame is None:
-            frame = self._encode(message, sub)
-            self._frames[key] = frame
-            self._bytes += len(frame)
-            while self._bytes > self._max_bytes and len(self._frames) > 1:
-                _, old = self._frames.popitem(last=False)
-                self._bytes -= len(old)
-        return frame
-
-
 def _sse_bytes(message: Message, sub: Subscription) -> bytes:
-    payload = message.json_for(sub)
+    payload = payload_json(message, sub)
     return b"" if payload is None else sse_frame(message.kind, message.seq, payload)
 
 
@@ -167,7 +133,7 @@ class SSEStreams:
             return json_error(400, str(exc))
 
         try:
-            sub = self._hub.subscribe(run_glob, tag_glob, since=since, kind="sse", format=fmt)
+            sub = self._hub.subscribe(run_glob, tag_glob, since=since, format=fmt)
         except HubClosed:
             return json_error(503, "the server is shutting down; reconnect in a moment")
         except ValueError as exc:  # the hub's own argument checks

@@ -36,7 +36,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from lightning_stream.config import ServerConfig
 from lightning_stream.hub import Hub, HubClosed, Message, Subscription
 from lightning_stream.security import BadRequest, json_error, parse_format, parse_glob, parse_seq
-from lightning_stream.sse import FrameCache
+from lightning_stream.wire import FrameCache, ws_json
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ OPS = ("subscribe", "unsubscribe", "ping")
 
 
 def _ws_bytes(message: Message, sub: Subscription) -> bytes:
-    text = message.ws_json_for(sub)  # {"type": kind, "seq": N, ...payload}
+    text = ws_json(message, sub)  # {"type": kind, "seq": N, ...payload}
     return b"" if text is None else text.encode()
 
 
@@ -105,7 +105,7 @@ class _Connection:
         since_seq = None if since is None else parse_seq(since, "since")
         await self.unsubscribe()
         try:
-            sub = self.hub.subscribe(run_glob, tag_glob, since=since_seq, kind="ws", format=fmt)
+            sub = self.hub.subscribe(run_glob, tag_glob, since=since_seq, format=fmt)
         except ValueError as exc:  # the hub's own argument checks
             raise BadRequest(str(exc)) from None
         self.sub = sub

@@ -175,7 +175,7 @@ async def test_closed_connections_are_forgotten() -> None:
                     await ws.send_json({"op": "subscribe"})
                     await receive(ws)
                     assert app.app[WS].count == 1
-        await until(lambda: app.app[WS].count == 0 and app.hub.stats()["subscribers"]["ws"] == 0)
+        await until(lambda: app.app[WS].count == 0 and app.hub.stats()["subscribers"] == 0)
 
 
 async def test_hub_closing_under_a_connection_closes_it_with_going_away() -> None:

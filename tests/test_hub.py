@@ -25,10 +25,10 @@ from lightning_stream.hub import (
     HubClosed,
     Message,
     Subscription,
-    points_rows_json,
     validate_glob,
 )
 from lightning_stream.scalars import ScalarBatch
+from lightning_stream.wire import payload_json, points_rows_json, ws_json
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,7 +56,7 @@ def drain(sub: Subscription) -> list[Message]:
 
 
 def points_of(msg: Message, sub: Subscription) -> list[tuple[str, str, int, float]]:
-    text = msg.json_for(sub)
+    text = payload_json(msg, sub)
     assert text is not None
     return [(p["run"], p["tag"], p["step"], p["value"]) for p in json.loads(text)["points"]]
 
@@ -77,7 +77,7 @@ async def test_points_ingested_in_one_tick_go_out_as_one_message() -> None:
         ("a", "acc", 1, 0.5),
         ("b", "loss", 7, 3.5),
     ]
-    assert msg.ws_json_for(sub) == '{"type":"scalars","seq":1,' + (msg.json_for(sub) or "")[1:]
+    assert ws_json(msg, sub) == '{"type":"scalars","seq":1,' + (payload_json(msg, sub) or "")[1:]
     hub.ingest([batch("a", "loss", [3])])
     assert (await asyncio.wait_for(sub.get(), 5)).seq == 2
     await hub.close()
@@ -122,7 +122,7 @@ def test_batches_of_one_series_in_a_tick_are_merged_in_arrival_order() -> None:
     assert [(b.run, list(b.steps)) for b in msg.batches] == [("a", [1, 2]), ("b", [1])]
     assert [p[2] for p in points_of(msg, sub)] == [1, 2, 1]
     assert reset.kind == "reset"
-    assert json.loads(reset.json_for(sub) or "")["from_step"] == 1
+    assert json.loads(payload_json(reset, sub) or "")["from_step"] == 1
     assert [p[2] for p in points_of(after, sub)] == [1]
     assert list(hub.scalars("a", "loss").steps) == [1]
 
@@ -148,10 +148,10 @@ def test_huge_ingest_without_subscribers_builds_no_json() -> None:
 
 def test_subscribers_matching_everything_share_one_encoding() -> None:
     hub = make_hub()
-    subs = [hub.subscribe(), hub.subscribe("*", "*", kind="ws"), hub.subscribe("[ab]", "*")]
+    subs = [hub.subscribe(), hub.subscribe("*", "*"), hub.subscribe("[ab]", "*")]
     hub.ingest([batch("a", "loss", [1]), batch("b", "loss", [1])])
     hub.flush()
-    texts = [drain(s)[0].json_for(s) for s in subs]
+    texts = [payload_json(drain(s)[0], s) for s in subs]
     assert texts[0] is texts[1] is texts[2]
 
 
@@ -160,7 +160,7 @@ def test_non_finite_values_are_sent_as_json_strings() -> None:
     sub = hub.subscribe()
     hub.ingest([batch("a", "loss", [1, 2, 3], [float("nan"), float("inf"), float("-inf")])])
     hub.flush()
-    text = drain(sub)[0].json_for(sub)
+    text = payload_json(drain(sub)[0], sub)
     assert text is not None
     values = [p["value"] for p in json.loads(text, parse_constant=pytest.fail)["points"]]
     assert values == ["NaN", "Infinity", "-Infinity"]
@@ -183,8 +183,8 @@ def test_status_follows_earlier_points_and_is_filtered_by_run() -> None:
     hub.publish_status("b", "finished")
     got = drain(everything)
     assert [(m.kind, m.seq) for m in got] == [("scalars", 1), ("status", 2), ("status", 3)]
-    assert json.loads(got[1].json_for(everything) or "") == {"run": "a", "state": "epoch", "epoch": 3}
-    assert got[1].ws_json_for(everything) == '{"type":"status","seq":2,"run":"a","state":"epoch","epoch":3}'
+    assert json.loads(payload_json(got[1], everything) or "") == {"run": "a", "state": "epoch", "epoch": 3}
+    assert ws_json(got[1], everything) == '{"type":"status","seq":2,"run":"a","state":"epoch","epoch":3}'
     assert [m.seq for m in drain(only_b)] == [3]
     assert {r["run"]: r["status"] for r in hub.runs()} == {"a": "epoch", "b": "finished"}
 
@@ -241,10 +241,10 @@ def test_since_older_than_the_buffer_gets_a_reset_then_live() -> None:
     assert reset is not None
     assert reset.kind == "reset"
     assert reset.seq == 30
-    payload = json.loads(reset.json_for(sub) or "")
+    payload = json.loads(payload_json(reset, sub) or "")
     assert payload["seq"] == 30
     assert "no longer held" in payload["reason"]
-    assert json.loads(reset.ws_json_for(sub) or "", object_pairs_hook=no_duplicate_keys) == {"type": "reset", **payload}
+    assert json.loads(ws_json(reset, sub) or "", object_pairs_hook=no_duplicate_keys) == {"type": "reset", **payload}
     hub.ingest([batch("a", "loss", [30])])
     hub.flush()
     assert [m.seq for m in drain(sub)] == [31]
@@ -262,7 +262,7 @@ def test_since_ahead_of_the_server_gets_a_reset() -> None:
     assert msg is not None
     assert msg.kind == "reset"
     assert msg.seq == 1
-    assert "ahead" in json.loads(msg.json_for(sub) or "")["reason"]
+    assert "ahead" in json.loads(payload_json(msg, sub) or "")["reason"]
 
 
 @pytest.mark.parametrize("since", [-1, 1.5, "3", True])
@@ -357,7 +357,7 @@ def test_subscriber_falling_behind_gets_one_reset_and_continues_from_newest() ->
         hub.flush()
     got = drain(slow)
     assert [(m.kind, m.seq) for m in got] == [("reset", 10)]
-    assert "behind" in json.loads(got[0].json_for(slow) or "")["reason"]
+    assert "behind" in json.loads(payload_json(got[0], slow) or "")["reason"]
     assert hub.stats()["resets"] == 1
     hub.ingest([batch("a", "loss", [10])])
     hub.flush()
@@ -408,7 +408,7 @@ async def test_stalled_subscribers_neither_grow_memory_nor_slow_a_live_one() -> 
         await publish(1200, 0)  # warm up: the replay log (1000 messages of 2 points) is at its bound
         gc.collect()
         before = tracemalloc.take_snapshot()
-        stalled = [hub.subscribe(kind="ws") for _ in range(200)]
+        stalled = [hub.subscribe() for _ in range(200)]
         await publish(2000, 1200)
         gc.collect()
         after = tracemalloc.take_snapshot()
@@ -424,7 +424,7 @@ async def test_stalled_subscribers_neither_grow_memory_nor_slow_a_live_one() -> 
     for sub in stalled:
         assert [m.kind for m in drain(sub)] == ["reset"]
     assert hub.stats()["resets"] == 200
-    assert hub.stats()["subscribers"] == {"sse": 1, "ws": 200}
+    assert hub.stats()["subscribers"] == 201
     task.cancel()
     await hub.close()
 
@@ -597,18 +597,18 @@ async def test_close_ends_waiting_and_later_gets() -> None:
         await sub.get()
     with pytest.raises(HubClosed):
         hub.subscribe()
-    assert hub.stats()["subscribers"] == {"sse": 0, "ws": 0}
+    assert hub.stats()["subscribers"] == 0
 
 
 async def test_subscription_close_wakes_its_reader_and_detaches() -> None:
     hub = make_hub()
-    sub = hub.subscribe(kind="ws")
+    sub = hub.subscribe()
     waiting = asyncio.create_task(sub.get())
     await asyncio.sleep(0)
     sub.close()
     with pytest.raises(HubClosed):
         await asyncio.wait_for(waiting, 5)
-    assert hub.stats()["subscribers"]["ws"] == 0
+    assert hub.stats()["subscribers"] == 0
 
 
 async def test_cancelled_get_leaves_the_subscription_usable() -> None:
@@ -724,7 +724,7 @@ async def test_replayed_messages_keep_the_points_as_ingested_after_the_series_mo
     for sub in (live, replay):
         messages = drain(sub)
         assert [p for m in messages if m.kind == "scalars" for p in points_of(m, sub)] == expected
-        resets = [json.loads(m.json_for(sub) or "") for m in messages if m.kind == "reset"]
+        resets = [json.loads(payload_json(m, sub) or "") for m in messages if m.kind == "reset"]
         assert [(r["run"], r["tag"], r["from_step"]) for r in resets] == [("a", "loss", 50), ("a", "loss", 10)]
     assert list(first.steps) == list(range(100))
     held = hub.scalars("a", "loss")
@@ -756,9 +756,9 @@ def test_a_series_going_back_gets_a_reset_for_its_subscribers_only_and_a_relogge
     messages = drain(loss)
     assert [m.kind for m in messages] == ["scalars", "reset", "scalars"]
     assert [p[2] for p in points_of(messages[0], loss)] == [4, 5]
-    assert json.loads(messages[1].json_for(loss) or "") == {
+    assert json.loads(payload_json(messages[1], loss) or "") == {
         "seq": messages[1].seq,
-        "reason": json.loads(messages[1].json_for(loss) or "")["reason"],
+        "reason": json.loads(payload_json(messages[1], loss) or "")["reason"],
         "run": "a",
         "tag": "loss",
         "from_step": 2,
