@@ -56,7 +56,7 @@ from typing import Any
 from lightning_stream.config import ServerConfig
 from lightning_stream.errors import LightningStreamError
 from lightning_stream.scalars import ScalarBatch
-from lightning_stream.series import BYTES_PER_POINT, MIN_DECIMATE, Series
+from lightning_stream.series import BYTES_PER_POINT, MIN_DECIMATE, Series, Window
 
 __all__ = [
     "MAX_GLOB_LEN",
@@ -719,6 +719,35 @@ class Hub:
             known = ", ".join(repr(t) for t in sorted(info.series)[:20]) or "none yet"
             raise KeyError(f"run {run!r} has no tag {tag!r}; its tags: {known}")
         return series.query(since_step, limit)
+
+    def select(self, run_glob: str = "*", tag_glob: str = "*") -> list[tuple[str, str]]:
+        """(run, tag) of every held series matching both globs (the rules of :meth:`subscribe`), sorted."""
+        flt = _Filter(validate_glob(run_glob, name="run"), validate_glob(tag_glob, name="tag"))
+        return [
+            (run, tag)
+            for run in sorted(self._runs)
+            if flt.run(run)
+            for tag in sorted(self._runs[run].series)
+            if flt.series(run, tag)
+        ]
+
+    def window(
+        self,
+        run: str,
+        tag: str,
+        start_step: int | None = None,
+        end_step: int | None = None,
+        max_points: int | None = None,
+    ) -> Window:
+        """Held points of (run, tag) with ``start_step <= step <= end_step``, thinned to ``max_points``.
+
+        See :meth:`Series.window`; KeyError for an unknown run or tag (as :meth:`scalars`).
+        """
+        info = self._run(run)
+        series = info.series.get(tag)
+        if series is None:
+            raise KeyError(f"run {run!r} has no tag {tag!r}")
+        return series.window(start_step, end_step, max_points)
 
     def _run(self, run: str) -> _Run:
         info = self._runs.get(run)

@@ -1,0 +1,77 @@
+"""Encoders of columnar bodies: the JSON of ``/api/series`` and its CSV rows.
+
+Series are held as typed arrays (``series.py``), so a body is built per column,
+never per point: ``array.tolist()`` makes the numbers in one C loop and one
+``json.dumps`` call writes the whole column. Each encoding lives in one function
+(:func:`series_json`, :func:`csv_chunks`) so a faster encoder can replace it in
+one place.
+
+Non-finite floats follow the rule of every other route (``hub.py``): JSON has no
+NaN or ±inf, so they are the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``;
+CSV writes the same three words unquoted, which ``float()``, ``pandas.read_csv``
+and spreadsheets read as numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from array import array
+from collections.abc import Iterable, Iterator
+
+from lightning_stream.hub import _finite, _num
+from lightning_stream.scalars import ScalarBatch
+from lightning_stream.series import Window
+
+__all__ = ["CSV_HEADER", "CSV_ROWS_PER_CHUNK", "csv_chunks", "series_json"]
+
+_COMPACT = (",", ":")
+CSV_HEADER = b"run,tag,step,wall_time,value\n"
+#: rows per chunk of a streamed CSV (~50 bytes each): what one write holds in memory
+CSV_ROWS_PER_CHUNK = 4096
+
+
+def _int_column(column: array[int]) -> str:
+    return json.dumps(column.tolist(), separators=_COMPACT)
+
+
+def _float_column(column: array[float]) -> str:
+    if _finite(column):
+        return json.dumps(column.tolist(), separators=_COMPACT)
+    return "[" + ",".join([_num(x) for x in column]) + "]"
+
+
+def series_json(seq: int, windows: Iterable[Window]) -> str:
+    """``{"seq": N, "series": [{"run","tag","steps","wall_times","values","decimated"}, ...]}``, compact."""
+    parts = [
+        f'{{"run":{json.dumps(b.run)},"tag":{json.dumps(b.tag)},"steps":{_int_column(b.steps)},'
+        f'"wall_times":{_float_column(b.wall_times)},"values":{_float_column(b.values)},'
+        f'"decimated":{"true" if decimated else "false"}}}'
+        for b, decimated in windows
+    ]
+    return f'{{"seq":{seq},"series":[{",".join(parts)}]}}'
+
+
+def _csv_num(x: float) -> str:
+    return _num(x).strip('"')
+
+
+def csv_chunks(batch: ScalarBatch, rows_per_chunk: int = CSV_ROWS_PER_CHUNK) -> Iterator[bytes]:
+    """``run,tag,step,wall_time,value`` rows of ``batch`` (no header), ``rows_per_chunk`` rows per chunk.
+
+    Run and tag are quoted as the ``csv`` module does (only when they hold a comma, quote or
+    newline); lines end with ``\\n``.
+    """
+    out = io.StringIO()
+    csv.writer(out, lineterminator="").writerow([batch.run, batch.tag, ""])
+    prefix = out.getvalue()  # 'run,tag,' quoted as needed
+    for start in range(0, len(batch), rows_per_chunk):
+        end = start + rows_per_chunk
+        steps, times, values = batch.steps[start:end], batch.wall_times[start:end], batch.values[start:end]
+        rows = zip(steps, times, values, strict=True)
+        if _finite(values) and _finite(times):
+            text = "".join([f"{prefix}{s},{w!r},{v!r}\n" for s, w, v in rows])
+        else:
+            text = "".join([f"{prefix}{s},{_csv_num(w)},{_csv_num(v)}\n" for s, w, v in rows])
+        yield text.encode()
