@@ -81,32 +81,8 @@ export async function getText(path, query, timeoutMs = HISTORY_TIMEOUT_MS) {
  */
 export async function getSeries(query) {
   requestStats.series += 1;
-  let body;
-  try {
-    body = await getJSON("api/series", query);
-  } catch (err) {
-    if (err.status !== 404 || !/no route|Not Found/.test(err.message)) throw err;
-    body = await legacySeries(query); // TEMPORARY until /api/series is merged
-  }
+  const body = await getJSON("api/series", query);
   return { seq: body.seq, series: Array.isArray(body.series) ? body.series : [] };
-}
-
-async function legacySeries(query) {
-  const { globToRegExp } = await import("./glob.js");
-  const re = globToRegExp(query.tag.replace(/\[(.)\]/g, "$1"));
-  const list = await getJSON("api/runs");
-  const out = [];
-  let seq = null;
-  for (const e of list) {
-    for (const tag of e.tags) {
-      if (!re.test(tag)) continue;
-      const d = await getJSON("api/scalars", { run: e.run, tag });
-      seq = seq === null ? d.seq : Math.min(seq, d.seq);
-      const pts = d.points.filter((p) => (query.start_step === undefined || p[0] >= query.start_step) && (query.end_step === undefined || p[0] <= query.end_step));
-      out.push({ run: e.run, tag, steps: pts.map((p) => p[0]), wall_times: pts.map((p) => p[1]), values: pts.map((p) => p[2]), decimated: false });
-    }
-  }
-  return { seq, series: out };
 }
 
 /** The message an error shows in the banner, with the fix when there is one. */
