@@ -1,0 +1,246 @@
+"""Dashboard v2 in a real headless Chromium against a real ``StreamServer``: lazy cards, zoom that
+holds while points stream in (and re-queries the exact window), outliers, the URL as the view's
+home, exports. Every wait polls with a generous deadline (``browser.WAIT_S``); no timed assertion.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from browser import Watched, browser_fixture, open_page, wait_until  # noqa: F401 (the `browser` fixture)
+
+from lightning_stream.config import ServerConfig
+from lightning_stream.server import StreamServer
+
+pytestmark = pytest.mark.browser
+
+HAS_POINT = """([run, tag, step]) => {
+  const s = window.lightningStream.series(run, tag);
+  return s !== null && s.steps.includes(step);
+}"""
+
+
+@pytest.fixture
+def server() -> Iterator[StreamServer]:
+    srv = StreamServer(ServerConfig(registry=False, watchdog_interval_s=0)).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def chart(w: Watched, tag: str) -> dict[str, Any]:
+    found: dict[str, Any] = next(c for c in w.snapshot()["charts"] if c["tag"] == tag)
+    return found
+
+
+def href(w: Watched) -> str:
+    """The page's URL now (``page.url`` lags behind ``history.replaceState``)."""
+    url: str = w.page.evaluate("location.href")
+    return url
+
+
+def wait_drawn(w: Watched, tag: str) -> dict[str, Any]:
+    return wait_until(
+        lambda: (c := chart(w, tag))["loadState"] == "loaded" and c["draws"] > 0 and c, f"{tag} loaded and drawn"
+    )
+
+
+def drag(w: Watched, tag: str, x0: float, x1: float, *, shift: bool = False, y0: float = 0.5, y1: float = 0.5) -> None:
+    """Drag on the chart's plot from fraction x0 to x1 of its width (Shift: a box)."""
+    box = w.page.locator(f'.chart[data-tag="{tag}"] canvas.overlay').bounding_box()
+    assert box is not None
+    if shift:
+        w.page.keyboard.down("Shift")
+    w.page.mouse.move(box["x"] + box["width"] * x0, box["y"] + box["height"] * y0)
+    w.page.mouse.down()
+    w.page.mouse.move(box["x"] + box["width"] * x1, box["y"] + box["height"] * y1, steps=5)
+    w.page.mouse.up()
+    if shift:
+        w.page.keyboard.up("Shift")
+
+
+def test_only_cards_on_screen_load_one_request_each(browser: Any, server: StreamServer) -> None:
+    for run in ("a", "b", "c"):
+        for t in range(40):
+            for step in range(5):
+                server.publish(run, f"tag{t:02d}", step, float(step))
+    with open_page(browser, server.url + "/") as w:
+        wait_drawn(w, "tag00")
+        snap = w.snapshot()
+        assert len(snap["charts"]) == 40
+        loaded = [c["tag"] for c in snap["charts"] if c["loadState"] != "unloaded"]
+        assert 0 < len(loaded) < 20, loaded  # a screenful (and a margin), not all 40 x 3 series
+        assert snap["requests"]["series"] == len(loaded)  # one request per card, for all its runs
+        assert "tag39" not in loaded
+        w.page.locator('.chart[data-tag="tag39"]').scroll_into_view_if_needed()
+        wait_drawn(w, "tag39")
+        held = w.series("c", "tag39")
+        assert held is not None
+        assert held["steps"] == [0, 1, 2, 3, 4]
+        assert w.page_errors == []
+        assert w.console_errors == []
+
+
+def test_zoom_holds_while_points_stream_and_shows_exact_points(browser: Any, server: StreamServer) -> None:
+    for step in range(20_000):
+        server.publish("run", "loss", step, float(step % 7), wall_time=1_700_000_000.0 + step)
+    with open_page(browser, server.url + "/?smoothing=0") as w:
+        wait_drawn(w, "loss")
+        held = w.series("run", "loss")
+        assert held is not None
+        assert held["decimated"] is True
+        assert len(held["steps"]) < 5000  # a min/max summary, not 20,000 points
+        drag(w, "loss", 0.45, 0.47)  # about 2 % of the steps: fewer than max_points
+        zoomed = wait_until(lambda: (c := chart(w, "loss"))["window"] and c, "the zoom window's exact points")
+        a, b = zoomed["zoom"]["x"]
+        assert 0 < a < b < 20_000
+        exact = zoomed["window"]["runs"]["run"]
+        assert exact == list(range(math.floor(a), math.ceil(b) + 1))  # every step of the window
+        x_range = zoomed["xRange"]
+
+        # points stream in: the window does not move, the held series grows
+        draws = zoomed["draws"]
+        for step in range(20_000, 20_050):
+            server.publish("run", "loss", step, 1.0, wall_time=1_700_000_000.0 + step)
+        w.wait_js(HAS_POINT, ["run", "loss", 20_049])
+        wait_until(lambda: chart(w, "loss")["draws"] > draws, "a redraw with the new points")
+        after = chart(w, "loss")
+        assert after["zoom"]["x"] == [a, b]
+        assert after["xRange"] == x_range
+        assert "zoomed" in (w.page.text_content('.chart[data-tag="loss"] .meta') or "")
+
+        # double-click resets: the chart follows the data again
+        box = w.page.locator('.chart[data-tag="loss"] canvas.overlay').bounding_box()
+        assert box is not None
+        w.page.mouse.dblclick(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        wait_until(lambda: (c := chart(w, "loss"))["zoom"] is None and c["xRange"][1] >= 20_049, "the reset view")
+        assert w.page_errors == []
+
+
+def test_shift_drag_zooms_x_and_y(browser: Any, server: StreamServer) -> None:
+    for step in range(100):
+        server.publish("run", "loss", step, float(step))
+    with open_page(browser, server.url + "/?smoothing=0") as w:
+        wait_drawn(w, "loss")
+        drag(w, "loss", 0.3, 0.7, shift=True, y0=0.3, y1=0.6)
+        zoom = wait_until(lambda: chart(w, "loss")["zoom"], "the box zoom")
+        assert zoom["y"] is not None
+        lo, hi = zoom["y"]
+        assert 0 < lo < hi < 100
+        wait_until(lambda: chart(w, "loss")["yRange"] == [lo, hi], "the y axis to take the box")
+
+
+def test_ignore_outliers_keeps_the_curve_readable_and_marks_clipping(browser: Any, server: StreamServer) -> None:
+    for step in range(300):
+        server.publish("run", "loss", step, 1e4 if step == 150 else 1.0 + step / 300)
+    with open_page(browser, server.url + "/?smoothing=0") as w:
+        first = wait_drawn(w, "loss")
+        assert first["yRange"][1] > 1e4 * 0.99
+        assert first["clipped"] is False
+        w.page.check("#outliers")
+        clipped = wait_until(lambda: (c := chart(w, "loss"))["clipped"] and c, "the robust range")
+        assert clipped["yRange"][1] < 3
+        wait_until(lambda: "outliers=1" in href(w), "the URL to say so")
+        # per chart too: the card's toggle overrides the global switch off
+        w.page.uncheck("#outliers")
+        wait_until(lambda: not chart(w, "loss")["clipped"], "the full range again")
+        w.page.click('.chart[data-tag="loss"] [data-tool="outliers"]')
+        wait_until(lambda: chart(w, "loss")["clipped"], "the card's own outlier switch")
+
+
+def test_the_url_holds_the_view_and_reopens_it(browser: Any, server: StreamServer) -> None:
+    for run in ("alpha", "beta"):
+        for tag in ("train/loss", "val/acc"):
+            for step in range(50):
+                server.publish(run, tag, step, float(step), wall_time=1_700_000_000.0 + 2 * step)
+    with open_page(browser, server.url + "/") as w:
+        wait_drawn(w, "val/acc")
+        w.page.fill("#smoothing", "0.3")
+        w.page.select_option("#x-mode", "relative")
+        w.page.click('.chart[data-tag="val/acc"] [data-tool="pin"]')
+        w.page.eval_on_selector(
+            '.run[data-run="beta"] input.swatch',
+            "el => { el.value = '#00ff00'; el.dispatchEvent(new Event('input', {bubbles: true})); }",
+        )
+        w.page.evaluate("() => window.lightningStream.zoom('train/loss', [10, 40])")
+        w.page.uncheck('.run[data-run="alpha"] input[type=checkbox]')
+        wait_until(lambda: "zoom=" in href(w) and "hide=alpha" in href(w), "the URL to catch up")
+        url = href(w)
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)
+        assert query["smoothing"] == ["0.3"]
+        assert query["x"] == ["relative"]
+        assert query["pin"] == ["val/acc"]
+        assert query["color"] == ["beta:#00ff00"]
+    # a fresh context (no localStorage) with that URL shows the same view
+    with open_page(browser, url) as w:
+        wait_drawn(w, "train/loss")
+        snap = w.snapshot()
+        assert snap["smoothing"] == 0.3
+        assert snap["xMode"] == "relative"
+        colours = {r["run"]: r["color"] for r in snap["runs"]}
+        assert colours["beta"] == "#00ff00"
+        assert [r["run"] for r in snap["runs"] if r["visible"]] == ["beta"]
+        assert chart(w, "val/acc")["pinned"] is True
+        first_card = w.page.eval_on_selector_all(".chart:not([hidden])", "els => els.map(e => e.dataset.tag)")[0]
+        assert first_card == "val/acc"
+        assert chart(w, "train/loss")["zoom"]["x"] == [10, 40]
+        # relative time: each run from its own start, in seconds (2 s per step here)
+        wait_until(lambda: chart(w, "train/loss")["xRange"] == [10, 40], "the zoomed relative axis")
+        assert w.page_errors == []
+
+
+def test_colours_are_stable_across_pages_and_independent_of_other_runs(browser: Any, server: StreamServer) -> None:
+    server.publish("zeta", "loss", 0, 1.0)
+    with open_page(browser, server.url + "/") as w:
+        wait_drawn(w, "loss")
+        alone = {r["run"]: r["color"] for r in w.snapshot()["runs"]}
+    for run in ("alpha", "beta", "gamma"):
+        server.publish(run, "loss", 0, 1.0)
+    with open_page(browser, server.url + "/") as w:
+        wait_until(lambda: len(w.snapshot()["runs"]) == 4, "four runs")
+        colours = {r["run"]: r["color"] for r in w.snapshot()["runs"]}
+    assert colours["zeta"] == alone["zeta"]
+    assert len(set(colours.values())) == 4
+
+
+def test_export_downloads_csv_json_and_png_of_the_chart(browser: Any, server: StreamServer, tmp_path: Path) -> None:
+    for step in range(3):
+        server.publish("run", "train/loss", step, 0.5 * step, wall_time=1_700_000_000.0 + step)
+    with open_page(browser, server.url + "/", accept_downloads=True) as w:
+        wait_drawn(w, "train/loss")
+        files = {}
+        for fmt in ("csv", "json", "png"):
+            with w.page.expect_download() as info:
+                w.page.click(f'.chart[data-tag="train/loss"] [data-tool="{fmt}"]')
+            download = info.value
+            assert download.suggested_filename == f"train_loss.{fmt}"
+            path = tmp_path / download.suggested_filename
+            download.save_as(path)
+            files[fmt] = path
+        assert files["csv"].read_text().splitlines() == [
+            "run,tag,step,wall_time,value",
+            "run,train/loss,0,1700000000,0",
+            "run,train/loss,1,1700000001,0.5",
+            "run,train/loss,2,1700000002,1",
+        ]
+        body = json.loads(files["json"].read_text())
+        assert body["series"][0]["steps"] == [0, 1, 2]
+        assert files["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert w.page_errors == []
+
+
+def test_a_new_run_shows_up_without_a_reload(browser: Any, server: StreamServer) -> None:
+    server.publish("old", "loss", 0, 1.0)
+    with open_page(browser, server.url + "/") as w:
+        wait_drawn(w, "loss")
+        server.publish("new", "loss", 5, 2.0)
+        w.wait_js(HAS_POINT, ["new", "loss", 5])
+        wait_until(lambda: w.page.is_visible('.run[data-run="new"]'), "the new run in the runs list")
+        assert w.snapshot()["reloads"] == 0
