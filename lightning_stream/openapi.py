@@ -56,7 +56,11 @@ def openapi_document(*, token: bool = False) -> dict[str, Any]:
         "info": {
             "title": "lightning-stream",
             "version": __version__,
-            "description": "Live TensorBoard scalars of PyTorch Lightning runs. Streaming: GET /stream (SSE), GET /ws.",
+            "description": (
+                "Live TensorBoard scalars of PyTorch Lightning runs. Streaming: GET /stream (SSE), GET /ws; "
+                "both take format=columns (query on /stream, a subscribe field on /ws) for one "
+                '{"run","tag","steps","wall_times","values"} entry per series instead of point objects.'
+            ),
         },
         "paths": {
             "/health": {

@@ -4,7 +4,8 @@ Series are held as typed arrays (``series.py``), so a body is built per column,
 never per point: ``array.tolist()`` makes the numbers in one C loop and one
 ``json.dumps`` call writes the whole column. Each encoding lives in one function
 (:func:`series_json`, :func:`csv_chunks`) so a faster encoder can replace it in
-one place.
+one place. The column writers (``hub.json_ints``/``hub.json_floats``) are the hub's, shared
+with the ``format=columns`` stream payloads the hub encodes and caches per message.
 
 Non-finite floats follow the rule of every other route (``hub.py``): JSON has no
 NaN or ±inf, so they are the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``;
@@ -17,36 +18,24 @@ from __future__ import annotations
 import csv
 import io
 import json
-from array import array
 from collections.abc import Iterable, Iterator
 
-from lightning_stream.hub import _finite, _num
+from lightning_stream.hub import _finite, _num, json_floats, json_ints
 from lightning_stream.scalars import ScalarBatch
 from lightning_stream.series import Window
 
 __all__ = ["CSV_HEADER", "CSV_ROWS_PER_CHUNK", "csv_chunks", "series_json"]
 
-_COMPACT = (",", ":")
 CSV_HEADER = b"run,tag,step,wall_time,value\n"
 #: rows per chunk of a streamed CSV (~50 bytes each): what one write holds in memory
 CSV_ROWS_PER_CHUNK = 4096
 
 
-def _int_column(column: array[int]) -> str:
-    return json.dumps(column.tolist(), separators=_COMPACT)
-
-
-def _float_column(column: array[float]) -> str:
-    if _finite(column):
-        return json.dumps(column.tolist(), separators=_COMPACT)
-    return "[" + ",".join([_num(x) for x in column]) + "]"
-
-
 def series_json(seq: int, windows: Iterable[Window]) -> str:
     """``{"seq": N, "series": [{"run","tag","steps","wall_times","values","decimated"}, ...]}``, compact."""
     parts = [
-        f'{{"run":{json.dumps(b.run)},"tag":{json.dumps(b.tag)},"steps":{_int_column(b.steps)},'
-        f'"wall_times":{_float_column(b.wall_times)},"values":{_float_column(b.values)},'
+        f'{{"run":{json.dumps(b.run)},"tag":{json.dumps(b.tag)},"steps":{json_ints(b.steps)},'
+        f'"wall_times":{json_floats(b.wall_times)},"values":{json_floats(b.values)},'
         f'"decimated":{"true" if decimated else "false"}}}'
         for b, decimated in windows
     ]

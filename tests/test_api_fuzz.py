@@ -112,6 +112,7 @@ ws_messages = st.one_of(
             "run": json_values | st.text(max_size=40),
             "tag": json_values | st.text(max_size=40),
             "since": st.integers(-5, 2**70) | json_values,
+            "format": st.sampled_from(["points", "columns", "rows", ""]) | json_values,
         },
     ).map(json.dumps),
 )
