@@ -36,7 +36,8 @@ def server() -> Iterator[StreamServer]:
 
 
 def chart(w: Watched, tag: str) -> dict[str, Any]:
-    found: dict[str, Any] = next(c for c in w.snapshot()["charts"] if c["tag"] == tag)
+    """The snapshot of the chart of ``tag`` (empty until the page has it)."""
+    found: dict[str, Any] = next((c for c in w.snapshot()["charts"] if c["tag"] == tag), {})
     return found
 
 
@@ -48,7 +49,7 @@ def href(w: Watched) -> str:
 
 def wait_drawn(w: Watched, tag: str) -> dict[str, Any]:
     return wait_until(
-        lambda: (c := chart(w, tag))["loadState"] == "loaded" and c["draws"] > 0 and c, f"{tag} loaded and drawn"
+        lambda: (c := chart(w, tag)).get("loadState") == "loaded" and c["draws"] > 0 and c, f"{tag} loaded and drawn"
     )
 
 

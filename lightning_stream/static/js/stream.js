@@ -1,13 +1,10 @@
-/* One live connection (SSE or WebSocket) delivering scalars, status and reset messages. It asks for
- * the columnar format (`format=columns`) and reads both shapes, so it works with servers that send
- * point objects only. Reconnection policy is the caller's (sync.js): this module reports `onFail`
- * once per connection and ignores late callbacks of connections it closed. */
+/* One live connection (SSE or WebSocket) delivering scalars, status and reset messages, in the
+ * columnar format (`format=columns`: one entry per series touched); point objects are read too.
+ * Reconnection policy is the caller's (sync.js): this module reports `onFail` once per connection
+ * and ignores late callbacks of connections it closed. */
 
 import { parseJSON, streamUrl } from "./api.js";
 import { num } from "./store.js";
-
-/** Ask for `format=columns` on the WebSocket too (servers before it answer an unknown field with an error). */
-export const wire = { wsColumns: false };
 
 /** Columns of a message: [{run, tag, steps, wall_times, values}] from either wire shape. */
 export function messageColumns(msg) {
@@ -80,8 +77,7 @@ function openWebSocket(lastSeq, h) {
   url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
   const ws = new WebSocket(url);
   ws.onopen = () => {
-    const sub = { op: "subscribe", run: "*", tag: "*" };
-    if (wire.wsColumns) sub.format = "columns";
+    const sub = { op: "subscribe", run: "*", tag: "*", format: "columns" };
     if (lastSeq !== null) sub.since = lastSeq;
     ws.send(JSON.stringify(sub));
     h.onOpen();
