@@ -69,6 +69,7 @@ export function buildChart(tag) {
     drawnPoints: 0,
     clipped: false,
     loadState: "unloaded", // unloaded | loading | loaded (loader.js)
+    loadedAt: Infinity,
     generation: 0,
     loads: 0,
     queued: false,

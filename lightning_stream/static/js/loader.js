@@ -83,6 +83,7 @@ async function loadChart(chart) {
     touched(s);
   }
   chart.loadState = "loaded";
+  chart.loadedAt = performance.now();
   chart.loads += 1;
   chart.urgent = true;
   hooks.scheduleFrame();

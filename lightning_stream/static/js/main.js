@@ -78,7 +78,9 @@ function changed(what) {
 
 // ---------------------------------------------------------------- zoom
 
-function setZoom(chart, win) {
+/* Apply a zoom window (null resets). A drag asks for the window's exact points at once; the wheel
+ * (`debounce`) waits for the gesture to settle. */
+function setZoom(chart, win, debounce = false) {
   const targets = view.syncZoom ? [...charts.values()] : [chart];
   for (const c of targets) {
     if (win) view.zoom[c.tag] = { x: win.x.slice(), y: c === chart ? win.y : (view.zoom[c.tag] || {}).y || null };
@@ -87,18 +89,23 @@ function setZoom(chart, win) {
     c.dirty = true;
     c.urgent = true;
     refreshTools(c);
-    if (win && c.onScreen) scheduleWindow(c);
+    if (win && c.onScreen) scheduleWindow(c, debounce ? 60 : 0);
   }
   scheduleFrame();
   saveView();
 }
 
-function scheduleWindow(chart) {
+function scheduleWindow(chart, delayMs) {
   if (chart.windowTimer) clearTimeout(chart.windowTimer);
+  chart.windowTimer = null;
+  if (delayMs === 0) {
+    requestWindow(chart);
+    return;
+  }
   chart.windowTimer = setTimeout(() => {
     chart.windowTimer = null;
     requestWindow(chart);
-  }, 60);
+  }, delayMs);
 }
 
 // ---------------------------------------------------------------- cards
@@ -190,7 +197,7 @@ function frame() {
     frameTimes.push(performance.now() - d0);
     if (frameTimes.length > 2000) frameTimes.splice(0, 1000);
     if (chart.hover || chart.drag) drawHover(chart, tooltip);
-    if (chart.zoom() && !chart.window && chart.loadState === "loaded" && !chart.windowKeyInFlight && !chart.windowTimer) scheduleWindow(chart);
+    if (chart.zoom() && !chart.window && chart.loadState === "loaded" && !chart.windowKeyInFlight && !chart.windowTimer) scheduleWindow(chart, 0);
     if (performance.now() - t0 > FRAME_BUDGET_MS) {
       drawCursor = index + 1;
       scheduleFrame(); // the rest next frame: input and scrolling stay responsive
@@ -314,6 +321,22 @@ window.lightningStream = Object.freeze({
     const s = series.get(seriesKey(run, tag));
     if (!s) return null;
     return view.smoothing > 0 ? Array.from(smoothed(s, view.smoothing).subarray(0, s.n)) : Array.from(s.values.subarray(0, s.n));
+  },
+  /** Cheap progress probe for the benchmark: cards inside the viewport, and how many of them hold
+   * their loaded data on screen (drawn after the load, and after the zoom window's load if zoomed). */
+  progress() {
+    let inView = 0;
+    let complete = 0;
+    for (const c of charts.values()) {
+      if (c.card.hidden) continue;
+      const r = c.card.getBoundingClientRect();
+      if (r.bottom <= 0 || r.top >= innerHeight) continue;
+      inView += 1;
+      const z = c.zoomSteps();
+      const windowDone = !z || (c.window && c.window.from === z[0] && c.window.to === z[1] && c.drawnAt >= c.window.at);
+      if (c.loadState === "loaded" && c.drawnAt >= c.loadedAt && windowDone) complete += 1;
+    }
+    return { draws: state.draws, inView, complete, requests: { ...requestStats }, now: performance.now() };
   },
   /** Per-draw times in ms (the benchmark's frame-time figure). */
   drawTimes() {

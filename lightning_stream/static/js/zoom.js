@@ -20,7 +20,8 @@ export function zoomAround(a, b, x, factor) {
   return [x - (x - a) * factor, x + (b - x) * factor];
 }
 
-/** Wire the gestures of `chart`; `setZoom(chart, win | null)` applies (and syncs, saves, re-queries). */
+/** Wire the gestures of `chart`; `setZoom(chart, win | null, debounce)` applies (and syncs, saves,
+ * re-queries the window's points: at once, or when a wheel gesture settles). */
 export function bindZoom(chart, { setZoom, redrawHover }) {
   const ov = chart.overlay;
   const local = (e) => {
@@ -86,7 +87,7 @@ export function bindZoom(chart, { setZoom, redrawHover }) {
       let [a, b] = zoomAround(L.x0, L.x1, at, factor);
       if (L.xlog) [a, b] = [Math.pow(10, a), Math.pow(10, b)];
       const z = chart.zoom();
-      setZoom(chart, { x: [a, b], y: z ? z.y : null });
+      setZoom(chart, { x: [a, b], y: z ? z.y : null }, true);
     },
     { passive: false },
   );
