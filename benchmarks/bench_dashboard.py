@@ -360,6 +360,55 @@ def quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+# ---------------------------------------------------------------- chart library comparison
+
+STATIC = HERE.parent / "lightning_stream" / "static"
+UPLOT = DATA / "uplot" / "package" / "dist"
+
+
+@contextmanager
+def serve_chart_bench() -> Iterator[str]:
+    """/static (the dashboard), /bench (benchmarks/chart_libs) and /uplot (scripts/fetch-uplot.sh) over HTTP."""
+    import functools
+    import http.server
+
+    roots = {"/static/": STATIC, "/bench/": HERE / "chart_libs", "/uplot/": UPLOT}
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def translate_path(self, path: str) -> str:
+            for prefix, root in roots.items():
+                if path.startswith(prefix):
+                    return str(root / path[len(prefix) :].split("?")[0])
+            return str(HERE / "chart_libs" / "index.html")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(HERE)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+
+
+def chart_libs(browser: Any) -> dict[str, Any]:
+    """Redraw times of the dashboard's chart and of uPlot on the same data (ms)."""
+    if not (UPLOT / "uPlot.iife.min.js").exists():
+        subprocess.run(["bash", str(HERE.parent / "scripts" / "fetch-uplot.sh")], check=True)
+    with serve_chart_bench() as url:
+        context = browser.new_context(viewport=VIEWPORT)
+        try:
+            page = context.new_page()
+            page.goto(url + "/")
+            page.wait_for_function("window.chartBench !== undefined", timeout=60_000)
+            result: dict[str, Any] = page.evaluate("() => window.chartBench.run(30)")
+        finally:
+            context.close()
+    return result
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -369,6 +418,9 @@ def main() -> None:
     parser.add_argument("--case", choices=["many", "deep", "stream"], action="append")
     parser.add_argument("--tensorboard", action="store_true", help="also time TensorBoard's UI on the same logdirs")
     parser.add_argument("--stream-s", type=float, default=10.0)
+    parser.add_argument(
+        "--chart-libs", action="store_true", help="only compare redraw times: our canvas chart vs uPlot (npm)"
+    )
     args = parser.parse_args()
     cases = args.case or ["many", "deep", "stream"]
     executable = chromium_executable()
@@ -381,6 +433,9 @@ def main() -> None:
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         try:
+            if args.chart_libs:
+                cases = []
+                results["chart_libs"] = chart_libs(browser)
             for case in cases:
                 if case == "stream":
                     results[case] = stream_case(browser, 3.0 if args.quick else args.stream_s, 1000)
@@ -413,8 +468,14 @@ def main() -> None:
             browser.close()
     results["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2), os.cpu_count()]
     print(json.dumps(results, indent=1, default=lambda v: round(v, 1) if isinstance(v, float) else str(v)))
+    for case, libs in results.get("chart_libs", {}).items():
+        row = "  ".join(
+            f"{lib}: first {r['first']:.1f}, redraw p50 {r['redraw']['p50']:.1f} p95 {r['redraw']['p95']:.1f} ms"
+            for lib, r in libs.items()
+        )
+        print(f"{case}\n    {row}")
     for name, r in results.items():
-        if isinstance(r, dict):
+        if isinstance(r, dict) and name != "chart_libs":
             print(f"{name:28s} " + "  ".join(f"{k}={_fmt(v)}" for k, v in r.items()))
 
 

@@ -8,7 +8,7 @@ const store = await js("store.js");
 const { smoothed, smoothArray } = await js("smooth.js");
 const { strokeDecimated, blocksFor, newBlocks } = await js("decimate.js");
 const scale = await js("scale.js");
-const { colorForRun, hashName, isHexColor } = await js("colors.js");
+const { assignColor, colorForRun, hashName, isHexColor, PALETTE } = await js("colors.js");
 const { parseJSON } = await js("api.js");
 
 test("globs match whole names, case-insensitively, with classes and negated classes", () => {
@@ -152,7 +152,25 @@ test("ignore outliers: one spike of 1e4 no longer sets the range, and says it is
   assert.deepEqual([logged.lo, logged.hi], [10, 10]);
 });
 
-test("run colours depend on the name only and are valid hex", () => {
+test("run colours: the name's palette slot, the next free one on a collision, a hashed hue past the palette", () => {
+  const names = Array.from({ length: 12 }, (_, i) => `exp${i}/version_0`);
+  const assign = () => {
+    const used = new Set();
+    return names.map((n) => {
+      const c = assignColor(n, used);
+      used.add(c);
+      return c;
+    });
+  };
+  const first = assign();
+  assert.deepEqual(assign(), first); // same runs, same colours
+  assert.equal(new Set(first.slice(0, PALETTE.length)).size, PALETTE.length); // distinct while the palette lasts
+  assert.ok(first.slice(0, PALETTE.length).every((c) => PALETTE.includes(c)));
+  assert.equal(first[11], colorForRun(names[11]));
+  assert.equal(assignColor("solo"), PALETTE[hashName("solo") % PALETTE.length]); // no other run: its own slot
+});
+
+test("run colours from the name alone are deterministic and valid hex", () => {
   assert.equal(colorForRun("exp0/version_0"), colorForRun("exp0/version_0"));
   assert.notEqual(colorForRun("version_0"), colorForRun("version_1"));
   assert.equal(hashName("a"), 0xe40c292c); // FNV-1a reference value

@@ -5,8 +5,10 @@
 export const BLOCK_SHIFT = 4; // min/max summaries over blocks of 16 points
 export const BLOCK = 1 << BLOCK_SHIFT;
 
+const NONE = new Float64Array(0);
+
 export function newBlocks() {
-  return { min: new Float64Array(16), max: new Float64Array(16), done: 0 };
+  return { min: NONE, max: NONE, done: 0 }; // allocated when the first block completes
 }
 
 /** Summarise every complete block of 16 values (incremental: done blocks are kept). A block holding
@@ -14,7 +16,7 @@ export function newBlocks() {
 export function blocksFor(blk, ys, n) {
   const complete = n >> BLOCK_SHIFT;
   if (blk.min.length < complete) {
-    let cap = blk.min.length;
+    let cap = Math.max(16, blk.min.length);
     while (cap < complete) cap *= 2;
     const min = new Float64Array(cap);
     const max = new Float64Array(cap);

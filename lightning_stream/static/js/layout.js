@@ -13,8 +13,8 @@ export function initLayout(chartsEl, empty, toggled) {
   container = chartsEl;
   emptyEl = empty;
   onToggle = toggled;
-  const pinned = getGroup(PINNED);
-  pinned.title.textContent = "Pinned";
+  getGroup(PINNED).title.textContent = "Pinned";
+  getGroup("").title.textContent = "ungrouped"; // shown only below pinned cards
 }
 
 /** TensorBoard groups charts by the tag's prefix before the first "/"; tags without one share a
@@ -99,6 +99,7 @@ export function hasVisibleData(chart) {
 
 /** Show the cards and headers the filters and folds call for; say why when nothing is shown. */
 export function refreshLayout() {
+  let pinnedShown = false; // the pinned group comes first; then the tags without a prefix need a header too
   for (const group of groups.values()) {
     let matching = 0;
     for (const chart of group.charts) {
@@ -107,7 +108,8 @@ export function refreshLayout() {
       const shown = wanted && !group.collapsed;
       if (chart.card.hidden === shown) chart.card.hidden = !shown;
     }
-    const headerShown = matching > 0 && group.name !== "";
+    if (group.name === PINNED) pinnedShown = matching > 0;
+    const headerShown = matching > 0 && (group.name !== "" || pinnedShown);
     if (group.header.hidden === headerShown) group.header.hidden = !headerShown;
     const label = `${matching} chart${matching === 1 ? "" : "s"}`;
     if (group.countEl.textContent !== label) group.countEl.textContent = label;

@@ -3,7 +3,7 @@
  * (set by main.js), so this module stays free of layout code. */
 
 import { defaultView } from "./state.js";
-import { colorForRun } from "./colors.js";
+import { assignColor } from "./colors.js";
 import { makeMatcher } from "./glob.js";
 import { newSeries } from "./store.js";
 
@@ -59,7 +59,7 @@ export function getRun(name) {
   if (run) return run;
   run = {
     name,
-    color: view.colors[name] || colorForRun(name),
+    color: view.colors[name] || assignColor(name, new Set(Array.from(runs.values(), (r) => r.color))),
     logdir: null,
     hparams: null,
     state: null, // started | epoch | finished | failed (from event: status)
@@ -97,8 +97,11 @@ export function getSeries(runName, tag) {
   s.loadState = "unloaded"; // unloaded | loading | loaded
   s.pending = []; // stream columns received while loading: [seq, steps, walls, values]
   series.set(key, s);
-  chart.series.push(s);
-  chart.series.sort((a, b) => (a.run.name < b.run.name ? -1 : a.run.name > b.run.name ? 1 : 0));
+  // keep chart.series in run-name order; runs mostly arrive sorted, so this is usually an append
+  const list = chart.series;
+  let i = list.length;
+  while (i > 0 && list[i - 1].run.name > runName) i -= 1;
+  list.splice(i, 0, s);
   return s;
 }
 

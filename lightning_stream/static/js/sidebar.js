@@ -1,7 +1,7 @@
 /* The sidebar: the runs list (colour picker, "show only this run" on double-click, lifecycle badge,
  * hparams), the filter and display controls, and the status panel. */
 
-import { colorForRun } from "./colors.js";
+import { assignColor } from "./colors.js";
 import { formatClock, formatDuration, formatStep, trimZeros } from "./format.js";
 import { rateBuckets, runMatchesFilter, runs, state, view } from "./model.js";
 
@@ -50,7 +50,7 @@ export function buildRunRow(run) {
   picker.addEventListener("dblclick", (e) => {
     e.preventDefault();
     delete view.colors[run.name]; // back to the colour of its name
-    run.color = colorForRun(run.name);
+    run.color = assignColor(run.name, new Set(Array.from(runs.values(), (r) => (r === run ? null : r.color))));
     picker.value = run.color;
     actions.colorChanged(run);
   });
@@ -71,11 +71,14 @@ export function buildRunRow(run) {
   hp.hidden = true;
   li.append(box, picker, name, meta, hp);
   Object.assign(run, { row: li, box, picker, stepEl: step, badge, hpEl: hp });
-  let before = null; // keep the list sorted by name without rebuilding it
-  for (const other of list.children) {
-    if (other.dataset.run > run.name) {
-      before = other;
-      break;
+  let before = null; // keep the list sorted by name without rebuilding it (runs mostly come sorted)
+  const last = list.lastElementChild;
+  if (last && last.dataset.run > run.name) {
+    for (const other of list.children) {
+      if (other.dataset.run > run.name) {
+        before = other;
+        break;
+      }
     }
   }
   list.insertBefore(li, before);

@@ -5,14 +5,16 @@
 
 import { newBlocks, truncateBlocks } from "./decimate.js";
 
+const EMPTY = new Float64Array(0); // shared by series that hold nothing yet (6,000 of them at 300 x 20)
+
 export function newSeries(run, tag) {
   return {
     run, // the Run object (sidebar's), or any value the caller keys by
     tag,
     n: 0,
-    steps: new Float64Array(64), // int64 steps are exact up to 2^53
-    values: new Float64Array(64),
-    walls: new Float64Array(64),
+    steps: EMPTY, // int64 steps are exact up to 2^53; arrays are allocated on the first point
+    values: EMPTY,
+    walls: EMPTY,
     loadedSeq: -Infinity, // stream messages with seq <= this are already in the loaded history
     decimated: false, // the loaded history is a min/max summary (the server's max_points)
     smooth: null, // Float32Array, computed lazily for the current weight (smooth.js)
@@ -31,7 +33,7 @@ export function newSeries(run, tag) {
 
 export function grow(s, need) {
   if (need <= s.steps.length) return;
-  let cap = s.steps.length;
+  let cap = Math.max(64, s.steps.length);
   while (cap < need) cap *= 2;
   for (const name of ["steps", "values", "walls"]) {
     const next = new Float64Array(cap);

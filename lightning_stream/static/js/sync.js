@@ -28,6 +28,7 @@ function setStreamState(s) {
 async function loadRuns() {
   const list = await getJSON("api/runs");
   const entries = Array.isArray(list) ? list : list.runs || [];
+  entries.sort((a, b) => (a.run < b.run ? -1 : a.run > b.run ? 1 : 0)); // colours are assigned in name order
   for (const entry of entries) {
     if (!entry || typeof entry.run !== "string") continue;
     const run = getRun(entry.run);
@@ -52,8 +53,11 @@ async function start() {
   try {
     const t0 = performance.now();
     const health = await getJSON("health", null, HEALTH_TIMEOUT_MS);
+    const rtt = performance.now() - t0;
     state.server = health;
-    state.dataOrigin = serverIdentity(health, performance.now() - t0);
+    state.restState = "ok";
+    state.restDetail = `${Math.round(rtt)} ms`;
+    state.dataOrigin = serverIdentity(health, rtt);
     // Resume point: the seq before /api/runs, so a series born while we load is replayed too.
     const startSeq = num(health.seq);
     await loadRuns();
@@ -71,7 +75,15 @@ async function start() {
   state.loaded = true;
   resetCharts();
   hooks.layoutChanged();
-  for (const chart of charts.values()) if (chart.onScreen && !chart.card.hidden) requestChart(chart);
+  // Cards in the viewport load now, not a frame later when the IntersectionObserver reports them.
+  for (const chart of charts.values()) {
+    if (chart.card.hidden) continue;
+    const r = chart.card.getBoundingClientRect();
+    if (r.bottom > 0 && r.top < innerHeight) {
+      chart.onScreen = true;
+      requestChart(chart);
+    }
+  }
   connect();
 }
 
@@ -247,7 +259,7 @@ async function runsLoop() {
 }
 
 export function startSync() {
-  healthLoop();
-  start();
+  start(); // asks /health itself: the probes start one period later
+  setTimeout(healthLoop, HEALTH_EVERY_MS);
   setTimeout(runsLoop, RUNS_EVERY_MS);
 }
