@@ -232,6 +232,11 @@ def test_export_downloads_csv_json_and_png_of_the_chart(browser: Any, server: St
         body = json.loads(files["json"].read_text())
         assert body["series"][0]["steps"] == [0, 1, 2]
         assert files["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        with w.page.expect_download() as info:
+            w.page.click("#download-all")
+        every = tmp_path / "all.csv"
+        info.value.save_as(every)
+        assert every.read_text() == files["csv"].read_text()  # the one chart shown, as one CSV
         assert w.page_errors == []
 
 
@@ -243,3 +248,40 @@ def test_a_new_run_shows_up_without_a_reload(browser: Any, server: StreamServer)
         w.wait_js(HAS_POINT, ["new", "loss", 5])
         wait_until(lambda: w.page.is_visible('.run[data-run="new"]'), "the new run in the runs list")
         assert w.snapshot()["reloads"] == 0
+
+
+def test_sync_zoom_wheel_zoom_and_show_only_one_run(browser: Any, server: StreamServer) -> None:
+    for run in ("a", "b", "c"):
+        for tag in ("x/loss", "x/acc"):
+            for step in range(100):
+                server.publish(run, tag, step, float(step))
+    with open_page(browser, server.url + "/?smoothing=0") as w:
+        wait_drawn(w, "x/loss")
+        wait_drawn(w, "x/acc")
+        # Ctrl + wheel zooms x around the cursor; a plain wheel leaves the chart alone
+        box = w.page.locator('.chart[data-tag="x/loss"] canvas.overlay').bounding_box()
+        assert box is not None
+        w.page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        w.page.keyboard.down("Control")
+        w.page.mouse.wheel(0, -200)
+        w.page.keyboard.up("Control")
+        zoom = wait_until(lambda: chart(w, "x/loss")["zoom"], "the wheel zoom")
+        assert 0 < zoom["x"][0] < zoom["x"][1] < 99
+        assert chart(w, "x/acc")["zoom"] is None  # not synced yet
+        w.page.dblclick('.chart[data-tag="x/loss"] canvas.overlay')
+        wait_until(lambda: chart(w, "x/loss")["zoom"] is None, "the reset")
+        # with "sync zoom", a drag on one chart zooms the x axis of all
+        w.page.check("#sync-zoom")
+        drag(w, "x/loss", 0.3, 0.6)
+        synced = wait_until(lambda: chart(w, "x/acc")["zoom"], "the synced zoom")
+        assert synced["x"] == chart(w, "x/loss")["zoom"]["x"]
+        # double-click a run's name: only that run; again: all runs
+        w.page.dblclick('.run[data-run="b"] .name')
+        wait_until(lambda: [r["run"] for r in w.snapshot()["runs"] if r["visible"]] == ["b"], "only b")
+        w.page.dblclick('.run[data-run="b"] .name')
+        wait_until(lambda: len([r for r in w.snapshot()["runs"] if r["visible"]]) == 3, "all runs again")
+        # log x: the axis is log10 of the step
+        w.page.dblclick('.chart[data-tag="x/loss"] canvas.overlay')
+        w.page.check("#log-x")
+        wait_until(lambda: (c := chart(w, "x/loss"))["zoom"] is None and c["xRange"] == [0, math.log10(99)], "log x")
+        assert w.page_errors == []
