@@ -181,3 +181,15 @@ test("parseJSON reads Python's NaN and Infinity", () => {
   const v = parseJSON('{"values": [NaN, Infinity, -Infinity, 1]}').values;
   assert.deepEqual(v.map(Number).map(String), ["NaN", "Infinity", "-Infinity", "1"]);
 });
+
+test("a series reset cuts the held points from its step, unless the history was loaded after it", () => {
+  const s = store.newSeries("r", "t");
+  store.appendColumns(s, [0, 1, 2, 3], [0, 0, 0, 0], [5, 6, 7, 8]);
+  s.loadedSeq = 10;
+  assert.equal(store.resetFrom(s, 9, 2), false); // the loaded history already reflects it
+  assert.equal(s.n, 4);
+  assert.equal(store.resetFrom(s, 11, 2), true);
+  assert.deepEqual(Array.from(s.steps.subarray(0, s.n)), [0, 1]);
+  store.refreshRange(s);
+  assert.equal(s.max, 6);
+});

@@ -8,7 +8,7 @@
 import { getSeries as fetchSeries } from "./api.js";
 import { escapeGlob } from "./glob.js";
 import { charts, getSeries, hooks, noteError, rateBuckets, state, touched } from "./model.js";
-import { appendColumns, clearSeries, num, replaceColumns } from "./store.js";
+import { appendColumns, clearSeries, num, replaceColumns, resetFrom } from "./store.js";
 
 const CONCURRENCY = 2; // the server answers one at a time: more in flight only delays the first chart
 const queue = []; // charts waiting for a history request, in page order
@@ -75,8 +75,9 @@ async function loadChart(chart) {
       clearSeries(s); // the server no longer holds it (or it was born after the answer)
       if (Number.isFinite(seq)) s.loadedSeq = seq;
     }
-    for (const [pseq, steps, walls, values] of s.pending) {
-      if (pseq === null || pseq > s.loadedSeq) appendColumns(s, steps, walls, values);
+    for (const p of s.pending) {
+      if (p.cut !== undefined) resetFrom(s, p.seq, p.cut);
+      else if (p.seq === null || p.seq > s.loadedSeq) appendColumns(s, p.steps, p.walls, p.values);
     }
     s.pending = [];
     s.loadState = "loaded";
@@ -110,6 +111,23 @@ export function resetCharts() {
   }
 }
 
+/** A reset scoped to one series ({run, tag, from_step}): its held points from from_step on go; the
+ * rewritten points follow on the stream. Returns false for a reset of the whole stream. */
+export function seriesReset(seq, payload) {
+  if (!payload || typeof payload.run !== "string" || typeof payload.tag !== "string") return false;
+  const from = num(payload.from_step);
+  if (!Number.isFinite(from)) return false;
+  const s = getSeries(payload.run, payload.tag);
+  const chart = s.chart;
+  if (chart.loadState === "loading") s.pending.push({ seq, cut: from }); // replayed after the answer
+  else if (chart.loadState === "loaded" && resetFrom(s, seq, from)) {
+    chart.window = null; // the exact window points are stale: asked again at the next draw
+    touched(s);
+    hooks.scheduleFrame();
+  }
+  return true;
+}
+
 /** Stream columns [{run, tag, steps, wall_times, values}] of message `seq`. */
 export function ingest(seq, columns) {
   const now = Date.now();
@@ -120,7 +138,7 @@ export function ingest(seq, columns) {
     const chart = s.chart;
     count += c.steps.length;
     if (chart.loadState === "loading") {
-      s.pending.push([seq, c.steps, c.wall_times || [], c.values || []]);
+      s.pending.push({ seq, steps: c.steps, walls: c.wall_times || [], values: c.values || [] });
     } else if (chart.loadState === "loaded") {
       if (seq !== null && seq <= s.loadedSeq) continue; // already in the loaded history
       appendColumns(s, c.steps, c.wall_times || [], c.values || []);

@@ -95,7 +95,7 @@ export function getSeries(runName, tag) {
   s = newSeries(run, tag);
   s.chart = chart;
   s.loadState = "unloaded"; // unloaded | loading | loaded
-  s.pending = []; // stream columns received while loading: [seq, steps, walls, values]
+  s.pending = []; // stream messages received while loading: {seq, steps, walls, values} or {seq, cut}
   series.set(key, s);
   // keep chart.series in run-name order; runs mostly arrive sorted, so this is usually an append
   const list = chart.series;

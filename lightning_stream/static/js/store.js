@@ -79,6 +79,14 @@ export function appendPoint(s, step, wall, value) {
   }
 }
 
+/** A series-scoped `reset` (the run was resumed below its last step): drop the held points from
+ * `fromStep` on, unless the history was loaded after that reset (`seq` <= loadedSeq). */
+export function resetFrom(s, seq, fromStep) {
+  if (seq !== null && seq <= s.loadedSeq) return false;
+  truncate(s, lowerBound(s.steps, s.n, fromStep));
+  return true;
+}
+
 /** Append columns (arrays of equal length, steps ascending), as many appendPoint calls. */
 export function appendColumns(s, steps, walls, values) {
   grow(s, s.n + steps.length);

@@ -27,7 +27,7 @@ export function messageColumns(msg) {
 
 /**
  * Open a connection. handlers: onOpen(), onScalars(seq, columns), onStatus(seq, payload),
- * onReset(payload), onError(message), onFail(). Returns {close()}.
+ * onReset(seq, payload), onError(message), onFail(). Returns {close()}.
  */
 export function openStream(transport, lastSeq, handlers) {
   let closed = false;
@@ -62,7 +62,7 @@ function openEventSource(lastSeq, h) {
   es.onopen = () => h.onOpen();
   es.addEventListener("scalars", (e) => h.onScalars(seqOf(e), messageColumns(parseJSON(e.data))));
   es.addEventListener("status", (e) => h.onStatus(seqOf(e), parseJSON(e.data)));
-  es.addEventListener("reset", (e) => h.onReset(parseJSON(e.data)));
+  es.addEventListener("reset", (e) => h.onReset(seqOf(e), parseJSON(e.data)));
   // The browser would retry by itself, but with the stale ?last_event_id= of the first URL;
   // the caller reconnects from the last id it saw, with backoff.
   es.onerror = () => {
@@ -87,7 +87,7 @@ function openWebSocket(lastSeq, h) {
     const seq = msg.seq === undefined ? null : num(msg.seq);
     if (msg.type === "scalars") h.onScalars(seq, messageColumns(msg));
     else if (msg.type === "status") h.onStatus(seq, msg);
-    else if (msg.type === "reset") h.onReset(msg);
+    else if (msg.type === "reset") h.onReset(seq, msg);
     else if (msg.type === "error") h.onError(String(msg.message));
   };
   ws.onclose = () => h.onFail();

@@ -3,7 +3,7 @@
  * restarted server, and a full reload after `reset`. History itself is loaded lazily (loader.js). */
 
 import { HEALTH_TIMEOUT_MS, explain, getJSON } from "./api.js";
-import { ingest, requestChart, resetCharts } from "./loader.js";
+import { ingest, requestChart, resetCharts, seriesReset } from "./loader.js";
 import { charts, getRun, getSeries, hooks, noteError, state, view } from "./model.js";
 import { showBanner } from "./sidebar.js";
 import { num } from "./store.js";
@@ -111,7 +111,11 @@ function connect() {
       }
       noteSeq(seq);
     },
-    onReset(payload) {
+    onReset(seq, payload) {
+      if (seriesReset(seq, payload)) {
+        noteSeq(seq); // one series went back (a resumed run): it is cut, its new points follow
+        return;
+      }
       noteError(`reset: ${(payload && payload.reason) || "history no longer held"}`);
       reload();
     },
