@@ -179,6 +179,15 @@ def test_the_url_holds_the_view_and_reopens_it(browser: Any, server: StreamServe
         assert query["x"] == ["relative"]
         assert query["pin"] == ["val/acc"]
         assert query["color"] == ["beta:#00ff00"]
+        # preferences outlive the link (localStorage): a bare URL keeps smoothing, x mode and colours,
+        # not the zoom windows or the hidden runs of that one look
+        w.page.goto(server.url + "/")
+        wait_drawn(w, "train/loss")
+        bare = w.snapshot()
+        assert (bare["smoothing"], bare["xMode"]) == (0.3, "relative")
+        assert {r["run"]: r["color"] for r in bare["runs"]}["beta"] == "#00ff00"
+        assert all(r["visible"] for r in bare["runs"])
+        assert chart(w, "train/loss")["zoom"] is None
     # a fresh context (no localStorage) with that URL shows the same view
     with open_page(browser, url) as w:
         wait_drawn(w, "train/loss")
@@ -284,4 +293,25 @@ def test_sync_zoom_wheel_zoom_and_show_only_one_run(browser: Any, server: Stream
         w.page.dblclick('.chart[data-tag="x/loss"] canvas.overlay')
         w.page.check("#log-x")
         wait_until(lambda: (c := chart(w, "x/loss"))["zoom"] is None and c["xRange"] == [0, math.log10(99)], "log x")
+        assert w.page_errors == []
+
+
+def test_wall_time_axis_and_tooltip_order(browser: Any, server: StreamServer) -> None:
+    for run, value in (("low", 1.0), ("high", 3.0), ("mid", 2.0)):
+        for step in range(10):
+            server.publish(run, "loss", step, value, wall_time=1_700_000_000.0 + 10 * step)
+    with open_page(browser, server.url + "/?smoothing=0&x=wall") as w:
+        drawn = wait_drawn(w, "loss")
+        assert drawn["xRange"] == [1_700_000_000.0, 1_700_000_090.0]  # wall-clock seconds
+        w.page.select_option("#tooltip-sort", "descending")
+        box = w.page.locator('.chart[data-tag="loss"] canvas.overlay').bounding_box()
+        assert box is not None
+        w.page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        w.page.wait_for_selector("#tooltip:not([hidden])", timeout=20_000)
+        order = w.page.eval_on_selector_all("#tooltip tr td:nth-child(2)", "tds => tds.map(td => td.textContent)")
+        assert order == ["high", "mid", "low"]
+        w.page.mouse.move(5, 5)
+        w.page.select_option("#tooltip-sort", "ascending")
+        w.page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        w.wait_js("() => document.querySelector('#tooltip td:nth-child(2)').textContent === 'low'")
         assert w.page_errors == []
