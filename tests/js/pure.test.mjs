@@ -193,3 +193,10 @@ test("a series reset cuts the held points from its step, unless the history was 
   store.refreshRange(s);
   assert.equal(s.max, 6);
 });
+
+test("x labels follow the x mode", async () => {
+  const { formatX } = await js("axes.js");
+  assert.equal(formatX(12500, "step"), "12.5k");
+  assert.equal(formatX(90, "relative"), "1m 30s");
+  assert.match(formatX(1_700_000_000, "wall"), /\d\d:\d\d:\d\d$/);
+});

@@ -4,7 +4,8 @@
  * exact window points the loader fetched, plus any held points streamed in after them. */
 
 import { blocksFor, strokeDecimated } from "./decimate.js";
-import { formatCount, formatLogTick, formatStep, formatTick, formatDuration, formatClock } from "./format.js";
+import { drawAxes } from "./axes.js";
+import { formatCount, formatLogTick, formatTick } from "./format.js";
 import { runVisible, state, view } from "./model.js";
 import { linearTicks, logTicks, padRange, valueRange } from "./scale.js";
 import { smoothArray, smoothed } from "./smooth.js";
@@ -285,7 +286,7 @@ export function drawChart(chart) {
   const ph = H - top - bottom;
   if (pw < 10 || ph < 10) return;
   const L = { x0: xmin, x1: xmax, sx: pw / (xmax - xmin), y0: ymax, y1: ymin, sy: ph / (ymax - ymin), log, xlog: logX, left, top, pw, ph, dpr, mode };
-  drawAxes(ctx, L, yTicks, yLabels);
+  drawAxes(ctx, L, yTicks, yLabels, theme);
 
   ctx.save();
   ctx.beginPath();
@@ -353,58 +354,4 @@ function dot(ctx, L, x, v, color) {
   ctx.beginPath();
   ctx.arc(L.left + (xv - L.x0) * L.sx, L.top + (L.y0 - yv) * L.sy, 2.5, 0, Math.PI * 2);
   ctx.fill();
-}
-
-/** A label for an x value (before the log transform) in the chart's x mode. */
-export function formatX(v, mode) {
-  if (mode === "relative") return formatDuration(v);
-  if (mode === "wall") return formatClock(v * 1000);
-  return formatStep(v);
-}
-
-function drawAxes(ctx, L, yTicks, yLabels) {
-  const { left, top, pw, ph } = L;
-  const xs = L.xlog ? logTicks(L.x0, L.x1, Math.max(2, Math.round(pw / 90))).map((v) => Math.log10(v)) : linearTicks(L.x0, L.x1, Math.max(2, Math.round(pw / 90))).ticks;
-  ctx.lineWidth = 1;
-  ctx.strokeStyle = theme.grid;
-  ctx.beginPath();
-  for (const v of yTicks) {
-    const y = Math.round(top + (L.y0 - v) * L.sy) + 0.5;
-    ctx.moveTo(left, y);
-    ctx.lineTo(left + pw, y);
-  }
-  for (const v of xs) {
-    const x = Math.round(left + (v - L.x0) * L.sx) + 0.5;
-    ctx.moveTo(x, top);
-    ctx.lineTo(x, top + ph);
-  }
-  ctx.stroke();
-  ctx.strokeStyle = theme.axis;
-  ctx.beginPath();
-  ctx.moveTo(left + 0.5, top);
-  ctx.lineTo(left + 0.5, top + ph + 0.5);
-  ctx.lineTo(left + pw, top + ph + 0.5);
-  ctx.stroke();
-  ctx.fillStyle = theme.muted;
-  ctx.textAlign = "right";
-  ctx.textBaseline = "middle";
-  yTicks.forEach((v, i) => {
-    const y = top + (L.y0 - v) * L.sy;
-    if (y >= top - 1 && y <= top + ph + 1) ctx.fillText(yLabels[i], left - 5, y);
-  });
-  ctx.textAlign = "center";
-  ctx.textBaseline = "top";
-  for (const v of xs) {
-    const x = left + (v - L.x0) * L.sx;
-    const label = formatX(L.xlog ? Math.pow(10, v) : v, L.mode);
-    ctx.fillText(label, Math.min(Math.max(x, left + 10), left + pw - 10), top + ph + 4);
-  }
-  const xName = { step: "step", relative: "relative time", wall: "wall time" }[L.mode] + (L.xlog ? " (log)" : "");
-  ctx.fillText(xName, left + pw / 2, top + ph + 19);
-  ctx.save();
-  ctx.translate(9, top + ph / 2);
-  ctx.rotate(-Math.PI / 2);
-  ctx.textBaseline = "middle";
-  ctx.fillText(L.log ? "value (log)" : "value", 0, 0);
-  ctx.restore();
 }
