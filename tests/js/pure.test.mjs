@@ -200,3 +200,23 @@ test("x labels follow the x mode", async () => {
   assert.equal(formatX(90, "relative"), "1m 30s");
   assert.match(formatX(1_700_000_000, "wall"), /\d\d:\d\d:\d\d$/);
 });
+
+test("compact bounds a live series: first point, bucket extremes in step order, newest points exact", () => {
+  const s = store.newSeries("r", "t");
+  const n = 1000;
+  const steps = Array.from({ length: n }, (_, i) => i);
+  const values = steps.map((i) => (i === 123 ? 1e6 : i === 456 ? -1e6 : i === 7 ? NaN : Math.sin(i)));
+  store.appendColumns(s, steps, steps, values);
+  assert.equal(store.compact(s, 2000, 100, 50), false); // under the limit: untouched
+  assert.equal(store.compact(s, 500, 100, 50), true);
+  const kept = Array.from(s.steps.subarray(0, s.n));
+  const vals = Array.from(s.values.subarray(0, s.n));
+  assert.ok(s.n <= 1 + 2 * 50 + 100, `${s.n} points`);
+  assert.equal(kept[0], 0);
+  assert.deepEqual(kept.slice(-100), steps.slice(-100)); // the live end stays exact
+  assert.ok(vals.includes(1e6) && vals.includes(-1e6)); // spikes survive
+  assert.ok(kept.every((v, i) => i === 0 || v > kept[i - 1])); // still strictly increasing
+  assert.equal(s.decimated, true);
+  store.appendPoint(s, n, n, 0); // and it keeps growing from there
+  assert.equal(s.steps[s.n - 1], n);
+});

@@ -8,8 +8,11 @@
 import { getSeries as fetchSeries } from "./api.js";
 import { escapeGlob } from "./glob.js";
 import { charts, getSeries, hooks, noteError, rateBuckets, state, touched } from "./model.js";
-import { appendColumns, clearSeries, num, replaceColumns, resetFrom } from "./store.js";
+import { appendColumns, clearSeries, compact, num, replaceColumns, resetFrom } from "./store.js";
 
+const HOLD_LIMIT = 40000; // points per series before older ones are summarised (store.compact)
+const HOLD_RAW = 10000; // newest points kept exact
+const HOLD_BUCKETS = 5000; // older points become min/max of this many buckets
 const CONCURRENCY = 2; // the server answers one at a time: more in flight only delays the first chart
 const queue = []; // charts waiting for a history request, in page order
 let inFlight = 0;
@@ -142,6 +145,7 @@ export function ingest(seq, columns) {
     } else if (chart.loadState === "loaded") {
       if (seq !== null && seq <= s.loadedSeq) continue; // already in the loaded history
       appendColumns(s, c.steps, c.wall_times || [], c.values || []);
+      compact(s, HOLD_LIMIT, HOLD_RAW, HOLD_BUCKETS); // a long live run: memory stays bounded
       s.loadState = "loaded";
     } else {
       s.missed = true; // not loaded yet: the history, when loaded, holds these points

@@ -126,6 +126,49 @@ export function refreshRange(s) {
   }
 }
 
+/**
+ * Bound what a live series holds: past `limit` points, everything but the newest `keepRaw` becomes
+ * the minimum and maximum of each of `buckets` buckets (first point kept), as the server's
+ * max_points does. A zoom still shows exact points (they come from the server). Returns whether it
+ * compacted. In place: O(n), no allocation.
+ */
+export function compact(s, limit, keepRaw, buckets) {
+  if (s.n <= limit) return false;
+  const old = s.n - keepRaw;
+  const size = Math.max(1, Math.ceil(old / buckets));
+  const { steps, walls, values } = s;
+  let w = 0;
+  const keep = (i) => {
+    steps[w] = steps[i];
+    walls[w] = walls[i];
+    values[w] = values[i];
+    w += 1;
+  };
+  keep(0);
+  for (let b = 1; b < old; b += size) {
+    const end = Math.min(old, b + size);
+    let lo = -1;
+    let hi = -1;
+    for (let i = b; i < end; i++) {
+      const v = values[i];
+      if (!Number.isFinite(v)) continue;
+      if (lo < 0 || v < values[lo]) lo = i;
+      if (hi < 0 || v > values[hi]) hi = i;
+    }
+    if (lo < 0) keep(b); // nothing finite: one point keeps the gap
+    else {
+      keep(Math.min(lo, hi));
+      if (hi !== lo) keep(Math.max(lo, hi));
+    }
+  }
+  for (let i = old; i < s.n; i++) keep(i);
+  truncate(s, 0); // summaries and smoothing are rebuilt from the compacted points
+  s.n = w;
+  s.smoothN = -1;
+  s.decimated = true;
+  return true;
+}
+
 /** A JSON number, or the strings Python's json writes for non-finite floats, as a number. */
 export function num(v) {
   if (typeof v === "number") return v;
