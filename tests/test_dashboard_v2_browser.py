@@ -154,6 +154,12 @@ def test_ignore_outliers_keeps_the_curve_readable_and_marks_clipping(browser: An
         wait_until(lambda: not chart(w, "loss")["clipped"], "the full range again")
         w.page.click('.chart[data-tag="loss"] [data-tool="outliers"]')
         wait_until(lambda: chart(w, "loss")["clipped"], "the card's own outlier switch")
+        # ... and on: with the global switch on, the card's switch turns it off for this card only
+        w.page.check("#outliers")
+        w.page.click('.chart[data-tag="loss"] [data-tool="outliers"]')
+        wait_until(lambda: not chart(w, "loss")["clipped"], "the card's switch overriding the global one")
+        assert w.page.get_attribute('.chart[data-tag="loss"] [data-tool="outliers"]', "aria-pressed") == "false"
+        wait_until(lambda: "chart=loss%3A-outliers" in href(w), "the override in the URL")
 
 
 def test_the_url_holds_the_view_and_reopens_it(browser: Any, server: StreamServer) -> None:

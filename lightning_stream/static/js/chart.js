@@ -99,11 +99,11 @@ export function resizeChart(chart, width, height) {
   return true;
 }
 
-/** Per-chart switches override the global ones. */
+/** A per-chart switch, when set, overrides the global one. */
 export function chartOption(tag, name) {
   const o = view.chartOptions[tag];
-  const global = name === "log" ? view.logScale : view.outliers;
-  return o ? !!o[name] || global : global;
+  if (o && typeof o[name] === "boolean") return o[name];
+  return name === "log" ? view.logScale : view.outliers;
 }
 
 /* The x value of point i of (steps, walls) in the current x mode, before the log transform. */

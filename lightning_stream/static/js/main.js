@@ -71,6 +71,7 @@ function changed(what) {
     for (const chart of charts.values()) chart.window = null;
   }
   if (what === "theme") readTheme();
+  for (const chart of charts.values()) refreshTools(chart); // the cards' switches show the global ones
   refreshLayout();
   markAllDirty();
   saveView();
@@ -139,8 +140,9 @@ function makeChart(tag) {
       saveView();
     }),
     outliers: tool(chart, "outliers", "outliers", "ignore outliers in this chart (robust y range)", () => {
-      const o = view.chartOptions[tag] || { outliers: false, log: false };
-      o.outliers = !o.outliers;
+      const o = view.chartOptions[tag] || {};
+      o.outliers = !chartOption(tag, "outliers"); // this chart now differs from the global switch
+      if (o.outliers === view.outliers) delete o.outliers; // ... or follows it again
       view.chartOptions[tag] = o;
       refreshTools(chart);
       chart.dirty = chart.urgent = true;

@@ -6,7 +6,8 @@
  * are kept): run, tag (filters) · smoothing · x=step|relative|wall · log=1 (y) · xlog=1 ·
  * outliers=1 · sync=1 (zoom all charts together) · transport=ws · pin=TAG (repeated) ·
  * color=RUN:#rrggbb (repeated) · hide=RUN (repeated, unchecked runs) ·
- * zoom=TAG:x0,x1[,y0,y1] (repeated) · chart=TAG:outliers|log (repeated, per-chart options).
+ * zoom=TAG:x0,x1[,y0,y1] (repeated) · chart=TAG:outliers|-log (repeated, per-chart options that
+ * override the global switches: a name turns it on for that chart, -name off).
  */
 
 import { isHexColor } from "./colors.js";
@@ -29,7 +30,7 @@ export function defaultView() {
     colors: {}, // run -> "#rrggbb" chosen by the user
     hidden: [], // runs unchecked in the runs list
     zoom: {}, // tag -> {x: [x0, x1], y: [y0, y1] | null}
-    chartOptions: {}, // tag -> {outliers: bool, log: bool} (override the global switches)
+    chartOptions: {}, // tag -> {outliers?: bool, log?: bool}: set ones override the global switches
     tooltipSort: "default", // default | descending | ascending | nearest (a preference, not in the URL)
   };
 }
@@ -87,7 +88,12 @@ export function parseView(params, base = defaultView()) {
     const kv = splitLast(c);
     if (!kv) continue;
     const opts = kv[1].split("|");
-    view.chartOptions[kv[0]] = { outliers: opts.includes("outliers"), log: opts.includes("log") };
+    const o = {};
+    for (const name of ["outliers", "log"]) {
+      if (opts.includes(name)) o[name] = true;
+      else if (opts.includes(`-${name}`)) o[name] = false;
+    }
+    if (Object.keys(o).length) view.chartOptions[kv[0]] = o;
   }
   return view;
 }
@@ -111,7 +117,7 @@ export function viewToParams(view, params = new URLSearchParams()) {
   for (const [run, c] of Object.entries(view.colors)) out.append("color", `${run}:${c}`);
   for (const [tag, win] of Object.entries(view.zoom)) out.append("zoom", `${tag}:${formatWindow(win)}`);
   for (const [tag, o] of Object.entries(view.chartOptions)) {
-    const opts = [o.outliers && "outliers", o.log && "log"].filter(Boolean);
+    const opts = ["outliers", "log"].filter((k) => typeof o[k] === "boolean").map((k) => (o[k] ? k : `-${k}`));
     if (opts.length) out.append("chart", `${tag}:${opts.join("|")}`);
   }
   return out;
