@@ -136,6 +136,14 @@ def test_shift_drag_zooms_x_and_y(browser: Any, server: StreamServer) -> None:
         lo, hi = zoom["y"]
         assert 0 < lo < hi < 100
         wait_until(lambda: chart(w, "loss")["yRange"] == [lo, hi], "the y axis to take the box")
+        # a fixed y range (the card's "y" tool), kept in the URL; the zoom box's y wins while zoomed
+        w.page.dblclick('.chart[data-tag="loss"] canvas.overlay')
+        w.page.click('.chart[data-tag="loss"] [data-tool="ylim"]')
+        w.page.fill('.chart[data-tag="loss"] form.ylim input[name="lo"]', "-10")
+        w.page.fill('.chart[data-tag="loss"] form.ylim input[name="hi"]', "250")
+        w.page.click('.chart[data-tag="loss"] form.ylim button')
+        wait_until(lambda: chart(w, "loss")["yRange"] == [-10, 250], "the fixed y range")
+        wait_until(lambda: "ylim=loss%3A-10%2C250" in href(w), "the y range in the URL")
 
 
 def test_ignore_outliers_keeps_the_curve_readable_and_marks_clipping(browser: Any, server: StreamServer) -> None:

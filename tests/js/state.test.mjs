@@ -32,6 +32,7 @@ test("the whole view survives a round trip through the URL", () => {
     colors: { "exp0/version_0": "#12ab34" },
     zoom: { "train/loss": { x: [100, 2500.5], y: null }, "val:acc": { x: [0.1, 0.2], y: [-1, 1e-7] } },
     chartOptions: { "train/loss": { outliers: true, log: false }, "val/acc": { log: true } },
+    yLimits: { "train/loss": [-0.5, 2] },
   });
   const url = viewToParams(v).toString();
   const back = parseView(new URLSearchParams(url));

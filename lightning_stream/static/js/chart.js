@@ -248,10 +248,11 @@ export function drawChart(chart) {
   let ymin = r.lo;
   let ymax = r.hi;
   let noPositive = false;
-  if (zoom && zoom.y) [ymin, ymax] = zoom.y;
+  const fixedY = zoom && zoom.y ? zoom.y : view.yLimits[chart.tag] || null;
+  if (fixedY) [ymin, ymax] = fixedY;
   if (log) {
     if (!(ymax > 0) || !Number.isFinite(ymin)) {
-      noPositive = !(zoom && zoom.y);
+      noPositive = !fixedY;
       ymin = noPositive ? 1 : ymin;
       ymax = noPositive ? 10 : ymax;
     }
@@ -261,8 +262,8 @@ export function drawChart(chart) {
     ymin = 0;
     ymax = 1;
   }
-  if (!(zoom && zoom.y)) [ymin, ymax] = padRange(ymin, ymax, log);
-  chart.clipped = r.clipped && !(zoom && zoom.y);
+  if (!fixedY) [ymin, ymax] = padRange(ymin, ymax, log);
+  chart.clipped = r.clipped && !fixedY;
 
   ctx.font = "11px system-ui, sans-serif";
   const rows = Math.max(2, Math.round(H / 45));

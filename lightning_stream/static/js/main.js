@@ -10,10 +10,10 @@
  */
 
 import { requestStats } from "./api.js";
-import { buildChart, chartOption, drawChart, readTheme, resizeChart } from "./chart.js";
+import { addTools, refreshTools } from "./cardtools.js";
+import { buildChart, drawChart, readTheme, resizeChart } from "./chart.js";
 import { bindControls } from "./controls.js";
-import { exportChart } from "./export.js";
-import { initLayout, placeChart, refreshLayout, setPinned } from "./layout.js";
+import { initLayout, placeChart, refreshLayout } from "./layout.js";
 import { requestChart, requestWindow } from "./loader.js";
 import { charts, hooks, markAllDirty, runVisible, runs, series, seriesKey, setFilters, state, view } from "./model.js";
 import { buildRunRow, initSidebar, lifecycle, pointsPerSecond, refreshRunFilter, renderStatus } from "./sidebar.js";
@@ -111,49 +111,17 @@ function scheduleWindow(chart, delayMs) {
 
 // ---------------------------------------------------------------- cards
 
-function tool(chart, name, label, title, onClick) {
-  const b = document.createElement("button");
-  b.type = "button";
-  b.className = "ghost small tool";
-  b.dataset.tool = name;
-  b.textContent = label;
-  b.title = title;
-  b.addEventListener("click", onClick);
-  chart.tools.append(b);
-  return b;
-}
-
-function refreshTools(chart) {
-  const t = chart.toolButtons;
-  t.pin.setAttribute("aria-pressed", String(view.pins.includes(chart.tag)));
-  t.outliers.setAttribute("aria-pressed", String(chartOption(chart.tag, "outliers")));
-  t.reset.hidden = !chart.zoom();
-}
-
 function makeChart(tag) {
   const chart = buildChart(tag);
-  chart.toolButtons = {
-    reset: tool(chart, "reset", "⤺", "reset zoom (or double-click the chart)", () => setZoom(chart, null)),
-    pin: tool(chart, "pin", "pin", "pin this chart to the top", () => {
-      setPinned(tag, !view.pins.includes(tag));
-      refreshTools(chart);
-      saveView();
-    }),
-    outliers: tool(chart, "outliers", "outliers", "ignore outliers in this chart (robust y range)", () => {
-      const o = view.chartOptions[tag] || {};
-      o.outliers = !chartOption(tag, "outliers"); // this chart now differs from the global switch
-      if (o.outliers === view.outliers) delete o.outliers; // ... or follows it again
-      view.chartOptions[tag] = o;
-      refreshTools(chart);
-      chart.dirty = chart.urgent = true;
+  addTools(chart, {
+    setZoom,
+    changed: (c) => {
+      refreshTools(c);
+      c.dirty = c.urgent = true;
       scheduleFrame();
       saveView();
-    }),
-    csv: tool(chart, "csv", "csv", "download what this chart shows as CSV", () => exportChart(chart, "csv")),
-    json: tool(chart, "json", "json", "download what this chart shows as JSON", () => exportChart(chart, "json")),
-    png: tool(chart, "png", "png", "download this chart as a PNG image", () => exportChart(chart, "png")),
-  };
-  refreshTools(chart);
+    },
+  });
   placeChart(chart);
   resizeObserver.observe(chart.plot);
   visibilityObserver.observe(chart.card);

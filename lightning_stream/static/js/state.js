@@ -6,14 +6,14 @@
  * are kept): run, tag (filters) · smoothing · x=step|relative|wall · log=1 (y) · xlog=1 ·
  * outliers=1 · sync=1 (zoom all charts together) · transport=ws · pin=TAG (repeated) ·
  * color=RUN:#rrggbb (repeated) · hide=RUN (repeated, unchecked runs) ·
- * zoom=TAG:x0,x1[,y0,y1] (repeated) · chart=TAG:outliers|-log (repeated, per-chart options that
+ * zoom=TAG:x0,x1[,y0,y1] (repeated) · ylim=TAG:lo,hi (repeated, a fixed y range) · chart=TAG:outliers|-log (repeated, per-chart options that
  * override the global switches: a name turns it on for that chart, -name off).
  */
 
 import { isHexColor } from "./colors.js";
 
 export const X_MODES = ["step", "relative", "wall"];
-const VIEW_KEYS = ["run", "tag", "smoothing", "x", "log", "xlog", "outliers", "sync", "transport", "pin", "color", "hide", "zoom", "chart"];
+const VIEW_KEYS = ["run", "tag", "smoothing", "x", "log", "xlog", "outliers", "sync", "transport", "pin", "color", "hide", "zoom", "ylim", "chart"];
 
 export function defaultView() {
   return {
@@ -30,6 +30,7 @@ export function defaultView() {
     colors: {}, // run -> "#rrggbb" chosen by the user
     hidden: [], // runs unchecked in the runs list
     zoom: {}, // tag -> {x: [x0, x1], y: [y0, y1] | null}
+    yLimits: {}, // tag -> [lo, hi]: a fixed y range (a zoom box's y wins while zoomed)
     chartOptions: {}, // tag -> {outliers?: bool, log?: bool}: set ones override the global switches
     tooltipSort: "default", // default | descending | ascending | nearest (a preference, not in the URL)
   };
@@ -84,6 +85,11 @@ export function parseView(params, base = defaultView()) {
     const win = kv && parseWindow(kv[1]);
     if (win) view.zoom[kv[0]] = win;
   }
+  for (const t of params.getAll("ylim")) {
+    const kv = splitLast(t);
+    const nums = kv ? kv[1].split(",").map(Number) : [];
+    if (nums.length === 2 && nums.every(Number.isFinite) && nums[0] < nums[1]) view.yLimits[kv[0]] = nums;
+  }
   for (const c of params.getAll("chart")) {
     const kv = splitLast(c);
     if (!kv) continue;
@@ -116,6 +122,7 @@ export function viewToParams(view, params = new URLSearchParams()) {
   for (const h of view.hidden) out.append("hide", h);
   for (const [run, c] of Object.entries(view.colors)) out.append("color", `${run}:${c}`);
   for (const [tag, win] of Object.entries(view.zoom)) out.append("zoom", `${tag}:${formatWindow(win)}`);
+  for (const [tag, [lo, hi]] of Object.entries(view.yLimits)) out.append("ylim", `${tag}:${lo},${hi}`);
   for (const [tag, o] of Object.entries(view.chartOptions)) {
     const opts = ["outliers", "log"].filter((k) => typeof o[k] === "boolean").map((k) => (o[k] ? k : `-${k}`));
     if (opts.length) out.append("chart", `${tag}:${opts.join("|")}`);
@@ -163,6 +170,7 @@ function structuredCloneView(v) {
     hidden: [...v.hidden],
     colors: { ...v.colors },
     zoom: { ...v.zoom },
+    yLimits: { ...v.yLimits },
     chartOptions: { ...v.chartOptions },
   };
 }
