@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -335,3 +336,34 @@ def test_wall_time_axis_and_tooltip_order(browser: Any, server: StreamServer) ->
         w.page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
         w.wait_js("() => document.querySelector('#tooltip td:nth-child(2)').textContent === 'low'")
         assert w.page_errors == []
+
+
+def test_hparams_from_the_runs_list_are_shown_beside_the_run(browser: Any, tmp_path: Path) -> None:
+    """Skips until the server lists ``hparams`` in ``/api/runs`` entries (another branch adds it)."""
+    from torch.utils.tensorboard import SummaryWriter
+    from torch.utils.tensorboard.summary import hparams
+
+    writer = SummaryWriter(str(tmp_path / "exp" / "version_0"))
+    exp, ssi, sei = hparams({"lr": 0.001, "batch_size": 32, "optimizer": "adam"}, {"hp_metric": 0.5})
+    file_writer = writer._get_file_writer()
+    for summary in (exp, ssi, sei):  # what Lightning's TensorBoardLogger.log_hyperparams writes
+        file_writer.add_summary(summary, 0)
+    writer.add_scalar("loss", 1.0, 0)
+    writer.close()
+    srv = StreamServer(ServerConfig(registry=False, watchdog_interval_s=0)).start()
+    try:
+        srv.watch(tmp_path)
+        entries = wait_until(
+            lambda: (e := json.load(urllib.request.urlopen(srv.url + "/api/runs", timeout=10))) and e, "the run listed"
+        )
+        if "hparams" not in entries[0]:
+            pytest.skip("this server does not list hparams in /api/runs yet")
+        with open_page(browser, srv.url + "/") as w:
+            wait_until(lambda: w.page.is_visible('.run[data-run="exp/version_0"] .hparams'), "the hparams line")
+            text = w.page.text_content('.run[data-run="exp/version_0"] .hparams') or ""
+            assert "lr=0.001" in text
+            assert "batch_size=32" in text
+            assert "optimizer=adam" in text
+            assert w.snapshot()["runs"][0]["hparams"]["batch_size"] == 32
+    finally:
+        srv.stop()
