@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck unit browser-deps clean
+.PHONY: setup demo test lint typecheck unit jstest browser-deps node-deps clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,9 @@ demo: setup
 browser-deps:
 	@bash scripts/ensure-chromium.sh
 
+node-deps:
+	@bash scripts/ensure-node.sh
+
 lint: setup
 	$(VENV)/bin/ruff check lightning_stream tests examples benchmarks
 	$(VENV)/bin/ruff format --check lightning_stream tests examples benchmarks
@@ -35,7 +38,11 @@ typecheck: setup
 unit: setup browser-deps
 	$(VENV)/bin/pytest
 
-test: lint typecheck unit
+# the dashboard's pure ES modules (lightning_stream/static/js), Node's own test runner, no npm packages
+jstest: node-deps
+	node --test tests/js
+
+test: lint typecheck unit jstest
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
