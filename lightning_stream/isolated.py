@@ -40,25 +40,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import IO, Any
 
-from lightning_stream import errors
+from lightning_stream.child import config_to_json, error_from, line
 from lightning_stream.config import ServerConfig
 from lightning_stream.errors import ServerNotRunningError, ServerStartError
-from lightning_stream.registry import ServerInfo, remove_entry
-from lightning_stream.server import (
-    _FORKED,
-    _LIVE,
-    _RUNNING,
-    _STATUS,
-    _STOPPED,
-    CALL_TIMEOUT_S,
-    FINAL_SCAN_TIMEOUT_S,
-    START_TIMEOUT_S,
-    STOP_TIMEOUT_S,
-    StreamServer,
-)
+from lightning_stream.registry import remove_entry
+from lightning_stream.server import RUNNING, StreamServer
+from lightning_stream.threaded import CALL_TIMEOUT_S, FINAL_SCAN_TIMEOUT_S, START_TIMEOUT_S, STATUS, STOP_TIMEOUT_S
 from lightning_stream.threads import start_thread
 
 logger = logging.getLogger(__name__)
@@ -67,7 +57,6 @@ OUTBOX_LIMIT = 100_000  # published items queued for a child that does not read;
 WRITE_BATCH = 4096  # items per write to the child's stdin
 MAX_RESPAWNS = 3  # per RESPAWN_WINDOW_S: a child that keeps dying is left dead (and logged)
 RESPAWN_WINDOW_S = 60.0
-_REQUESTS = frozenset({"start", "watch", "unwatch", "restart"})
 _CLOSE = object()  # outbox marker: close the child's stdin after what is queued before it
 
 
@@ -75,16 +64,33 @@ class ServerProcessError(ServerStartError):
     """The server's child process could not be started (no interpreter, import error, crash)."""
 
 
-class IsolatedStreamServer(StreamServer):
-    """A ``StreamServer`` whose aiohttp app runs in a child process; see the module docstring.
+class ChildBackend:
+    """Serve from a child process (``python -m lightning_stream.child``); see the module docstring.
 
-    Raises at ``start()`` what ``StreamServer.start()`` raises in the child
-    (``PortInUseError``, ``ServerStartError``), and ``ServerProcessError`` when the child
-    itself cannot run (the manager then falls back to a server thread).
+    Args:
+        config: the server's configuration (the child gets it with ``isolated=False``).
+        watches: the server's watched logdirs (logdir -> prefix), watched again by a new child.
+        lock: the server's lock, taken to replace a child that died on its own.
+        running: whether the server is still running (a child stopped on purpose is not replaced).
+        restarted: ``restarted(reason)``: count and log a restart made here (a respawn).
     """
 
-    def __init__(self, config: ServerConfig | None = None, **kw: Any) -> None:
-        super().__init__(config, **kw)
+    in_process = False  # the child keeps the registry entry and its own supervisor
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        watches: Callable[[], Mapping[str, str | None]],
+        lock: threading.RLock,
+        running: Callable[[], bool],
+        restarted: Callable[[str], None],
+    ) -> None:
+        self._config = config
+        self._watches = watches
+        self._lock = lock
+        self._running = running
+        self._restarted = restarted
         self._link: _ChildLink | None = None
         self._child: dict[str, Any] = {}  # the child's "ready" answer: pid, port, fallback_message
         self._respawns: collections.deque[float] = collections.deque(maxlen=MAX_RESPAWNS)
@@ -92,10 +98,8 @@ class IsolatedStreamServer(StreamServer):
     # ---- what the child told us -----------------------------------------------------------------
 
     @property
-    def port(self) -> int:
-        if not self._child:
-            raise ServerNotRunningError("the server has no port yet; call start() first")
-        return int(self._child["port"])
+    def port(self) -> int | None:
+        return int(self._child["port"]) if self._child else None
 
     @property
     def fallback_message(self) -> str:
@@ -107,105 +111,73 @@ class IsolatedStreamServer(StreamServer):
         link = self._link
         return link.pid if link is not None else None
 
-    def is_alive(self) -> bool:
+    def alive(self) -> bool:
         link = self._link
-        return self._state == _RUNNING and link is not None and link.alive
+        return link is not None and link.alive
 
-    def __repr__(self) -> str:
-        where = self.url if self._child else "unbound"
-        return f"<IsolatedStreamServer {where} pid={self.pid} {self._state} restarts={self._restarts}>"
-
-    def info(self) -> ServerInfo:
-        return dataclasses.replace(super().info(), pid=self.pid or 0)
+    def loop_answers(self, timeout: float) -> bool:
+        return self.alive()  # the child's own supervisor watches its loop
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
-    def _begin_serving(self) -> None:
+    def start(self) -> None:
         self._link, self._child = self._spawn(self._config)
 
-    def _start_supervisor(self) -> None:
-        pass  # the reader thread sees the child die, and _child_exited starts a new one
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        link, self._link = self._link, None
+        if link is not None:
+            link.close(timeout)
 
-    def stop(self) -> None:
-        if self._state == _FORKED or os.getpid() != self._owner_pid:
-            return
-        with self._lock:
-            if self._state != _RUNNING:
-                return
-            self._state = _STOPPED
-            link, self._link = self._link, None
-            if link is not None:
-                link.close(STOP_TIMEOUT_S)
-            _LIVE.discard(self)
-            logger.info("lightning-stream server on port %d stopped", self.port)
-
-    def restart(self) -> None:
+    def restart(self, *, teardown_timeout: float = STOP_TIMEOUT_S) -> None:
         """Restart serving on the same port: in place when the child lives, else a new child."""
-        with self._lock:
-            self._check_owner("restart")
-            if self._state != _RUNNING:
-                raise ServerNotRunningError("restart() needs a running server; call start() first")
-            link = self._link
-            if link is not None and link.alive:
-                link.request({"op": "restart"})
-            else:
-                self._respawn("restart requested")
-                return
-            self._restarts += 1
+        link = self._link
+        if link is not None and link.alive:
+            link.request({"op": "restart"})
+        else:
+            self._respawn()
 
     # ---- watching and publishing ----------------------------------------------------------------
 
-    def _require_serving(self, what: str) -> None:
-        self._require_link(what)
-
-    def _start_watch(self, path: str, prefix: str | None) -> str | None:
-        name = self._require_link("watch").request({"op": "watch", "logdir": path, "prefix": prefix})
-        return name if isinstance(name, str) else None
-
-    def _stop_watch(self, path: str) -> None:
+    def require(self, what: str) -> None:
         link = self._link
-        if self._state == _RUNNING and link is not None and link.alive:
-            # bounded like the child's own final read: a stuck child must not hold up a teardown
-            link.request({"op": "unwatch", "logdir": path}, timeout=FINAL_SCAN_TIMEOUT_S + STOP_TIMEOUT_S)
-
-    def _enqueue(self, item: tuple[Any, ...]) -> None:
-        link = self._link
-        if self._state != _RUNNING or link is None or os.getpid() != self._owner_pid:
-            raise ServerNotRunningError(self._not_running_message("publish"))
-        link.post(item)
-
-    # the child keeps the registry entry
-    def _publish_registry(self) -> None:
-        pass
-
-    def _unpublish_registry(self) -> None:
-        pass
-
-    def _forget_after_fork(self) -> None:
-        link, self._link = self._link, None
-        super()._forget_after_fork()
-        if link is not None:
-            link.abandon()  # so the child sees EOF when the parent exits, whatever this fork does
-
-    # ---- internals (under the lock) -------------------------------------------------------------
-
-    def _require_link(self, what: str) -> _ChildLink:
-        self._check_owner(what)
-        link = self._link
-        if self._state != _RUNNING or link is None:
-            raise ServerNotRunningError(self._not_running_message(what))
+        if link is None:
+            raise ServerNotRunningError(f"cannot {what}: the server process is being replaced; try again")
         if not link.alive:
             raise ServerNotRunningError(
                 f"cannot {what}: the server process (pid {link.pid}) exited with code {link.returncode}; "
                 "force_restart() it (the manager does on the next acquire)"
             )
-        return link
+
+    def watch(self, path: str, prefix: str | None) -> str:
+        self.require("watch")
+        assert self._link is not None
+        name: str = self._link.request({"op": "watch", "logdir": path, "prefix": prefix})
+        return name
+
+    def unwatch(self, path: str) -> None:
+        link = self._link
+        if link is not None and link.alive:
+            # bounded like the child's own final read: a stuck child must not hold up a teardown
+            link.request({"op": "unwatch", "logdir": path}, timeout=FINAL_SCAN_TIMEOUT_S + STOP_TIMEOUT_S)
+
+    def post(self, item: tuple[Any, ...]) -> None:
+        link = self._link
+        if link is None:
+            raise ServerNotRunningError("cannot publish: the server process is being replaced; try again")
+        link.post(item)
+
+    def forget_after_fork(self) -> None:
+        link, self._link = self._link, None
+        if link is not None:
+            link.abandon()  # so the child sees EOF when the parent exits, whatever this fork does
+
+    # ---- internals (under the server's lock) ----------------------------------------------------
 
     def _spawn(self, config: ServerConfig) -> tuple[_ChildLink, dict[str, Any]]:
         """A started child and its "ready" answer; the caller makes it current."""
         link = _ChildLink(on_exit=self._child_exited)
         try:
-            ready = link.request({"op": "start", "config": _config_to_json(config)}, timeout=START_TIMEOUT_S)
+            ready = link.request({"op": "start", "config": config_to_json(config)}, timeout=START_TIMEOUT_S)
         except ServerNotRunningError as error:  # it died or hung before it could answer
             link.close(STOP_TIMEOUT_S)
             raise ServerProcessError(f"the server process did not start: {error}") from error
@@ -214,24 +186,23 @@ class IsolatedStreamServer(StreamServer):
             raise
         return link, dict(ready)
 
-    def _respawn(self, reason: str) -> None:
+    def _respawn(self) -> None:
         old, self._link = self._link, None
         port = self.port
+        assert port is not None, "respawn before start"
         if old is not None:
             old.close(STOP_TIMEOUT_S)
         link, ready = self._spawn(self._config.replace(port=port, strict_port=True))
-        for path, prefix in list(self._watches.items()):
+        for path, prefix in list(self._watches().items()):
             try:
                 link.request({"op": "watch", "logdir": path, "prefix": prefix})
             except Exception as error:
                 logger.warning("lightning-stream: could not watch %s again after a restart: %s", path, error)
         self._link, self._child = link, ready  # current only now, with its logdirs read
-        self._restarts += 1
-        logger.warning("lightning-stream server on port %d restarted (%s); restarts=%d", port, reason, self._restarts)
 
     def _child_exited(self, link: _ChildLink) -> None:
         """Reader thread: the child is gone. Start a new one unless we stopped it on purpose."""
-        if self._state != _RUNNING or self._link is not link or self._config.watchdog_interval_s <= 0:
+        if not self._running() or self._link is not link or self._config.watchdog_interval_s <= 0:
             return
         if link.returncode == -getattr(signal, "SIGTERM", 15):
             return  # stopped on purpose from outside: the manager's next acquire restarts it
@@ -241,10 +212,11 @@ class IsolatedStreamServer(StreamServer):
 
     def _respawn_dead(self, link: _ChildLink) -> None:
         with self._lock:
-            if self._state != _RUNNING or self._link is not link:
+            if not self._running() or self._link is not link:
                 return
-            if link.pid and self._child.get("port"):  # a dead child cannot remove its own entry
-                remove_entry(link.pid, self.port)
+            port = self.port
+            if link.pid and port:  # a dead child cannot remove its own entry
+                remove_entry(link.pid, port)
             now = time.monotonic()
             if len(self._respawns) == MAX_RESPAWNS and now - self._respawns[0] < RESPAWN_WINDOW_S:
                 logger.error(
@@ -258,9 +230,30 @@ class IsolatedStreamServer(StreamServer):
                 return
             self._respawns.append(now)
             try:
-                self._respawn(f"server process pid {link.pid} exited with code {link.returncode}")
+                self._respawn()
             except Exception as error:
                 logger.error("lightning-stream could not restart the server process: %s", error)
+                return
+            self._restarted(f"server process pid {link.pid} exited with code {link.returncode}")
+
+
+class IsolatedStreamServer(StreamServer):
+    """A ``StreamServer`` whose backend is a child process (``ChildBackend``): same API, manager,
+    ref count and registry; see the module docstring.
+
+    Raises at ``start()`` what ``StreamServer.start()`` raises in the child
+    (``PortInUseError``, ``ServerStartError``), and ``ServerProcessError`` when the child
+    itself cannot run (the manager then falls back to a server thread).
+    """
+
+    def _make_backend(self) -> ChildBackend:
+        return ChildBackend(
+            self._config,
+            watches=self._watched,
+            lock=self._lock,
+            running=lambda: self.state == RUNNING,
+            restarted=self.count_restart,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -284,7 +277,7 @@ class _ChildLink:
         self._dropped = 0
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "lightning_stream.isolated"],
+                [sys.executable, "-m", "lightning_stream.child"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 env=_child_env(),
@@ -340,7 +333,7 @@ class _ChildLink:
                 "(stuck?); force_restart() it, or check /health"
             ) from None
         if "error" in reply:
-            raise _error_from(reply)
+            raise error_from(reply)
         return reply.get("result")
 
     def close(self, timeout: float) -> None:
@@ -384,11 +377,11 @@ class _ChildLink:
                     break
                 if isinstance(item, _Request):
                     self._awaiting.append(item.future)  # before the write: the answer may come at once
-                    chunks.append(_line(item.message))
-                elif item[0] is _STATUS:
-                    chunks.append(_line({"op": "status", "run": item[1], "state": item[2], "fields": item[3]}))
+                    chunks.append(line(item.message))
+                elif item[0] is STATUS:
+                    chunks.append(line({"op": "status", "run": item[1], "state": item[2], "fields": item[3]}))
                 else:
-                    chunks.append(_line({"op": "publish", "item": list(item)}))
+                    chunks.append(line({"op": "publish", "item": list(item)}))
             if self._outbox and not close:
                 self._wake.set()  # more than one batch queued: come round again
             try:
@@ -436,44 +429,6 @@ class _ChildLink:
                 item.future.set_exception(error)
 
 
-def _line(message: dict[str, Any]) -> bytes:
-    return json.dumps(message, separators=(",", ":")).encode() + b"\n"
-
-
-def _config_to_json(config: ServerConfig) -> dict[str, Any]:
-    values = dataclasses.asdict(config)
-    values["isolated"] = False  # the child serves from its own thread
-    return values
-
-
-def _config_from_json(values: dict[str, Any]) -> ServerConfig:
-    values["cors_origins"] = tuple(values.get("cors_origins", ()))
-    return ServerConfig(**values)
-
-
-_ERRORS: dict[str, type[Exception]] = {
-    "PortInUseError": errors.PortInUseError,
-    "ServerStartError": errors.ServerStartError,
-    "ServerNotRunningError": errors.ServerNotRunningError,
-    "ValueError": ValueError,
-    "TypeError": TypeError,
-    "FileNotFoundError": FileNotFoundError,
-    "NotADirectoryError": NotADirectoryError,
-    "PermissionError": PermissionError,
-}
-
-
-def _error_from(reply: dict[str, Any]) -> Exception:
-    """The child's exception, rebuilt in the caller's thread (same type where it is known)."""
-    kind, message = str(reply.get("error")), str(reply.get("message", ""))
-    if kind == "PortInUseError":
-        return errors.PortInUseError(message, port=int(reply.get("port") or 0), owner_pid=reply.get("owner_pid"))
-    cls = _ERRORS.get(kind)
-    if cls is None:
-        return ServerStartError(f"the server process failed: {kind}: {message}")
-    return cls(message)
-
-
 def _child_env() -> dict[str, str]:
     """The parent's environment, with this package importable even from a source checkout."""
     env = dict(os.environ)
@@ -487,86 +442,3 @@ def _new_session() -> dict[str, Any]:
     if sys.platform == "win32":
         return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}  # type: ignore[attr-defined,unused-ignore]
     return {"start_new_session": True}
-
-
-# ---- the child ------------------------------------------------------------------------------------
-
-CHILD_NICE = 10
-
-
-def _yield_cpu_to_training() -> None:
-    """Streaming is best effort: when training and serving both want a core, training gets it.
-
-    ``nice`` lowers our share under contention (on Linux also that of our session's autogroup:
-    we run in a session of our own, and with autogroup scheduling a plain nice value only
-    counts within the session); ``SCHED_BATCH`` stops our frequent short wake-ups (file
-    events, ticks, sends) from preempting the training thread. Latency is unaffected while a
-    core is idle. Failures are harmless (we just keep the default).
-    """
-    with contextlib.suppress(OSError, AttributeError):
-        os.nice(CHILD_NICE)
-    with contextlib.suppress(OSError), open("/proc/self/autogroup", "w") as autogroup:
-        autogroup.write(str(CHILD_NICE))
-    with contextlib.suppress(OSError, AttributeError):
-        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))  # type: ignore[attr-defined,unused-ignore]
-
-
-def _child_main() -> int:
-    """Serve until stdin closes: one JSON command per line, answers to requests on stdout."""
-    if hasattr(signal, "SIGINT"):
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _yield_cpu_to_training()
-    answers = os.fdopen(os.dup(1), "wb", buffering=0)
-    os.dup2(2, 1)  # a stray print goes to stderr, never into the answers
-    sys.stdout = sys.stderr
-    logging.basicConfig(level=logging.WARNING, format=f"lightning-stream server (pid {os.getpid()}): %(message)s")
-    server: StreamServer | None = None
-
-    def answer(**fields: Any) -> None:
-        answers.write(_line(fields))
-
-    for line in sys.stdin.buffer:
-        try:
-            message = json.loads(line)
-            op = message["op"]
-        except (ValueError, KeyError, TypeError):
-            logger.error("unreadable command %r; ignored", line[:200])
-            continue
-        try:
-            if op == "publish":
-                assert server is not None
-                run, tag, step, wall_time, value = message["item"]
-                server.publish(run, tag, step, value, wall_time)
-            elif op == "status":
-                assert server is not None
-                server.publish_status(message["run"], message["state"], **message["fields"])
-            elif op == "start":
-                server = StreamServer(_config_from_json(message["config"])).start()
-                answer(result={"pid": os.getpid(), "port": server.port, "fallback_message": server.fallback_message})
-            elif op == "watch":
-                assert server is not None
-                answer(result=server.watch(message["logdir"], prefix=message["prefix"]))
-            elif op == "unwatch":
-                assert server is not None
-                answer(result=server.unwatch(message["logdir"]))
-            elif op == "restart":
-                assert server is not None
-                server.restart()
-                answer(result=None)
-            else:
-                raise ValueError(f"unknown command {op!r}")
-        except Exception as error:
-            if op not in _REQUESTS:
-                logger.warning("%s failed: %s", op, error)
-                continue
-            fields: dict[str, Any] = {"error": type(error).__name__, "message": str(error)}
-            if isinstance(error, errors.PortInUseError):
-                fields.update(port=error.port, owner_pid=error.owner_pid)
-            answer(**fields)  # after a failed start the parent closes stdin: we end below
-    if server is not None:
-        server.stop()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_child_main())

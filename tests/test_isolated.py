@@ -25,7 +25,8 @@ import pytest
 
 from lightning_stream import StreamServer, list_servers
 from lightning_stream.errors import PortInUseError, ServerNotRunningError
-from lightning_stream.isolated import CHILD_NICE, OUTBOX_LIMIT, IsolatedStreamServer
+from lightning_stream.child import CHILD_NICE
+from lightning_stream.isolated import OUTBOX_LIMIT, IsolatedStreamServer
 from lightning_stream.manager import StreamServerManager
 from lightning_stream.ports import bind_listener
 from tests.eventfiles import WALL_TIME, write_torch
@@ -51,11 +52,11 @@ def get_json(url: str) -> Any:
 
 
 def server_processes() -> list[psutil.Process]:
-    """Our server children (``python -m lightning_stream.isolated``) still running."""
+    """Our server children (``python -m lightning_stream.child``) still running."""
     return [
         p
         for p in psutil.Process().children(recursive=True)
-        if "lightning_stream.isolated" in " ".join(p.cmdline()) and p.status() != psutil.STATUS_ZOMBIE
+        if "lightning_stream.child" in " ".join(p.cmdline()) and p.status() != psutil.STATUS_ZOMBIE
     ]
 
 

@@ -208,7 +208,7 @@ def test_our_threads_leave_process_signals_to_the_main_thread(tmp_path: Path) ->
     child_server = IsolatedStreamServer(port=None).start()  # writer and reader threads
     try:
         thread_server.watch(tmp_path)
-        inc = thread_server._inc
+        inc = thread_server._backend._inc  # type: ignore[attr-defined]
         assert inc is not None
         worker_id = asyncio.run_coroutine_threadsafe(asyncio.to_thread(threading.get_native_id), inc.loop).result(10)
         ours = [t for t in threading.enumerate() if t.name.startswith("lightning-stream")]

@@ -214,7 +214,7 @@ def test_restart_keeps_the_port_rereads_logdirs_and_counts(server: StreamServer,
 def test_watchdog_restarts_a_server_whose_loop_was_stopped_on_the_same_port(registry_dir: Path) -> None:
     with StreamServer(port=None, watchdog_interval_s=0.05) as server:
         port = server.port
-        inc = server._inc
+        inc = server._backend._inc  # type: ignore[attr-defined]
         assert inc is not None
         inc.loop.call_soon_threadsafe(inc.loop.stop)  # really break it: the loop thread ends
         wait_until(lambda: server.restarts == 1 and server.is_alive())
@@ -226,7 +226,7 @@ def test_watchdog_restarts_a_server_whose_loop_was_stopped_on_the_same_port(regi
 def test_watchdog_restarts_a_server_whose_loop_hangs(registry_dir: Path) -> None:
     with StreamServer(port=None, watchdog_interval_s=0.1) as server:
         port = server.port
-        inc = server._inc
+        inc = server._backend._inc  # type: ignore[attr-defined]
         assert inc is not None
         release = threading.Event()
         inc.loop.call_soon_threadsafe(release.wait, 30)  # blocks the server loop
@@ -275,7 +275,7 @@ def test_supervisor_check_leaves_a_healthy_server_alone_and_restarts_a_dead_one(
     dog = server._new_supervisor(interval_s=60)  # never started: check() is called by hand
     assert dog.check() is None
     assert server.restarts == 0
-    inc = server._inc
+    inc = server._backend._inc  # type: ignore[attr-defined]
     assert inc is not None
     assert inc.thread is not None
     inc.loop.call_soon_threadsafe(inc.loop.stop)
@@ -295,7 +295,7 @@ def test_restarts_leave_no_previous_incarnation_alive() -> None:
         old_hubs = []
         for _ in range(3):
             urllib.request.urlopen(f"{server.url}/health", timeout=10).read()  # through the middlewares
-            old_hubs.append(weakref.ref(server._inc.hub))  # type: ignore[union-attr]
+            old_hubs.append(weakref.ref(server._backend._inc.hub))  # type: ignore[attr-defined]
             server.restart()
         gc.collect()
         assert [ref() is None for ref in old_hubs] == [True, True, True]
