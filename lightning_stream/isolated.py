@@ -7,8 +7,9 @@ every file read, hub tick and send to clients is time the step waits for
 watcher, hub and sockets run on another core; the training process only writes its event
 files, as it does anyway. ``StreamCallback`` uses this by default (``isolated=True``).
 
-``IsolatedStreamServer`` is a ``StreamServer`` (same API, manager, ref count and registry)
-whose ``start()`` runs ``python -m lightning_stream.isolated`` and talks to it over pipes:
+``ChildBackend`` is the parent's side: a ``StreamServer`` holding it (``IsolatedStreamServer``:
+same API, manager, ref count and registry) runs ``python -m lightning_stream.child`` (``child.py``)
+at ``start()`` and talks to it over pipes:
 
 * Commands go as JSON lines, in order, to the child's stdin, written by a writer thread:
   ``publish()``/``publish_status()`` only append to a deque (O(µs)) and never block on the
