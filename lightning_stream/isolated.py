@@ -47,9 +47,10 @@ from typing import IO, Any
 from lightning_stream.child import config_to_json, error_from, line
 from lightning_stream.config import ServerConfig
 from lightning_stream.errors import ServerNotRunningError, ServerStartError
+from lightning_stream.logdirs import FINAL_SCAN_TIMEOUT_S
 from lightning_stream.registry import remove_entry
 from lightning_stream.server import RUNNING, StreamServer
-from lightning_stream.threaded import CALL_TIMEOUT_S, FINAL_SCAN_TIMEOUT_S, START_TIMEOUT_S, STATUS, STOP_TIMEOUT_S
+from lightning_stream.threaded import CALL_TIMEOUT_S, START_TIMEOUT_S, STATUS, STOP_TIMEOUT_S
 from lightning_stream.threads import start_thread
 
 logger = logging.getLogger(__name__)

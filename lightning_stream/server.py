@@ -282,7 +282,7 @@ class StreamServer:
         Returns after the initial scan, so what is on disk is queryable at once. ``logdir`` may
         be an fsspec URL (``s3://bucket/logs``, ``gs://...``, ``memory://...``): it is then polled.
         Returns the run name of ``logdir`` itself: ``prefix`` (``"."`` without one), or the name
-        an outer watched logdir already gives it (see "Nested logdirs" in ``threaded.py``).
+        an outer watched logdir already gives it (see "Nested logdirs" in ``logdirs.py``).
         """
         path = _logdir_key(logdir)
         with self._lock:

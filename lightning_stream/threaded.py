@@ -7,13 +7,7 @@ hub, runner); ``restart()`` replaces it whole on the same port and re-reads the 
 logdirs (from the server's ``watches()``), so points sent with ``publish()`` before a
 restart are lost and sequence numbers start again (clients get ``reset``).
 
-Nested logdirs (``%lightning_stream lightning_logs``, then a ``StreamCallback`` watching
-``lightning_logs/version_0``): one directory is one run, whatever watches see it. A watch
-inside an already watched logdir starts no watcher: its runs keep the outer watch's names
-(``watch()`` returns the name of its root). A watch *around* earlier ones leaves their
-directories to them while they are watched. An unwatched logdir's runs keep their names and
-read offsets for the next watcher of their directories (``LogdirWatcher.retire``/``adopt``),
-so a run is neither renamed nor sent twice. Directories are compared resolved (symlinks followed).
+The watched logdirs of an incarnation, nested ones included, are ``logdirs.py``'s.
 """
 
 from __future__ import annotations
@@ -21,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import functools
 import logging
 import os
 import socket
@@ -29,7 +22,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -39,6 +32,7 @@ from lightning_stream.config import ServerConfig
 from lightning_stream.connections import CappedSockSite, default_max_clients, quiet_accept_errors
 from lightning_stream.errors import PortInUseError, ServerNotRunningError, ServerStartError
 from lightning_stream.hub import Hub
+from lightning_stream.logdirs import LogdirWatches, cancel_task
 from lightning_stream.looplag import LoopLagMonitor
 from lightning_stream.ports import BoundSocket, bind_listener, bind_server_socket, is_in_use
 from lightning_stream.registry import health_check
@@ -46,18 +40,15 @@ from lightning_stream.scalars import ScalarBatch
 from lightning_stream.threads import start_thread
 
 if TYPE_CHECKING:
-    from lightning_stream.watcher import LogdirWatcher, Retired
+    pass
 
 logger = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 30.0  # generous: a loaded 2-core CI box
 STOP_TIMEOUT_S = 15.0
 SHUTDOWN_TIMEOUT_S = 3.0  # handlers still running after on_shutdown get this long
-WATCH_STOP_TIMEOUT_S = 2.0  # a cancelled logdir watcher gets this long to end
 CALL_TIMEOUT_S = 60.0  # longest a caller's thread waits on the server loop (watch's first scan included)
-FINAL_SCAN_TIMEOUT_S = 5.0  # unwatch reads what was flushed last, for at most this long
 HEALTH_TRIES = 3
-_READER_ERROR_KINDS = ("crc_errors", "bad_lengths", "parse_errors")
 STATUS = object()  # marks a status item in the publish deque
 
 
@@ -72,13 +63,7 @@ class _Incarnation:
     hub: Hub | None = None
     runner: web.AppRunner | None = None
     loop_lag: LoopLagMonitor | None = None
-    watches: dict[str, tuple[LogdirWatcher, asyncio.Task[None], Callable[[list[ScalarBatch]], None]]] = field(
-        default_factory=dict
-    )
-    aliases: dict[str, str] = field(default_factory=dict)
-    """A watched logdir inside another watcher's -> that watcher's path (it reads the files)."""
-    retired: dict[str, Retired] = field(default_factory=dict)
-    """Run directories (resolved) of stopped watchers -> run name and readers, for the next watcher."""
+    logdirs: LogdirWatches | None = None
     torn_down: bool = False
 
 
@@ -146,14 +131,15 @@ class ThreadBackend:
         inc = self._inc
         if inc is None:
             raise ServerNotRunningError(f"cannot watch {path!r}: the server is restarting; try again in a moment")
-        name: str = self._call(inc, self._awatch(inc, path, prefix))
+        assert inc.logdirs is not None
+        name: str = self._call(inc, inc.logdirs.watch(path, prefix))
         return name
 
     def unwatch(self, path: str) -> None:
         """Stop watching ``path`` (reading what was flushed last), if the loop still runs."""
         inc = self._inc
-        if inc is not None and inc.loop.is_running():
-            self._call(inc, self._aunwatch(inc, path))
+        if inc is not None and inc.logdirs is not None and inc.loop.is_running():
+            self._call(inc, inc.logdirs.unwatch(path))
 
     def post(self, item: tuple[Any, ...]) -> None:
         """Queue a published point or status; one loop wake-up per batch of calls."""
@@ -219,7 +205,7 @@ class ThreadBackend:
             config=self._config,
             loop_lag=inc.loop_lag,
             restarts=self._restarts,
-            reader_errors=lambda: _reader_errors(inc),
+            reader_errors=lambda: inc.logdirs.reader_errors() if inc.logdirs else {},
             logdirs=lambda: list(self._watches()),
         )
         app = create_app(state)
@@ -238,85 +224,15 @@ class ThreadBackend:
             inc.runner, inc.sock, max_clients=max_clients, header_timeout_s=self._config.header_timeout_s
         )
         await site.start()
+        inc.logdirs = LogdirWatches(inc.hub, poll_interval_s=self._config.poll_interval_s, wanted=self._watches)
         for path, prefix in list(self._watches().items()):  # a restart re-reads watched logdirs
-            await self._awatch(inc, path, prefix)
-
-    async def _awatch(self, inc: _Incarnation, path: str, prefix: str | None) -> str:
-        from lightning_stream.watcher import LogdirWatcher
-
-        hub = inc.hub
-        assert hub is not None
-        owner = _covering_watch(inc, path)
-        if owner is not None:  # already read by an outer watch: one directory, one run
-            inc.aliases[path] = owner
-            return _name_in(inc.watches[owner][0], path, owner)
-        local = not _is_url(path)
-        watcher = LogdirWatcher(
-            path,
-            prefix=prefix,
-            poll_interval_s=self._config.poll_interval_s,
-            skip=functools.partial(_left_to_inner_watch, inc, path) if local else None,
-            adopt=functools.partial(_adopt_retired, inc) if local else None,
-        )
-        noted: set[str] = set()
-
-        def sink(batches: list[ScalarBatch]) -> None:
-            for run, directory in watcher.runs().items():
-                if run not in noted:
-                    noted.add(run)
-                    hub.note_run(run, directory)
-            for run, hparams in watcher.take_hparams().items():
-                hub.note_hparams(run, hparams)
-            hub.ingest(batches, coalesced=True)
-
-        sink(await asyncio.to_thread(watcher.scan))
-        task = asyncio.get_running_loop().create_task(
-            watcher.watch(sink, max_busy_gap_s=hub.broadcast_gap_s), name=f"lightning-stream-watch {path}"
-        )
-        task.add_done_callback(_log_watch_end)
-        inc.watches[path] = (watcher, task, sink)
-        return watcher.run_name(watcher.logdir)
-
-    async def _aunwatch(self, inc: _Incarnation, path: str, *, final_scan: bool = True) -> None:
-        owner = inc.aliases.pop(path, None)
-        if owner is not None:  # the outer watch reads it: read what was flushed last, for the caller
-            if final_scan and owner in inc.watches:
-                watcher, _, sink = inc.watches[owner]
-                await self._final_scan(owner, watcher, sink)
-            return
-        entry = inc.watches.pop(path, None)
-        if entry is None:
-            return
-        watcher, task, sink = entry
-        if not await _cancel(task, WATCH_STOP_TIMEOUT_S):
-            logger.warning("the watcher of %s did not stop within %.1f s; abandoning it", path, WATCH_STOP_TIMEOUT_S)
-            return
-        if not final_scan:
-            return  # the server is going away: nothing to hand over
-        await self._final_scan(path, watcher, sink)
-        # Its runs keep their names and offsets for whichever watcher reads their directories next:
-        # an outer watch (which skipped them until now), or a later watch() of this logdir.
-        for directory, retired in watcher.retire().items():
-            inc.retired[_real(directory)] = retired
-        for alias in [a for a, o in inc.aliases.items() if o == path]:
-            del inc.aliases[alias]  # still watched themselves: they get their own watcher now
-            watches = self._watches()
-            if alias in watches:
-                await self._awatch(inc, alias, watches[alias])
-
-    @staticmethod
-    async def _final_scan(path: str, watcher: LogdirWatcher, sink: Callable[[list[ScalarBatch]], None]) -> None:
-        """What was flushed just before unwatch (the callback's teardown flush) is read, not dropped."""
-        try:
-            sink(await asyncio.wait_for(asyncio.to_thread(watcher.scan), FINAL_SCAN_TIMEOUT_S))
-        except Exception as error:
-            logger.warning("final read of %s failed: %s", path, error)
+            await inc.logdirs.watch(path, prefix)
 
     async def _ateardown(self, inc: _Incarnation) -> None:
         """Graceful: watchers, then the runner (ends SSE/WS, closes the socket), then the hub."""
         self._drain(inc)
-        for path in list(inc.watches):
-            await self._aunwatch(inc, path, final_scan=False)
+        if inc.logdirs is not None:
+            await inc.logdirs.close()
         if inc.runner is not None:
             await inc.runner.cleanup()
             _forget_old_apps()
@@ -341,7 +257,7 @@ class ThreadBackend:
             try:
                 tasks = asyncio.all_tasks(loop)
                 if tasks:
-                    loop.run_until_complete(asyncio.gather(*(_cancel(t, 1.0) for t in tasks)))
+                    loop.run_until_complete(asyncio.gather(*(cancel_task(t, 1.0) for t in tasks)))
                 loop.run_until_complete(loop.shutdown_asyncgens())
             except BaseException:
                 logger.debug("error while closing the server loop", exc_info=True)
@@ -454,89 +370,6 @@ class ThreadBackend:
                 f"the server on port {inc.port} did not answer within {CALL_TIMEOUT_S:.0f} s (stuck?); "
                 "force_restart() it, or check /health"
             ) from None
-
-
-def _reader_errors(inc: _Incarnation) -> dict[str, int]:
-    totals = dict.fromkeys(_READER_ERROR_KINDS, 0)
-    for watcher, _, _ in list(inc.watches.values()):
-        stats: Any = getattr(watcher, "stats", None)
-        items = stats.items() if isinstance(stats, Mapping) else vars(stats).items() if stats is not None else ()
-        for kind, value in items:
-            if kind in totals and isinstance(value, int):
-                totals[kind] += value
-    return totals
-
-
-async def _cancel(task: asyncio.Task[Any], timeout: float) -> bool:
-    """Cancel ``task`` and wait for it, at most ``timeout`` s; True if it ended.
-
-    Cancels more than once: a cancellation that lands inside an anyio shielded scope
-    (watchfiles' ``awatch`` waits on its notify thread that way) is swallowed, and the
-    next one, after the shield, is not.
-    """
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not task.done():
-        task.cancel()
-        remaining = deadline - asyncio.get_running_loop().time()
-        if remaining <= 0:
-            return False
-        await asyncio.wait({task}, timeout=min(0.05, remaining))
-    if not task.cancelled():
-        task.exception()  # retrieved, so asyncio does not log it as never retrieved
-    return True
-
-
-def _log_watch_end(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        logger.error("a logdir watcher stopped: %r", task.exception(), exc_info=task.exception())
-
-
-def _is_url(path: str) -> bool:
-    from lightning_stream.remote import is_url
-
-    return is_url(path)
-
-
-@functools.lru_cache(maxsize=1024)
-def _real(path: str) -> str:
-    """``path`` with symlinks resolved (cached: a watched root's answer does not change while watched)."""
-    return path if _is_url(path) else os.path.realpath(path)
-
-
-def _inside(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
-
-
-def _name_in(outer: LogdirWatcher, path: str, owner: str) -> str:
-    """The run name ``outer`` (watching ``owner``) gives the directory ``path`` inside it."""
-    return outer.run_name(os.path.join(outer.logdir, os.path.relpath(_real(path), _real(owner))))
-
-
-def _adopt_retired(inc: _Incarnation, directory: str) -> Retired | None:
-    """A stopped watcher's name and readers of ``directory``, for the watcher that reads it now."""
-    return inc.retired.pop(os.path.realpath(directory), None)
-
-
-def _covering_watch(inc: _Incarnation, path: str) -> str | None:
-    """The deepest watcher (other than ``path``'s own) whose logdir holds ``path``: it reads its runs."""
-    if _is_url(path):
-        return None
-    real = _real(path)
-    holders = [o for o in inc.watches if o != path and not _is_url(o) and _inside(real, _real(o))]
-    return max(holders, key=lambda o: len(_real(o)), default=None)
-
-
-def _left_to_inner_watch(inc: _Incarnation, path: str, directory: str) -> bool:
-    """The watcher of ``path`` skips ``directory`` when a watcher of a logdir inside ``path`` reads it.
-
-    Called from the scan's worker thread: it reads a snapshot of the loop's ``watches`` (``tuple()``
-    copies a dict atomically under the GIL), and ``_adopt_retired``'s ``dict.pop`` is atomic too.
-    """
-    real = os.path.realpath(directory)
-    return any(
-        other != path and not _is_url(other) and _inside(real, _real(other)) and _inside(_real(other), _real(path))
-        for other in tuple(inc.watches)
-    )
 
 
 def _forget_old_apps() -> None:

@@ -24,8 +24,8 @@ import psutil
 import pytest
 
 from lightning_stream import StreamServer, list_servers
-from lightning_stream.errors import PortInUseError, ServerNotRunningError
 from lightning_stream.child import CHILD_NICE
+from lightning_stream.errors import PortInUseError, ServerNotRunningError
 from lightning_stream.isolated import OUTBOX_LIMIT, IsolatedStreamServer
 from lightning_stream.manager import StreamServerManager
 from lightning_stream.ports import bind_listener

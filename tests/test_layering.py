@@ -42,7 +42,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
         "app",
         frozenset({"params", "security", "connections", "metrics", "sse", "websocket", "seriesapi", "openapi", "app"}),
     ),
-    ("server", frozenset({"registry", "ports", "processhooks", "threaded", "server", "child", "isolated"})),
+    ("server", frozenset({"registry", "ports", "processhooks", "logdirs", "threaded", "server", "child", "isolated"})),
     ("manager", frozenset({"manager"})),
     ("faces", frozenset({"callback", "client", "cli", "notebook", "__init__", "__main__"})),
 ]
