@@ -37,16 +37,8 @@ from lightning_stream.logs import redact
 from lightning_stream.looplag import LoopLagMonitor
 from lightning_stream.metrics import MetricSources, make_registry, render
 from lightning_stream.openapi import openapi_document
-from lightning_stream.security import (
-    MAX_LIMIT,
-    BadRequest,
-    Handler,
-    json_error,
-    parse_int,
-    parse_name,
-    security_middleware,
-    token_ok,
-)
+from lightning_stream.params import MAX_LIMIT, BadRequest, parse_int, parse_name
+from lightning_stream.security import Handler, json_error, security_middleware, token_ok
 from lightning_stream.seriesapi import handle_series
 from lightning_stream.sse import SSEStreams
 from lightning_stream.websocket import WebSockets

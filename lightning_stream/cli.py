@@ -322,7 +322,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         )
     except (ValueError, TypeError) as exc:
         return _usage_error("serve", str(exc))
-    from lightning_stream.remote import is_url, open_url
+    from lightning_stream.objectstore import is_url, open_url
 
     logdirs: list[str | Path] = []
     for name in args.logdirs:
@@ -385,7 +385,7 @@ def _stop_on_signals() -> Iterator[threading.Event]:
 def _event_files(logdir: str | Path) -> tuple[int, int]:
     """Count and total size of the TensorBoard event files under ``logdir``."""
     if isinstance(logdir, str):  # a URL: one listing
-        from lightning_stream.remote import open_url
+        from lightning_stream.objectstore import open_url
 
         fs, root = open_url(logdir)
         stats = [fs.stat(path) for path in fs.list_event_files(root)]

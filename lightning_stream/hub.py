@@ -59,7 +59,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
 
 from lightning_stream.config import ServerConfig
-from lightning_stream.errors import LightningStreamError
+from lightning_stream.errors import HubClosed
 from lightning_stream.globs import MAX_GLOB_LEN, GlobFilter, validate_glob
 from lightning_stream.scalars import ScalarBatch
 from lightning_stream.series import BYTES_PER_POINT, MIN_DECIMATE, Series, Window
@@ -91,10 +91,6 @@ FORMATS = ("points", "columns")
 
 
 T = TypeVar("T")
-
-
-class HubClosed(LightningStreamError):
-    """The hub or the subscription was closed; stop reading from it."""
 
 
 class View(NamedTuple):

@@ -46,7 +46,7 @@ from typing import IO, Any
 
 from lightning_stream.child import config_to_json, error_from, line
 from lightning_stream.config import ServerConfig
-from lightning_stream.errors import ServerNotRunningError, ServerStartError
+from lightning_stream.errors import ServerNotRunningError, ServerProcessError
 from lightning_stream.logdirs import FINAL_SCAN_TIMEOUT_S
 from lightning_stream.registry import remove_entry
 from lightning_stream.server import RUNNING, StreamServer
@@ -60,10 +60,6 @@ WRITE_BATCH = 4096  # items per write to the child's stdin
 MAX_RESPAWNS = 3  # per RESPAWN_WINDOW_S: a child that keeps dying is left dead (and logged)
 RESPAWN_WINDOW_S = 60.0
 _CLOSE = object()  # outbox marker: close the child's stdin after what is queued before it
-
-
-class ServerProcessError(ServerStartError):
-    """The server's child process could not be started (no interpreter, import error, crash)."""
 
 
 class ChildBackend:

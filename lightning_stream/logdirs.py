@@ -174,7 +174,7 @@ def _log_watch_end(task: asyncio.Task[None]) -> None:
 
 
 def _is_url(path: str) -> bool:
-    from lightning_stream.remote import is_url
+    from lightning_stream.objectstore import is_url
 
     return is_url(path)
 

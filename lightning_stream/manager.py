@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lightning_stream.config import ServerConfig
-from lightning_stream.errors import ServerNotRunningError
+from lightning_stream.errors import ServerNotRunningError, ServerProcessError
 from lightning_stream.server import RUNNING, StreamServer
 from lightning_stream.threads import start_thread
 
@@ -311,7 +311,7 @@ def _check_linger(linger_s: object, *, allow_none: bool) -> None:
 def _launch(config: ServerConfig) -> StreamServer:
     """Start a server: in a child process if ``config.isolated`` and that can run, else a thread."""
     if config.isolated:
-        from lightning_stream.isolated import IsolatedStreamServer, ServerProcessError
+        from lightning_stream.isolated import IsolatedStreamServer
 
         try:
             return IsolatedStreamServer(config).start()

@@ -12,7 +12,7 @@ from typing import Any
 
 from lightning_stream._version import __version__
 from lightning_stream.globs import MAX_GLOB_LEN
-from lightning_stream.security import MAX_LIMIT
+from lightning_stream.params import MAX_LIMIT
 
 #: a float on the wire: a JSON number, or TensorBoard's strings for values JSON cannot hold
 FLOAT = {"anyOf": [{"type": "number"}, {"type": "string", "enum": ["NaN", "Infinity", "-Infinity"]}]}

@@ -68,8 +68,8 @@ STOP_FALLBACK = 1
 """Stopped at a complete, checksummed record the hand decoder does not recognise: decode it with protobuf."""
 
 Columns = tuple["array[int]", "array[float]", "array[float]"]
-Series = dict[str, Columns]
-DecodeResult = tuple[int, int, bool, int, Series, list[tuple[str, int]]]
+PointsByTag = dict[str, Columns]  # tag -> its columns (not series.Series, which the hub holds)
+DecodeResult = tuple[int, int, bool, int, PointsByTag, list[tuple[str, int]]]
 Decoder = Callable[[bytes, int, set[str], bool], DecodeResult]
 
 _F64 = struct.Struct("<d")
@@ -327,7 +327,7 @@ def decode_records_py(buf: bytes, pos: int, scalar_tags: set[str], resync: bool)
     whether it is inside garbage looking for the next valid header, how many well-framed records it
     consumed, the points by tag, and ``(kind, offset)`` of each error (offsets relative to ``buf``).
     """
-    series: Series = {}
+    series: PointsByTag = {}
     errors: list[tuple[str, int]] = []
     records = 0
     size = len(buf)
@@ -689,7 +689,7 @@ class EventFileReader:
             self.stats["scalars"] += 1
         return start + length + FOOTER_SIZE
 
-    def _merge(self, series: Series, out: dict[str, ScalarBatch]) -> None:
+    def _merge(self, series: PointsByTag, out: dict[str, ScalarBatch]) -> None:
         for tag, (steps, wall_times, values) in series.items():
             batch = out.get(tag)
             if batch is None:

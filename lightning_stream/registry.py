@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import http.client
 import json
 import logging
 import os
@@ -49,13 +48,13 @@ from pathlib import Path
 from typing import Any
 
 from lightning_stream._version import __version__
-from lightning_stream.config import ENV_REGISTRY_DIR, is_wildcard
+from lightning_stream.config import ENV_REGISTRY_DIR
 from lightning_stream.errors import RegistryError
+from lightning_stream.health import HEALTH_TIMEOUT_S, connect_host, probe
 
 logger = logging.getLogger(__name__)
 
 _SUFFIX = ".json"
-HEALTH_TIMEOUT_S = 1.0
 MAX_ENTRY_BYTES = 64 * 1024
 """Largest registry file read; a real entry is a few hundred bytes plus its logdirs."""
 _POSIX = sys.platform != "win32"
@@ -399,38 +398,6 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def health_check(host: str, port: int, *, timeout: float = HEALTH_TIMEOUT_S) -> dict[str, Any] | None:
-    """GET ``/health``; the parsed JSON on HTTP 200, else None. Never raises."""
-    return _probe(host, port, timeout)[1]
-
-
-def _probe(host: str, port: int, timeout: float) -> tuple[str, dict[str, Any] | None]:
-    """``("ok", health)``, ``("gone", None)`` (refused, or not our server) or ``("slow", None)``."""
-    conn = http.client.HTTPConnection(connect_host(host), port, timeout=timeout)
-    try:
-        conn.request("GET", "/health", headers={"Connection": "close"})
-        response = conn.getresponse()
-        body = response.read()
-        data = json.loads(body) if response.status == 200 else None
-        return ("ok", data) if isinstance(data, dict) else ("gone", None)
-    except ConnectionRefusedError:
-        return "gone", None
-    except (TimeoutError, OSError, http.client.HTTPException):
-        return "slow", None  # busy or unreachable: not proof of death
-    except ValueError:
-        return "gone", None
-    finally:
-        conn.close()
-
-
-def connect_host(host: str) -> str:
-    """The address a local client dials for a server bound to ``host`` (wildcards → loopback)."""
-    bare = host.strip().strip("[]")
-    if is_wildcard(bare):
-        return "::1" if bare == "::" else "127.0.0.1"
-    return bare
-
-
 def is_live(info: ServerInfo, *, timeout: float = HEALTH_TIMEOUT_S) -> bool:
     """The entry's pid exists and its ``/health`` answers with that pid."""
     return _liveness(info, timeout) == "live"
@@ -442,7 +409,7 @@ def _liveness(info: ServerInfo, timeout: float) -> str:
         return "unknown"
     if not pid_alive(info.pid):
         return "dead"
-    outcome, health = _probe(info.host, info.port, timeout)
+    outcome, health = probe(info.host, info.port, timeout)
     if outcome == "slow":
         return "unknown"
     if health is None or health.get("pid", info.pid) != info.pid:

@@ -1,4 +1,4 @@
-"""Everything that judges what a client sends: Host/Origin/token rules, CORS, and parameters.
+"""Who may ask: Host/Origin/token rules and CORS, in one middleware.
 
 Rules (SPEC "Environment"), applied by one middleware in this order:
 
@@ -18,14 +18,12 @@ Rules (SPEC "Environment"), applied by one middleware in this order:
    WebSocket cannot set headers), compared with ``hmac.compare_digest``. A
    missing or wrong token is ``401``.
 
-The parameter helpers at the end turn untrusted query strings and WebSocket
-fields into values or a ``BadRequest`` that says what to fix.
+Request parameters (query strings, WebSocket fields) are parsed in ``params.py``.
 """
 
 from __future__ import annotations
 
 import hmac
-import re
 from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import hdrs, web
@@ -33,8 +31,6 @@ from aiohttp.typedefs import Middleware
 from yarl import URL
 
 from lightning_stream.config import ServerConfig, is_loopback
-from lightning_stream.globs import validate_glob
-from lightning_stream.hub import FORMATS
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -42,15 +38,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PUBLIC_PATHS = frozenset({"/health", "/favicon.ico"})
 PUBLIC_PREFIXES = ("/static/",)
 
-MAX_LIMIT = 1_000_000
-INT64_MIN = -(2**63)
-INT64_MAX = 2**63 - 1
 _CORS_ALLOW_HEADERS = "Authorization, Content-Type, Last-Event-ID"
-_INT_RE = re.compile(r"[+-]?[0-9]{1,20}")  # ASCII digits only: str.isdigit() accepts '²', int() does not
-
-
-class BadRequest(ValueError):
-    """A client-supplied value is invalid; the message says what to send instead."""
 
 
 def json_error(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
@@ -175,58 +163,3 @@ def cors_headers_for(request: web.Request, config: ServerConfig) -> dict[str, st
     if origin is not None and origin in config.cors_origins:
         return {hdrs.ACCESS_CONTROL_ALLOW_ORIGIN: origin, hdrs.VARY: "Origin"}
     return {}
-
-
-# -- parameters ------------------------------------------------------------------------------------
-
-
-def parse_glob(value: object, name: str) -> str:
-    """A run/tag glob (``fnmatch`` syntax, the hub's rules); absent means ``*``."""
-    if value is None:
-        return "*"
-    try:
-        return validate_glob(value, name=name)
-    except ValueError as exc:
-        raise BadRequest(str(exc)) from None
-
-
-def parse_int(value: object, name: str, *, minimum: int = INT64_MIN, maximum: int = INT64_MAX) -> int:
-    """An integer in ``[minimum, maximum]`` from a query string or JSON value."""
-    if isinstance(value, bool):
-        raise BadRequest(f"{name}={value!r} must be an integer, not a boolean")
-    if isinstance(value, int):
-        number = value
-    elif isinstance(value, str) and _INT_RE.fullmatch(value):
-        number = int(value)
-    else:
-        raise BadRequest(f"{name}={value!r} must be an integer in [{minimum}, {maximum}]")
-    if not minimum <= number <= maximum:
-        raise BadRequest(f"{name}={number!r} is out of range; use an integer in [{minimum}, {maximum}]")
-    return number
-
-
-def parse_format(value: object, name: str = "format") -> str:
-    """The payload form of a stream (``/stream?format=``, WS ``subscribe``); absent means ``points``."""
-    if value is None:
-        return "points"
-    if value not in FORMATS:
-        raise BadRequest(
-            f"{name}={value!r} is not known; use {name}=columns for one column set per series, "
-            f"or leave it out for point objects ({name}=points)"
-        )
-    assert isinstance(value, str)
-    return value
-
-
-def parse_seq(value: object, name: str) -> int:
-    """A sequence number a client resumes from: ``Last-Event-ID``, ``last_event_id``, WS ``since``."""
-    return parse_int(value, name, minimum=0, maximum=INT64_MAX)
-
-
-def parse_name(value: object, name: str) -> str:
-    """A required run or tag name."""
-    if value is None:
-        raise BadRequest(f"missing {name}=...; list runs and tags with GET /api/runs")
-    if not isinstance(value, str) or not value:
-        raise BadRequest(f"{name}={value!r} must be a non-empty run or tag name; see GET /api/runs")
-    return value

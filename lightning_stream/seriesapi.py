@@ -33,7 +33,8 @@ from multidict import MultiMapping
 
 from lightning_stream.config import ServerConfig
 from lightning_stream.hub import Hub
-from lightning_stream.security import MAX_LIMIT, BadRequest, cors_headers_for, json_error, parse_glob, parse_int
+from lightning_stream.params import MAX_LIMIT, BadRequest, parse_glob, parse_int
+from lightning_stream.security import cors_headers_for, json_error
 from lightning_stream.wire import CSV_HEADER, csv_chunks, series_json
 
 __all__ = ["FORMATS", "PARAMS", "SeriesQuery", "handle_series", "parse_series_query"]

@@ -39,8 +39,9 @@ from lightning_stream import processhooks
 from lightning_stream._version import __version__
 from lightning_stream.config import ServerConfig
 from lightning_stream.errors import RegistryError, ServerNotRunningError, ServerStartError
+from lightning_stream.health import connect_host, health_check
 from lightning_stream.hub import STATES
-from lightning_stream.registry import ServerInfo, connect_host, health_check, remove_entry, write_entry
+from lightning_stream.registry import ServerInfo, remove_entry, write_entry
 from lightning_stream.threaded import STATUS, STOP_TIMEOUT_S, ThreadBackend
 
 if TYPE_CHECKING:
@@ -446,6 +447,6 @@ def stop_all_servers() -> int:
 
 def _logdir_key(logdir: str | os.PathLike[str]) -> str:
     """A local logdir as an absolute path; a URL (``s3://...``) as given, without a trailing ``/``."""
-    from lightning_stream.remote import is_url
+    from lightning_stream.objectstore import is_url
 
     return logdir.rstrip("/") if isinstance(logdir, str) and is_url(logdir) else os.path.abspath(os.fspath(logdir))

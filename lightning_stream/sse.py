@@ -37,7 +37,8 @@ from aiohttp import hdrs, web
 
 from lightning_stream.config import ServerConfig
 from lightning_stream.hub import Hub, HubClosed, Message, Subscription
-from lightning_stream.security import BadRequest, cors_headers_for, json_error, parse_format, parse_glob, parse_seq
+from lightning_stream.params import BadRequest, parse_format, parse_glob, parse_seq
+from lightning_stream.security import cors_headers_for, json_error
 from lightning_stream.wire import FrameCache, payload_json
 
 if sys.version_info >= (3, 11):

@@ -31,11 +31,11 @@ from lightning_stream.app import AppState, create_app
 from lightning_stream.config import ServerConfig
 from lightning_stream.connections import CappedSockSite, default_max_clients, quiet_accept_errors
 from lightning_stream.errors import PortInUseError, ServerNotRunningError, ServerStartError
+from lightning_stream.health import health_check
 from lightning_stream.hub import Hub
 from lightning_stream.logdirs import LogdirWatches, cancel_task
 from lightning_stream.looplag import LoopLagMonitor
 from lightning_stream.ports import BoundSocket, bind_listener, bind_server_socket, is_in_use
-from lightning_stream.registry import health_check
 from lightning_stream.scalars import ScalarBatch
 from lightning_stream.threads import start_thread
 

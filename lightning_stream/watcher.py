@@ -19,7 +19,7 @@ Change detection (measured with ``benchmarks/bench_watch_idle.py``, 100 idle run
   ``change_detection="poll"``) the poll is adaptive instead: every 20 ms right after data arrived,
   doubling while idle up to ``poll_interval_s``.
 
-A remote logdir (an fsspec URL such as ``s3://bucket/logs``, see ``remote.py``) is always polled
+A remote logdir (an fsspec URL such as ``s3://bucket/logs``, see ``objectstore.py``) is always polled
 adaptively, each poll one listing, from ``REMOTE_FAST_POLL_S`` after data up to ``poll_interval_s``.
 """
 
@@ -35,8 +35,8 @@ from typing import Any, Literal
 
 from lightning_stream import _inotify
 from lightning_stream.filesystem import DEFAULT_FILESYSTEM, EVENT_FILE_MARKER, FileSystem, LocalFileSystem
+from lightning_stream.objectstore import FsspecFileSystem, is_url, open_url
 from lightning_stream.reader import STAT_KEYS, EventFileReader
-from lightning_stream.remote import FsspecFileSystem, is_url, open_url
 from lightning_stream.scalars import ScalarBatch
 
 __all__ = ["ChangeDetection", "LogdirWatcher"]

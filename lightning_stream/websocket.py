@@ -35,7 +35,8 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from lightning_stream.config import ServerConfig
 from lightning_stream.hub import Hub, HubClosed, Message, Subscription
-from lightning_stream.security import BadRequest, json_error, parse_format, parse_glob, parse_seq
+from lightning_stream.params import BadRequest, parse_format, parse_glob, parse_seq
+from lightning_stream.security import json_error
 from lightning_stream.wire import FrameCache, ws_json
 
 log = logging.getLogger(__name__)

@@ -29,12 +29,13 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "looplag",
                 "globs",
                 "supervisor",
+                "health",
             }
         ),
     ),
     (
         "reader",
-        frozenset({"tfrecord", "filesystem", "_inotify", "_speedups", "objectstore", "remote", "reader", "watcher"}),
+        frozenset({"tfrecord", "filesystem", "_inotify", "_speedups", "objectstore", "reader", "watcher"}),
     ),
     ("hub", frozenset({"series", "hub"})),
     ("wire", frozenset({"wire", "encoding"})),

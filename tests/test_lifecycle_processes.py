@@ -117,7 +117,8 @@ FORK = textwrap.dedent(
     """
     import json, os, signal, sys, time
     from lightning_stream import ServerNotRunningError, get_stream_server_manager
-    from lightning_stream.registry import health_check, read_entries
+    from lightning_stream.health import health_check
+    from lightning_stream.registry import read_entries
 
     manager = get_stream_server_manager()
     server = manager.acquire(watchdog_interval_s=0)

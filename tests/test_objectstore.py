@@ -19,7 +19,7 @@ import portpicker
 import pytest
 
 from lightning_stream import StreamServer
-from lightning_stream.remote import FsspecFileSystem, is_url, open_url
+from lightning_stream.objectstore import FsspecFileSystem, is_url, open_url
 from lightning_stream.scalars import ScalarBatch
 from lightning_stream.watcher import LogdirWatcher
 from tests.eventfiles import WALL_TIME, f32, write_torch
