@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 from lightning_stream._version import __version__
 from lightning_stream.config import ENV_TOKEN, ServerConfig
 from lightning_stream.errors import LightningStreamError
+from lightning_stream.filesystem import FileSystem, LocalFileSystem
 from lightning_stream.threads import start_thread
 
 if TYPE_CHECKING:
@@ -384,22 +385,15 @@ def _stop_on_signals() -> Iterator[threading.Event]:
 
 def _event_files(logdir: str | Path) -> tuple[int, int]:
     """Count and total size of the TensorBoard event files under ``logdir``."""
+    fs: FileSystem
     if isinstance(logdir, str):  # a URL: one listing
         from lightning_stream.objectstore import open_url
 
         fs, root = open_url(logdir)
-        stats = [fs.stat(path) for path in fs.list_event_files(root)]
-        return len(stats), sum(st.size for st in stats if st is not None)
-    count = size = 0
-    for root, _dirs, files in os.walk(logdir):
-        for name in files:
-            if "tfevents" in name:
-                try:
-                    size += os.stat(os.path.join(root, name)).st_size
-                except OSError:
-                    continue
-                count += 1
-    return count, size
+    else:
+        fs, root = LocalFileSystem(), str(logdir)
+    stats = [st for st in map(fs.stat, fs.list_event_files(root)) if st is not None]
+    return len(stats), sum(st.size for st in stats)
 
 
 def _watch_with_progress(server: StreamServer, logdirs: list[str | Path], stop: threading.Event) -> bool:
@@ -500,9 +494,11 @@ def _cmd_tail(args: argparse.Namespace) -> int:
     elif target.isdigit():
         url = f"http://127.0.0.1:{target}"
     elif os.path.isdir(target):
-        found = _registry_url_for(target)
+        from lightning_stream.registry import find_server_for
+
+        found = find_server_for(target)  # watching it, or a directory above it (then tail shows its runs only)
         if found is not None:
-            url, run_prefix = found
+            url, run_prefix = found.info.url, found.run_prefix
             print(f"{PROG}: following {url} (watching {target})", file=sys.stderr, flush=True)
         else:
             private, since = _private_server(target)
@@ -561,23 +557,6 @@ def _print_status(status: dict[str, Any], out: TextIO | None = None) -> None:
     print(
         f"# {status.get('run', '?')}: {status.get('state', '?')} {fields}".rstrip(), file=out or sys.stdout, flush=True
     )
-
-
-def _registry_url_for(logdir: str) -> tuple[str, str | None] | None:
-    """The newest live registry server watching ``logdir`` or a directory above it: its URL,
-    and for a directory above, the run name of ``logdir`` (runs are paths relative to the
-    watched logdir), so that tail shows that run and the runs below it only."""
-    from lightning_stream.registry import list_servers
-
-    wanted = os.path.realpath(logdir)
-    for info in reversed(list_servers()):
-        for watched in info.logdirs:
-            real = os.path.realpath(watched)
-            if wanted == real:
-                return info.url, None
-            if wanted.startswith(real.rstrip(os.sep) + os.sep):
-                return info.url, os.path.relpath(wanted, real).replace(os.sep, "/")
-    return None
 
 
 def _in_run(run: str, prefix: str | None) -> bool:

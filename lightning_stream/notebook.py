@@ -181,7 +181,10 @@ def lightning_stream_magic(line: str) -> IFrame:
 
     manager = get_stream_server_manager()
     if not manager.servers:
-        other = _registry_server_for(logdir, args.port)
+        from lightning_stream.registry import find_server_for
+
+        match = find_server_for(logdir, port=args.port, covering=False, exclude_pid=os.getpid())
+        other = match.info if match is not None else None
         if other is not None:
             print(f"reusing server on port {other.port} (pid {other.pid})")
             return show(other, args.height)
@@ -209,17 +212,6 @@ def lightning_stream_magic(line: str) -> IFrame:
 
 # Servers the magic holds a manager reference on (one each), for the life of the kernel.
 _held: set[StreamServer] = set()
-
-
-def _registry_server_for(logdir: str, port: int | None) -> ServerInfo | None:
-    from lightning_stream.registry import list_servers
-
-    for info in reversed(list_servers()):
-        if info.pid == os.getpid() or (port is not None and info.port != port):
-            continue
-        if any(os.path.realpath(d) == os.path.realpath(logdir) for d in info.logdirs):
-            return info
-    return None
 
 
 def load_ipython_extension(ipython: Any) -> None:

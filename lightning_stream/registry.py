@@ -443,6 +443,47 @@ def list_servers(*, prune: bool = True, timeout: float = HEALTH_TIMEOUT_S) -> li
     return live
 
 
+@dataclass(frozen=True)
+class ServerMatch:
+    """A live server that serves a logdir: ``run_prefix`` is None when it watches that very
+    directory, else the logdir's run name under the watched directory above it (runs are
+    paths relative to the watched logdir)."""
+
+    info: ServerInfo
+    run_prefix: str | None = None
+
+
+def find_server_for(
+    logdir: str | os.PathLike[str],
+    *,
+    port: int | None = None,
+    covering: bool = True,
+    exclude_pid: int | None = None,
+) -> ServerMatch | None:
+    """The newest live registry server watching ``logdir`` (the CLI's ``tail``, the notebook's magic).
+
+    Args:
+        port: only a server on this port.
+        covering: also a server watching a directory above ``logdir`` (then ``run_prefix``
+            names ``logdir``'s run there); False: only one watching ``logdir`` itself.
+        exclude_pid: skip this process's servers (the notebook asks its manager first).
+
+    Directories are compared resolved (symlinks followed). Raises ``RegistryError`` as
+    :func:`list_servers` does.
+    """
+    wanted = os.path.realpath(logdir)
+    for info in reversed(list_servers()):
+        if info.pid == exclude_pid or (port is not None and info.port != port):
+            continue
+        for watched in info.logdirs:
+            real = os.path.realpath(watched)
+            if wanted == real:
+                return ServerMatch(info)
+            if covering and wanted.startswith(real.rstrip(os.sep) + os.sep):
+                return ServerMatch(info, os.path.relpath(wanted, real).replace(os.sep, "/"))
+    return None
+
+
 def find_holder(port: int, entries: Iterable[ServerInfo] | None = None) -> ServerInfo | None:
     """The registry entry of a running process that claims ``port`` (no health check).
 

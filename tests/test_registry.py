@@ -373,3 +373,20 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
         env=_env(env),
         preexec_fn=_limit_memory,
     )
+
+
+def test_find_server_for_a_logdir_it_watches_or_one_below(registry_dir: Path, tmp_path: Path) -> None:
+    from lightning_stream.registry import find_server_for
+
+    inner = tmp_path / "logs" / "version_0"
+    inner.mkdir(parents=True)
+    with StreamServer(port=None, watchdog_interval_s=0) as server:
+        server.watch(tmp_path / "logs")
+        exact = find_server_for(tmp_path / "logs")
+        assert exact is not None and exact.info.port == server.port and exact.run_prefix is None
+        below = find_server_for(inner)
+        assert below is not None and below.info.port == server.port and below.run_prefix == "version_0"
+        assert find_server_for(inner, covering=False) is None  # the notebook's question: that very directory
+        assert find_server_for(tmp_path / "logs", exclude_pid=os.getpid()) is None
+        assert find_server_for(tmp_path / "logs", port=server.port + 1 if server.port < 65535 else 1) is None
+        assert find_server_for(tmp_path) is None  # a directory above the watched one is not served
