@@ -383,9 +383,11 @@ def test_find_server_for_a_logdir_it_watches_or_one_below(registry_dir: Path, tm
     with StreamServer(port=None, watchdog_interval_s=0) as server:
         server.watch(tmp_path / "logs")
         exact = find_server_for(tmp_path / "logs")
-        assert exact is not None and exact.info.port == server.port and exact.run_prefix is None
+        assert exact is not None
+        assert (exact.info.port, exact.run_prefix) == (server.port, None)
         below = find_server_for(inner)
-        assert below is not None and below.info.port == server.port and below.run_prefix == "version_0"
+        assert below is not None
+        assert (below.info.port, below.run_prefix) == (server.port, "version_0")
         assert find_server_for(inner, covering=False) is None  # the notebook's question: that very directory
         assert find_server_for(tmp_path / "logs", exclude_pid=os.getpid()) is None
         assert find_server_for(tmp_path / "logs", port=server.port + 1 if server.port < 65535 else 1) is None
