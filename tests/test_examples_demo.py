@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.torch]  # examples/train_with_stream.py trains with Lightning
 
 
 def test_demo_training_announces_its_url_streams_and_leaves_no_server(tmp_path: Path, registry_dir: Path) -> None:

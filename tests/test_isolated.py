@@ -73,6 +73,7 @@ def isolated(manager: StreamServerManager, **kw: Any) -> IsolatedStreamServer:
     return server
 
 
+@pytest.mark.torch
 def test_serves_from_a_child_process_and_stops_with_the_port_free(
     manager: StreamServerManager, tmp_path: Path, registry_dir: Path
 ) -> None:
@@ -119,6 +120,7 @@ def test_stop_then_start_on_the_same_port_works_every_time(manager: StreamServer
     assert len(pids) == 5
 
 
+@pytest.mark.torch
 def test_restart_in_place_keeps_the_port_and_the_process(manager: StreamServerManager, tmp_path: Path) -> None:
     write_torch(tmp_path / "r", [("a", 1, WALL_TIME, 1.0)])
     server = isolated(manager)
@@ -129,6 +131,7 @@ def test_restart_in_place_keeps_the_port_and_the_process(manager: StreamServerMa
     assert [r["run"] for r in get_json(f"{server.url}/api/runs")] == ["r"]  # re-read by the new incarnation
 
 
+@pytest.mark.torch
 def test_a_killed_server_process_comes_back_on_the_same_port_with_its_logdirs(
     manager: StreamServerManager, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

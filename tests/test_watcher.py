@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 from eventfiles import WALL_TIME, append_flushed_for, event_files, read_all, records, simple_event, write_torch
-from torch.utils.tensorboard import SummaryWriter
 
 from lightning_stream import _inotify
 from lightning_stream.filesystem import FileStat, LocalFileSystem
@@ -35,6 +34,7 @@ def point(tag: str, step: int, value: float) -> tuple[str, int, float, float]:
     return (tag, step, WALL_TIME, value)
 
 
+@pytest.mark.torch
 def test_runs_are_directories_holding_event_files_named_by_relative_path(tmp_path: Path) -> None:
     write_torch(tmp_path, [point("a", 0, 1.0)])
     write_torch(tmp_path / "a", [point("a", 0, 1.0)])
@@ -47,6 +47,7 @@ def test_runs_are_directories_holding_event_files_named_by_relative_path(tmp_pat
     assert sorted(b.run for b in batches) == [".", "a", "a/b"]
 
 
+@pytest.mark.torch
 def test_prefix_names_the_root_run_and_prefixes_nested_ones(tmp_path: Path) -> None:
     write_torch(tmp_path, [point("a", 0, 1.0)])
     write_torch(tmp_path / "x" / "y", [point("a", 0, 1.0)])
@@ -55,7 +56,10 @@ def test_prefix_names_the_root_run_and_prefixes_nested_ones(tmp_path: Path) -> N
     assert set(watcher.runs()) == {"exp1", "exp1/x/y"}
 
 
+@pytest.mark.torch
 def test_every_event_file_of_a_run_is_read_not_only_the_newest(tmp_path: Path) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
     older = SummaryWriter(str(tmp_path))
     older.add_scalar("a", 0.0, 0, walltime=WALL_TIME)
     older.flush()
@@ -104,6 +108,7 @@ def test_scan_with_max_points_hands_a_backlog_over_in_slices_without_loss(tmp_pa
     assert watcher.scan() == []
 
 
+@pytest.mark.torch
 def test_removed_file_keeps_its_counts_in_stats(tmp_path: Path) -> None:
     path = write_torch(tmp_path / "run", [point("a", i, 1.0) for i in range(4)])
     watcher = LogdirWatcher(tmp_path)
@@ -152,8 +157,11 @@ async def watching(watcher: LogdirWatcher) -> AsyncIterator[Collector]:
             await task
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("mode", ["auto", "inotify", "watchfiles", "poll"])
 async def test_watch_picks_up_new_runs_new_files_and_appends(tmp_path: Path, mode: ChangeDetection) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
     watcher = LogdirWatcher(tmp_path, poll_interval_s=0.2, change_detection=mode)
     async with watching(watcher) as got:
         first = SummaryWriter(str(tmp_path / "run1"))
@@ -195,6 +203,7 @@ async def test_watch_starts_a_truncated_file_over(tmp_path: Path) -> None:
     assert watcher.stats["restarts"] == 1
 
 
+@pytest.mark.torch
 async def test_watch_waits_for_a_logdir_that_does_not_exist_yet(tmp_path: Path) -> None:
     logdir = tmp_path / "later"
     watcher = LogdirWatcher(logdir, poll_interval_s=0.1)
@@ -225,6 +234,7 @@ class ForwardingFileSystem:
         return self._local.read(path, offset, size)
 
 
+@pytest.mark.torch
 async def test_filesystem_without_notifications_is_polled(tmp_path: Path) -> None:
     fs = ForwardingFileSystem()
     watcher = LogdirWatcher(tmp_path, fs=fs, poll_interval_s=0.05)
@@ -235,6 +245,7 @@ async def test_filesystem_without_notifications_is_polled(tmp_path: Path) -> Non
         assert watcher.notifications_active is False
 
 
+@pytest.mark.torch
 async def test_notifications_are_used_on_a_local_logdir(tmp_path: Path) -> None:
     watcher = LogdirWatcher(tmp_path, poll_interval_s=60.0, change_detection="watchfiles")
     async with watching(watcher) as got:
@@ -245,6 +256,7 @@ async def test_notifications_are_used_on_a_local_logdir(tmp_path: Path) -> None:
         await got.wait_for(lambda: got.points() == [("run", "x", 1, 3.0)], "a notified point")
 
 
+@pytest.mark.torch
 def test_symlinked_run_directories_are_followed(tmp_path: Path) -> None:
     target = tmp_path / "elsewhere"
     write_torch(target, [point("x", 1, 3.0)])
@@ -295,6 +307,7 @@ async def test_inotify_wakes_for_event_files_and_new_directories_not_for_other_f
         tree.close()
 
 
+@pytest.mark.torch
 @pytest.mark.skipif(not _inotify.available(), reason="inotify is Linux-only")
 async def test_watch_survives_the_logdir_being_deleted_and_recreated(tmp_path: Path) -> None:
     logdir = tmp_path / "logs"
@@ -309,6 +322,7 @@ async def test_watch_survives_the_logdir_being_deleted_and_recreated(tmp_path: P
         await got.wait_for(lambda: watcher.notifications_active, "notifications to resume")
 
 
+@pytest.mark.torch
 @pytest.mark.slow
 @pytest.mark.skipif(not _inotify.available(), reason="inotify is Linux-only")
 def test_bench_watch_idle_quick_runs() -> None:
@@ -328,6 +342,7 @@ def test_bench_watch_idle_quick_runs() -> None:
     assert row.split()[-1] == "yes"  # notifications were active
 
 
+@pytest.mark.torch
 def test_symlink_cycle_does_not_make_a_scan_endless(tmp_path: Path) -> None:
     write_torch(tmp_path / "run", [point("x", 1, 3.0)])
     os.symlink(tmp_path, tmp_path / "run" / "loop")  # run/loop -> logdir
@@ -335,6 +350,7 @@ def test_symlink_cycle_does_not_make_a_scan_endless(tmp_path: Path) -> None:
     assert [b.run for b in watcher.scan()] == ["run"]
 
 
+@pytest.mark.torch
 @pytest.mark.skipif(not _inotify.available(), reason="inotify is Linux-only")
 async def test_cancelled_watches_leave_no_descriptor_open(tmp_path: Path) -> None:
     write_torch(tmp_path / "run", [point("x", 1, 3.0)])
@@ -366,6 +382,7 @@ class CountingFileSystem(LocalFileSystem):
         return super().list_event_files(root)
 
 
+@pytest.mark.torch
 @pytest.mark.skipif(not _inotify.available(), reason="inotify is Linux-only")
 async def test_appends_reread_only_the_notified_file_without_listing_the_logdir(tmp_path: Path) -> None:
     for r in range(5):
