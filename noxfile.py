@@ -99,7 +99,7 @@ def artifacts(session: nox.Session) -> None:
     # The runtime dependencies, for the fresh venvs of tests/test_artifacts.py to borrow (a .pth file), so each
     # test venv holds only the package under test and nothing is downloaded twice.
     session.install(*requirements(exclude=TORCH_STACK), "pytest", "pytest-asyncio", "pytest-timeout")
-    out = Path(session.create_tmp()) / "dist"
+    out = Path(session.create_tmp()).resolve() / "dist"
     shutil.rmtree(out, ignore_errors=True)
     session.run("python", "-m", "build", "--outdir", str(out / "raw"), ".")
     (wheel,) = (out / "raw").glob("*.whl")
