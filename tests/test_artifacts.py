@@ -23,6 +23,7 @@ import pytest
 
 from tests.proctools import WAIT_S, Proc
 
+ROOT = Path(__file__).parent.parent
 DIST = os.environ.get("LIGHTNING_STREAM_DIST")
 pytestmark = pytest.mark.skipif(
     not DIST, reason="needs the built sdist and wheel: run 'nox -s artifacts' (make test does)"
@@ -113,7 +114,9 @@ def test_build_gives_an_sdist_with_the_c_source_and_a_manylinux_wheel_with_the_c
     assert DIST is not None
     sdist = only(Path(DIST) / "raw", "*.tar.gz")
     wheel = only(Path(DIST) / "repaired", "*.whl")
-    assert re.fullmatch(r"lightning_stream-[\w.]+-cp3\d+-cp3\d+-manylinux\w*_x86_64(\.manylinux\w*)*\.whl", wheel.name), wheel
+    assert re.fullmatch(
+        r"lightning_stream-[\w.]+-cp3\d+-cp3\d+-manylinux\w*_x86_64(\.manylinux\w*)*\.whl", wheel.name
+    ), wheel
     names = zipfile.ZipFile(wheel).namelist()
     assert any(re.fullmatch(r"lightning_stream/_speedups\.cpython-3\d+-x86_64-linux-gnu\.so", n) for n in names), names
     assert {"lightning_stream/py.typed", "lightning_stream/_speedups.pyi", "lightning_stream/static/index.html"} <= set(
@@ -144,6 +147,19 @@ def test_installed_wheel_serves_a_logdir_to_a_client_with_the_c_decoder(tmp_path
     assert read["runs"] == ["run"]
     assert [[step, value] for step, _, value in read["points"]] == POINTS  # type: ignore[attr-defined]
     assert not [line for line in err if NOTICE in line], err
+
+    # The check release.yml runs on every platform's wheels (cibuildwheel's test command), run here on ours.
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    check = subprocess.run(
+        [bin_dir / "python", ROOT / "scripts" / "check_wheel.py"],
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert check.returncode == 0, check.stderr
+    assert "C decoder, CLI and server OK" in check.stdout
 
 
 def test_sdist_built_without_a_compiler_falls_back_to_pure_python_with_one_notice(tmp_path: Path, logdir: Path) -> None:
