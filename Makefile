@@ -30,8 +30,8 @@ browser-deps:
 	@bash scripts/ensure-chromium.sh
 
 lint: setup
-	$(VENV)/bin/ruff check lightning_stream tests examples benchmarks noxfile.py
-	$(VENV)/bin/ruff format --check lightning_stream tests examples benchmarks noxfile.py
+	$(VENV)/bin/ruff check lightning_stream tests examples benchmarks scripts noxfile.py
+	$(VENV)/bin/ruff format --check lightning_stream tests examples benchmarks scripts noxfile.py
 
 typecheck: setup
 	$(VENV)/bin/mypy

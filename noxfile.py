@@ -69,7 +69,7 @@ def full(session: nox.Session) -> None:
     """The whole suite on 3.11, torch (the pinned CPU wheel) and Lightning included."""
     session.install(TORCH_PIN)
     session.install("-e", ".[test,bench]")
-    session.run("pytest", "-p", "no:cacheprovider", *session.posargs)
+    session.run("pytest", "-p", "no:cacheprovider", *session.posargs, env={"LIGHTNING_STREAM_REQUIRE_TORCH": "1"})
 
 
 def torchfree(session: nox.Session) -> None:
