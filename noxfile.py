@@ -9,7 +9,7 @@
 
 Interpreters are found on ``PATH`` (``python3.10``) or in pyenv's versions directory; a session whose interpreter
 is missing is skipped by ``make test`` (``--no-error-on-missing-interpreters``), one that is present and red fails it.
-Venvs are reused (``.nox/``): a second run only re-installs the package.
+Venvs are kept in ``.nox/`` and reused: a second run downloads and builds nothing new.
 """
 
 from __future__ import annotations
