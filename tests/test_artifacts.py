@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.eventfiles import write_tensorboard
 from tests.proctools import WAIT_S, Proc
 
 ROOT = Path(__file__).parent.parent
@@ -56,16 +57,8 @@ def only(directory: Path, pattern: str) -> Path:
 
 @pytest.fixture
 def logdir(tmp_path: Path) -> Path:
-    """A logdir written by TensorBoard's own event writer (the one torch's SummaryWriter wraps)."""
-    from tensorboard.compat.proto import event_pb2, summary_pb2
-    from tensorboard.summary.writer.event_file_writer import EventFileWriter
-
     root = tmp_path / "logs"
-    writer = EventFileWriter(str(root / "run"))
-    for step, value in POINTS:
-        summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag="loss", simple_value=value)])
-        writer.add_event(event_pb2.Event(step=step, wall_time=1_700_000_000.0 + step, summary=summary))
-    writer.close()
+    write_tensorboard(root / "run", [("loss", step, 1_700_000_000.0 + step, value) for step, value in POINTS])
     return root
 
 

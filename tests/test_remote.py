@@ -22,7 +22,7 @@ from lightning_stream import StreamServer
 from lightning_stream.remote import FsspecFileSystem, is_url, open_url
 from lightning_stream.scalars import ScalarBatch
 from lightning_stream.watcher import LogdirWatcher
-from tests.eventfiles import WALL_TIME, f32, write_torch
+from tests.eventfiles import WALL_TIME, f32, write_tensorboard
 from tests.livetools import Subscriber
 
 pytestmark = [
@@ -40,9 +40,9 @@ def flat(batches: list[ScalarBatch]) -> list[tuple[str, str, int, float]]:
 
 
 def event_bytes(tmp_path: Path, tag: str, values: list[float]) -> bytes:
-    """A real torch-written event file holding ``values`` at steps 1.., as bytes."""
+    """A real event file (TensorBoard's writer, as torch's ``SummaryWriter`` writes) holding ``values`` at steps 1.."""
     directory = tmp_path / uuid.uuid4().hex
-    path = write_torch(directory, [(tag, i + 1, WALL_TIME, v) for i, v in enumerate(values)])
+    path = write_tensorboard(directory, [(tag, i + 1, WALL_TIME, v) for i, v in enumerate(values)])
     return path.read_bytes()
 
 
@@ -94,7 +94,6 @@ def test_unknown_scheme_fails_naming_the_url() -> None:
 # ---- memory:// : discovery, growth, rewrite, truncation -------------------------------------------
 
 
-@pytest.mark.torch
 def test_runs_are_named_relative_to_the_url_prefix(memroot: str, tmp_path: Path) -> None:
     put(f"{memroot}/events.out.tfevents.1.host", event_bytes(tmp_path, "root", [1.0]))
     put(f"{memroot}/a/events.out.tfevents.1.host", event_bytes(tmp_path, "loss", [1.0, 2.0]))
@@ -113,7 +112,6 @@ def test_runs_are_named_relative_to_the_url_prefix(memroot: str, tmp_path: Path)
     assert {run for run, *_ in flat(prefixed.scan())} == {"exp", "exp/a", "exp/b/c"}
 
 
-@pytest.mark.torch
 def test_new_runs_and_files_appear_on_the_next_scan(memroot: str, tmp_path: Path) -> None:
     watcher = LogdirWatcher(memroot)  # the prefix does not exist yet: nothing, no error
     assert watcher.scan() == []
@@ -124,7 +122,6 @@ def test_new_runs_and_files_appear_on_the_next_scan(memroot: str, tmp_path: Path
     assert sorted(flat(watcher.scan())) == sorted(expected("v0", "acc", [0.5]) + expected("v1", "loss", [5.0]))
 
 
-@pytest.mark.torch
 def test_growth_by_whole_object_rewrites_reads_each_point_once(memroot: str, tmp_path: Path) -> None:
     full = event_bytes(tmp_path, "loss", [float(i) for i in range(40)])
     url = f"{memroot}/run/events.out.tfevents.1.host"
@@ -138,7 +135,6 @@ def test_growth_by_whole_object_rewrites_reads_each_point_once(memroot: str, tmp
     assert watcher.stats["restarts"] == 0
 
 
-@pytest.mark.torch
 def test_rewrite_with_other_bytes_restarts_the_file(memroot: str, tmp_path: Path) -> None:
     url = f"{memroot}/run/events.out.tfevents.1.host"
     put(url, event_bytes(tmp_path, "loss", [1.0, 2.0]))
@@ -150,7 +146,6 @@ def test_rewrite_with_other_bytes_restarts_the_file(memroot: str, tmp_path: Path
     assert watcher.stats["restarts"] == 1
 
 
-@pytest.mark.torch
 def test_truncation_restarts_the_file(memroot: str, tmp_path: Path) -> None:
     url = f"{memroot}/run/events.out.tfevents.1.host"
     put(url, event_bytes(tmp_path, "loss", [float(i) for i in range(20)]))
@@ -161,7 +156,6 @@ def test_truncation_restarts_the_file(memroot: str, tmp_path: Path) -> None:
     assert watcher.stats["restarts"] == 1
 
 
-@pytest.mark.torch
 def test_a_deleted_object_is_forgotten(memroot: str, tmp_path: Path) -> None:
     url = f"{memroot}/run/events.out.tfevents.1.host"
     put(url, event_bytes(tmp_path, "loss", [1.0]))
@@ -172,7 +166,6 @@ def test_a_deleted_object_is_forgotten(memroot: str, tmp_path: Path) -> None:
     assert watcher.stats["files"] == 0
 
 
-@pytest.mark.torch
 async def test_watch_polls_a_remote_logdir_without_notifications(memroot: str, tmp_path: Path) -> None:
     import asyncio
 
@@ -258,7 +251,6 @@ def bucket(s3_endpoint: str) -> str:
     return name
 
 
-@pytest.mark.torch
 def test_s3_logdir_growth_rewrite_and_new_runs_over_a_real_s3_api(bucket: str, tmp_path: Path) -> None:
     s3 = fsspec.filesystem("s3")
     full = event_bytes(tmp_path, "loss", [float(i) for i in range(30)])
@@ -283,7 +275,6 @@ def test_s3_logdir_growth_rewrite_and_new_runs_over_a_real_s3_api(bucket: str, t
     assert watcher.stats["crc_errors"] == watcher.stats["bad_lengths"] == 0
 
 
-@pytest.mark.torch
 def test_storage_options_reach_s3fs(bucket: str, s3_endpoint: str, tmp_path: Path) -> None:
     s3 = fsspec.filesystem("s3")
     s3.pipe_file(f"{bucket}/run/events.out.tfevents.1.host", event_bytes(tmp_path, "loss", [1.0]))
@@ -385,7 +376,6 @@ def test_cli_serve_without_the_extra_exits_2_naming_it() -> None:
     assert "gs:// needs gcsfs: pip install 'lightning-stream[gcs]'" in done.stderr
 
 
-@pytest.mark.torch
 def test_cli_serve_s3_url_serves_runs_named_relative_to_the_prefix(
     bucket: str, s3_endpoint: str, tmp_path: Path
 ) -> None:
@@ -421,7 +411,6 @@ def test_cli_serve_s3_url_serves_runs_named_relative_to_the_prefix(
     assert "Traceback" not in err, err
 
 
-@pytest.mark.torch
 def test_stream_server_watches_and_unwatches_a_memory_url(memroot: str, tmp_path: Path) -> None:
     from lightning_stream.client import StreamClient
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from eventfiles import WALL_TIME, append_flushed_for, event_files, read_all, records, simple_event, write_torch
+from eventfiles import WALL_TIME, append_flushed_for, event_files, read_all, records, simple_event, write_tensorboard
 
 from lightning_stream import _inotify
 from lightning_stream.filesystem import FileStat, LocalFileSystem
@@ -34,11 +34,10 @@ def point(tag: str, step: int, value: float) -> tuple[str, int, float, float]:
     return (tag, step, WALL_TIME, value)
 
 
-@pytest.mark.torch
 def test_runs_are_directories_holding_event_files_named_by_relative_path(tmp_path: Path) -> None:
-    write_torch(tmp_path, [point("a", 0, 1.0)])
-    write_torch(tmp_path / "a", [point("a", 0, 1.0)])
-    write_torch(tmp_path / "a" / "b", [point("a", 0, 1.0)])
+    write_tensorboard(tmp_path, [point("a", 0, 1.0)])
+    write_tensorboard(tmp_path / "a", [point("a", 0, 1.0)])
+    write_tensorboard(tmp_path / "a" / "b", [point("a", 0, 1.0)])
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "notes.txt").write_text("not a run")
     watcher = LogdirWatcher(tmp_path)
@@ -47,10 +46,9 @@ def test_runs_are_directories_holding_event_files_named_by_relative_path(tmp_pat
     assert sorted(b.run for b in batches) == [".", "a", "a/b"]
 
 
-@pytest.mark.torch
 def test_prefix_names_the_root_run_and_prefixes_nested_ones(tmp_path: Path) -> None:
-    write_torch(tmp_path, [point("a", 0, 1.0)])
-    write_torch(tmp_path / "x" / "y", [point("a", 0, 1.0)])
+    write_tensorboard(tmp_path, [point("a", 0, 1.0)])
+    write_tensorboard(tmp_path / "x" / "y", [point("a", 0, 1.0)])
     watcher = LogdirWatcher(tmp_path, prefix="exp1")
     assert sorted(b.run for b in watcher.scan()) == ["exp1", "exp1/x/y"]
     assert set(watcher.runs()) == {"exp1", "exp1/x/y"}
@@ -108,9 +106,8 @@ def test_scan_with_max_points_hands_a_backlog_over_in_slices_without_loss(tmp_pa
     assert watcher.scan() == []
 
 
-@pytest.mark.torch
 def test_removed_file_keeps_its_counts_in_stats(tmp_path: Path) -> None:
-    path = write_torch(tmp_path / "run", [point("a", i, 1.0) for i in range(4)])
+    path = write_tensorboard(tmp_path / "run", [point("a", i, 1.0) for i in range(4)])
     watcher = LogdirWatcher(tmp_path)
     watcher.scan()
     path.unlink()
@@ -203,13 +200,12 @@ async def test_watch_starts_a_truncated_file_over(tmp_path: Path) -> None:
     assert watcher.stats["restarts"] == 1
 
 
-@pytest.mark.torch
 async def test_watch_waits_for_a_logdir_that_does_not_exist_yet(tmp_path: Path) -> None:
     logdir = tmp_path / "later"
     watcher = LogdirWatcher(logdir, poll_interval_s=0.1)
     async with watching(watcher) as got:
         await asyncio.sleep(0.05)
-        write_torch(logdir / "run", [point("x", 1, 3.0)])
+        write_tensorboard(logdir / "run", [point("x", 1, 3.0)])
         await got.wait_for(lambda: got.points() == [("run", "x", 1, 3.0)], "the point of the new logdir")
 
 
@@ -234,32 +230,29 @@ class ForwardingFileSystem:
         return self._local.read(path, offset, size)
 
 
-@pytest.mark.torch
 async def test_filesystem_without_notifications_is_polled(tmp_path: Path) -> None:
     fs = ForwardingFileSystem()
     watcher = LogdirWatcher(tmp_path, fs=fs, poll_interval_s=0.05)
     async with watching(watcher) as got:
         await got.wait_for(lambda: fs.calls >= 1, "a first scan")
-        write_torch(tmp_path / "run", [point("x", 1, 3.0)])  # created after that scan: only a poll finds it
+        write_tensorboard(tmp_path / "run", [point("x", 1, 3.0)])  # created after that scan: only a poll finds it
         await got.wait_for(lambda: got.points() == [("run", "x", 1, 3.0)], "a polled point")
         assert watcher.notifications_active is False
 
 
-@pytest.mark.torch
 async def test_notifications_are_used_on_a_local_logdir(tmp_path: Path) -> None:
     watcher = LogdirWatcher(tmp_path, poll_interval_s=60.0, change_detection="watchfiles")
     async with watching(watcher) as got:
         await got.wait_for(lambda: watcher.notifications_active, "notifications to start")
         await asyncio.sleep(0.2)  # let the OS watch settle before the write
-        write_torch(tmp_path / "run", [point("x", 1, 3.0)])
+        write_tensorboard(tmp_path / "run", [point("x", 1, 3.0)])
         # With a 60 s poll, only a notification can deliver this point within the guard.
         await got.wait_for(lambda: got.points() == [("run", "x", 1, 3.0)], "a notified point")
 
 
-@pytest.mark.torch
 def test_symlinked_run_directories_are_followed(tmp_path: Path) -> None:
     target = tmp_path / "elsewhere"
-    write_torch(target, [point("x", 1, 3.0)])
+    write_tensorboard(target, [point("x", 1, 3.0)])
     logdir = tmp_path / "logdir"
     logdir.mkdir()
     os.symlink(target, logdir / "linked")
@@ -307,17 +300,16 @@ async def test_inotify_wakes_for_event_files_and_new_directories_not_for_other_f
         tree.close()
 
 
-@pytest.mark.torch
 @pytest.mark.skipif(not _inotify.available(), reason="inotify is Linux-only")
 async def test_watch_survives_the_logdir_being_deleted_and_recreated(tmp_path: Path) -> None:
     logdir = tmp_path / "logs"
-    write_torch(logdir / "run", [point("x", 1, 1.0)])
+    write_tensorboard(logdir / "run", [point("x", 1, 1.0)])
     watcher = LogdirWatcher(logdir, poll_interval_s=0.1, change_detection="inotify")
     async with watching(watcher) as got:
         await got.wait_for(lambda: len(got.points()) == 1, "the first point")
         shutil.rmtree(logdir)
         await got.wait_for(lambda: not watcher.notifications_active, "the watch to notice the removal")
-        write_torch(logdir / "run", [point("x", 2, 2.0)])
+        write_tensorboard(logdir / "run", [point("x", 2, 2.0)])
         await got.wait_for(lambda: ("run", "x", 2, 2.0) in got.points(), "a point in the recreated logdir")
         await got.wait_for(lambda: watcher.notifications_active, "notifications to resume")
 
@@ -342,18 +334,16 @@ def test_bench_watch_idle_quick_runs() -> None:
     assert row.split()[-1] == "yes"  # notifications were active
 
 
-@pytest.mark.torch
 def test_symlink_cycle_does_not_make_a_scan_endless(tmp_path: Path) -> None:
-    write_torch(tmp_path / "run", [point("x", 1, 3.0)])
+    write_tensorboard(tmp_path / "run", [point("x", 1, 3.0)])
     os.symlink(tmp_path, tmp_path / "run" / "loop")  # run/loop -> logdir
     watcher = LogdirWatcher(tmp_path)
     assert [b.run for b in watcher.scan()] == ["run"]
 
 
-@pytest.mark.torch
 @pytest.mark.skipif(not _inotify.available(), reason="inotify is Linux-only")
 async def test_cancelled_watches_leave_no_descriptor_open(tmp_path: Path) -> None:
-    write_torch(tmp_path / "run", [point("x", 1, 3.0)])
+    write_tensorboard(tmp_path / "run", [point("x", 1, 3.0)])
     for i in range(400):  # a tree that takes a while to watch, so some cancels land inside open()
         (tmp_path / "many" / f"d{i}").mkdir(parents=True)
 
@@ -382,11 +372,10 @@ class CountingFileSystem(LocalFileSystem):
         return super().list_event_files(root)
 
 
-@pytest.mark.torch
 @pytest.mark.skipif(not _inotify.available(), reason="inotify is Linux-only")
 async def test_appends_reread_only_the_notified_file_without_listing_the_logdir(tmp_path: Path) -> None:
     for r in range(5):
-        write_torch(tmp_path / f"idle{r}", [point("x", 1, 1.0)])
+        write_tensorboard(tmp_path / f"idle{r}", [point("x", 1, 1.0)])
     path = tmp_path / "active" / "events.out.tfevents.1.host"
     path.parent.mkdir()
     path.write_bytes(records([simple_event("a", 0, WALL_TIME, 0.0)]))
