@@ -193,12 +193,11 @@ async def sse_client(port: int, tally: Tally, ready: asyncio.Event, deadline: fl
     ready.set()
     try:
         while not tally.done and time.time() < deadline:
-            async with asyncio.timeout(max(0.1, deadline - time.time())):
-                data = await reader.read(1 << 18)
+            data = await asyncio.wait_for(reader.read(1 << 18), max(0.1, deadline - time.time()))
             if not data:
                 break
             tally.feed(data, time.time())
-    except TimeoutError:
+    except asyncio.TimeoutError:  # not the builtin TimeoutError on 3.10
         pass
     finally:
         writer.close()
@@ -216,7 +215,7 @@ async def ws_client(session: Any, port: int, tally: Tally, ready: asyncio.Event,
         while not tally.done and time.time() < deadline:
             try:
                 msg = await ws.receive(timeout=max(0.1, deadline - time.time()))
-            except TimeoutError:
+            except asyncio.TimeoutError:  # not the builtin TimeoutError on 3.10
                 break
             if msg.type != aiohttp.WSMsgType.TEXT:
                 break

@@ -428,12 +428,22 @@ def decode_records_py(buf: bytes, pos: int, scalar_tags: set[str], resync: bool)
             cols[2].append(value)
 
 
+# Said once per process when the C decoder is missing, because pip hides the build log that said why.
+NO_SPEEDUPS_NOTICE = (
+    "the C decoder of lightning-stream (lightning_stream._speedups) is not installed, so event files are read "
+    "by the pure-Python decoder: same results, many times slower on large logdirs. It is built when the package "
+    "is installed with a C compiler present: install a wheel, or a compiler (gcc, clang, MSVC) and then "
+    "'pip install --force-reinstall --no-binary lightning-stream lightning-stream'"
+)
+
+
 def _load_speedups() -> Decoder | None:
     if os.environ.get("LIGHTNING_STREAM_PURE_PYTHON"):
         return None
     try:
         from lightning_stream import _speedups
     except ImportError:
+        log.warning(NO_SPEEDUPS_NOTICE)
         return None
     decode: Decoder = _speedups.decode
     return decode

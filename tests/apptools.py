@@ -91,9 +91,13 @@ def ingest(hub: Hub, *batches: ScalarBatch) -> None:
 
 async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
     """Poll ``predicate`` until true (for server-side state that has no event to await)."""
-    async with asyncio.timeout(timeout):
+
+    async def poll() -> None:
         while not predicate():  # noqa: ASYNC110 - nothing to await on; tests only
             await asyncio.sleep(0.005)
+
+    # asyncio.wait_for, not asyncio.timeout (3.11+): the torch-free suite runs on 3.10 too (noxfile.py).
+    await asyncio.wait_for(poll(), timeout)
 
 
 async def wait_for_seq(hub: Hub, seq: int, timeout: float = 10.0) -> None:
@@ -117,45 +121,51 @@ class SSEReader:
     retry: int | None = None
 
     async def next_event(self, timeout: float = 10.0) -> SSEEvent:
+        return await asyncio.wait_for(self._next_event(), timeout)
+
+    async def _next_event(self) -> SSEEvent:
         fields: dict[str, str] = {}
         data: list[str] = []
-        async with asyncio.timeout(timeout):
-            while True:
-                raw = await self.response.content.readline()
-                if not raw:
-                    raise ConnectionError("SSE stream ended")
-                line = raw.decode().rstrip("\n").rstrip("\r")
-                if not line:
-                    if data:
-                        return SSEEvent(
-                            int(fields["id"]) if "id" in fields else None,
-                            fields.get("event", "message"),
-                            json.loads("\n".join(data)),
-                        )
-                    continue
-                if line.startswith(":"):
-                    self.comments.append(line[1:].strip())
-                    continue
-                name, _, value = line.partition(":")
-                value = value.removeprefix(" ")
-                if name == "data":
-                    data.append(value)
-                elif name == "retry":
-                    self.retry = int(value)
-                else:
-                    fields[name] = value
+        while True:
+            raw = await self.response.content.readline()
+            if not raw:
+                raise ConnectionError("SSE stream ended")
+            line = raw.decode().rstrip("\n").rstrip("\r")
+            if not line:
+                if data:
+                    return SSEEvent(
+                        int(fields["id"]) if "id" in fields else None,
+                        fields.get("event", "message"),
+                        json.loads("\n".join(data)),
+                    )
+                continue
+            if line.startswith(":"):
+                self.comments.append(line[1:].strip())
+                continue
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if name == "data":
+                data.append(value)
+            elif name == "retry":
+                self.retry = int(value)
+            else:
+                fields[name] = value
 
     async def points(self, count: int, timeout: float = 10.0) -> tuple[list[tuple[str, str, int]], int]:
         """Read scalars events until ``count`` points arrived; returns (run, tag, step) and last id."""
         got: list[tuple[str, str, int]] = []
-        last = 0
-        async with asyncio.timeout(timeout):
+
+        async def read() -> int:
+            last = 0
             while len(got) < count:
-                event = await self.next_event(timeout)
+                event = await self._next_event()
                 assert event.event == "scalars", event
                 assert event.id is not None
                 last = event.id
                 got.extend((p["run"], p["tag"], p["step"]) for p in event.data["points"])
+            return last
+
+        last = await asyncio.wait_for(read(), timeout)
         return got, last
 
 
@@ -190,12 +200,15 @@ class RawSSE:
 
     async def read_until(self, marker: bytes, timeout: float = 10.0) -> bytes:
         """Bytes up to and including the first ``marker`` (the rest stays buffered)."""
-        async with asyncio.timeout(timeout):
+
+        async def fill() -> None:
             while marker not in self.buffer:
                 chunk = await self._chunk()
                 if not chunk:
                     raise ConnectionError(f"stream ended before {marker!r}; got {self.buffer!r}")
                 self.buffer += chunk
+
+        await asyncio.wait_for(fill(), timeout)
         end = self.buffer.index(marker) + len(marker)
         out, self.buffer = self.buffer[:end], self.buffer[end:]
         return out

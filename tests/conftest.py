@@ -6,6 +6,20 @@ from pathlib import Path
 
 import pytest
 
+from tests.needs import ENV_REQUIRE, HAS_TORCH, NO_TORCH_REASON, torch_required
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``torch`` skip, saying why, where torch or Lightning is not installed (tests/needs.py)."""
+    if HAS_TORCH:
+        return
+    if torch_required():
+        raise pytest.UsageError(f"{ENV_REQUIRE} is set but torch or Lightning is missing: {NO_TORCH_REASON}")
+    skip = pytest.mark.skip(reason=NO_TORCH_REASON)
+    for item in items:
+        if item.get_closest_marker("torch") is not None:
+            item.add_marker(skip)
+
 
 @pytest.fixture(autouse=True)
 def registry_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:

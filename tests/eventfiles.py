@@ -1,6 +1,7 @@
 """Helpers that write real TensorBoard event files, for the reader, watcher and server tests.
 
-Scalars are written by the real writers (torch ``SummaryWriter`` old and new style, tensorboardX);
+Scalars are written by the real writers (torch ``SummaryWriter`` old and new style, the TensorBoard writer it
+wraps, tensorboardX);
 layouts those writers never produce (TF2's rank-0 tensors of other dtypes, corrupt records) are
 built with tensorboard's own protobuf classes and framed with ``lightning_stream.tfrecord.frame``.
 """
@@ -43,6 +44,25 @@ def write_torch(logdir: str | Path, points: Iterable[Point], *, new_style: bool 
     try:
         for tag, step, wall_time, value in points:
             writer.add_scalar(tag, value, step, walltime=wall_time, new_style=new_style, double_precision=double)
+    finally:
+        writer.close()
+    return _new_file(logdir, before)
+
+
+def write_tensorboard(logdir: str | Path, points: Iterable[Point]) -> Path:
+    """Write ``points`` with TensorBoard's own ``EventFileWriter``, as torch's ``SummaryWriter.add_scalar`` does.
+
+    torch's writer is this writer plus a ``simple_value`` summary, so the files are the same; use it where the
+    writer is incidental, so the test also runs where torch is not installed (the torch-free nox sessions).
+    """
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+    before = set(event_files(logdir)) if Path(logdir).exists() else set()
+    writer = EventFileWriter(str(logdir))
+    try:
+        for tag, step, wall_time, value in points:
+            summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, simple_value=value)])
+            writer.add_event(event_pb2.Event(step=step, wall_time=wall_time, summary=summary))
     finally:
         writer.close()
     return _new_file(logdir, before)

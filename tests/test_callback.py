@@ -8,6 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.needs import NO_TORCH_REASON
+
+pytest.importorskip("lightning", reason=NO_TORCH_REASON)
+
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -22,6 +27,7 @@ from lightning_stream import callback as callback_module
 from tests.livetools import Subscriber
 
 pytestmark = [
+    pytest.mark.torch,
     pytest.mark.slow,
     pytest.mark.filterwarnings("ignore::UserWarning"),
     pytest.mark.filterwarnings("ignore::ResourceWarning"),

@@ -12,8 +12,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as L
 import pytest
+
+from tests.needs import NO_TORCH_REASON
+
+pytest.importorskip("lightning", reason=NO_TORCH_REASON)
+
+import lightning.pytorch as L
 import pytorch_lightning as pl
 import torch
 from torch import nn
@@ -25,6 +30,7 @@ from tests.proctools import serving
 from tests.test_callback import Tiny, loader
 
 pytestmark = [
+    pytest.mark.torch,
     pytest.mark.slow,
     pytest.mark.filterwarnings("ignore::UserWarning"),
     pytest.mark.filterwarnings("ignore::ResourceWarning"),

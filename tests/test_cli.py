@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,75 +22,9 @@ from lightning_stream.config import ServerConfig
 from lightning_stream.errors import ClientError
 from lightning_stream.registry import list_servers
 from lightning_stream.server import StreamServer
+from tests.proctools import WAIT_S, Proc, wait_until
 
-WAIT_S = 30.0
 COMMANDS = ("serve", "ls", "tail", "health")
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(0.05)
-
-
-class Proc:
-    """``python -m lightning_stream ARGS`` with its output lines collected by threads."""
-
-    def __init__(self, *args: str) -> None:
-        self.popen = subprocess.Popen(
-            [sys.executable, "-m", "lightning_stream", *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.out: list[str] = []
-        self.err: list[str] = []
-        assert self.popen.stdout is not None
-        assert self.popen.stderr is not None
-        self._threads = [
-            threading.Thread(target=self._read, args=(self.popen.stdout, self.out), daemon=True),
-            threading.Thread(target=self._read, args=(self.popen.stderr, self.err), daemon=True),
-        ]
-        for t in self._threads:
-            t.start()
-
-    @staticmethod
-    def _read(stream: object, lines: list[str]) -> None:
-        for line in stream:  # type: ignore[attr-defined]
-            lines.append(line.rstrip("\n"))
-
-    def wait_out(self, pattern: str, timeout: float = WAIT_S) -> re.Match[str]:
-        found: list[re.Match[str]] = []
-
-        def check() -> bool:
-            found[:] = [m for m in (re.search(pattern, line) for line in list(self.out)) if m]
-            if not found and self.popen.poll() is not None:
-                time.sleep(0.1)  # let the reader threads drain
-                raise AssertionError(f"exited {self.popen.returncode} before {pattern!r}: {self.out} {self.err}")
-            return bool(found)
-
-        wait_until(check, timeout)
-        return found[0]
-
-    def finish(self, timeout: float = WAIT_S) -> int:
-        """Wait for the exit (killing it after ``timeout``) and close the pipes."""
-        if self.popen.stdout is None or self.popen.stdout.closed:
-            return self.popen.wait()
-        try:
-            code = self.popen.wait(timeout)
-        finally:
-            if self.popen.poll() is None:
-                self.popen.kill()
-                self.popen.wait()
-        for t in self._threads:
-            t.join(5)
-        assert self.popen.stdout is not None
-        assert self.popen.stderr is not None
-        self.popen.stdout.close()
-        self.popen.stderr.close()
-        return code
 
 
 @pytest.fixture
@@ -373,6 +306,7 @@ def test_tail_of_a_run_directory_shows_only_that_run(
     assert [line.split()[1:4] for line in proc.out] == [["version_1", "train/loss", "step=10"]]
 
 
+@pytest.mark.torch
 def test_tail_of_a_logdir_without_a_server_starts_a_private_one(cli: Callable[..., Proc], logdir: Path) -> None:
     from torch.utils.tensorboard import SummaryWriter
 

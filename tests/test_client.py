@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from torch.utils.tensorboard import SummaryWriter
 
 from lightning_stream.client import StreamClient, StreamPoint, _SSEParser
 from lightning_stream.config import ServerConfig
@@ -346,7 +345,10 @@ def test_reset_rereads_missed_points_over_rest_exactly_once(relay: Relay) -> Non
     assert steps_of(collector.points, tag="acc") == list(range(3, 20))
 
 
+@pytest.mark.torch
 def test_server_restart_is_detected_and_history_is_not_replayed_twice(tmp_path: Path) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
     logdir = tmp_path / "logs"
     writer = SummaryWriter(str(logdir / "a"))
     for step in range(5):

@@ -338,6 +338,7 @@ def test_wall_time_axis_and_tooltip_order(browser: Any, server: StreamServer) ->
         assert w.page_errors == []
 
 
+@pytest.mark.torch
 def test_hparams_from_the_runs_list_are_shown_beside_the_run(browser: Any, tmp_path: Path) -> None:
     """Skips until the server lists ``hparams`` in ``/api/runs`` entries (another branch adds it)."""
     from torch.utils.tensorboard import SummaryWriter

@@ -15,7 +15,7 @@ from importlib.metadata import requires, version
 from pathlib import Path
 
 import pytest
-from torch.utils.tensorboard import SummaryWriter
+from tensorboardX import SummaryWriter
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -36,6 +36,7 @@ def test_installing_the_package_pulls_neither_torch_nor_lightning_nor_rich() -> 
     assert _names([r for r in declared if 'extra == "lightning"' in r]) == {"lightning", "torch"}
 
 
+@pytest.mark.torch
 def test_pytorch_lightning_is_the_same_release_as_lightning() -> None:
     assert version("pytorch-lightning") == version("lightning")
 

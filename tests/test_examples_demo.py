@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.torch]  # examples/train_with_stream.py trains with Lightning
 
 
 def run_example(name: str, *args: str) -> str:

@@ -32,6 +32,7 @@ def test_all_covers_every_name_in_spec() -> None:
     assert not missing, f"SPEC names missing from __all__: {sorted(missing)}"
 
 
+@pytest.mark.torch  # StreamCallback's module imports Lightning
 def test_all_is_sorted_and_every_name_resolves() -> None:
     assert lightning_stream.__all__ == sorted(lightning_stream.__all__)
     for name in lightning_stream.__all__:

@@ -614,7 +614,7 @@ async def test_subscription_close_wakes_its_reader_and_detaches() -> None:
 async def test_cancelled_get_leaves_the_subscription_usable() -> None:
     hub = make_hub(tick_s=0.001)
     sub = hub.subscribe()
-    with pytest.raises(TimeoutError):
+    with pytest.raises(asyncio.TimeoutError):  # the builtin TimeoutError from 3.11 on, not on 3.10
         await asyncio.wait_for(sub.get(), 0.01)
     hub.ingest([batch("a", "loss", [1])])
     assert (await asyncio.wait_for(sub.get(), 5)).seq == 1

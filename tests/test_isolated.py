@@ -29,7 +29,7 @@ from lightning_stream.errors import PortInUseError, ServerNotRunningError
 from lightning_stream.isolated import OUTBOX_LIMIT, IsolatedStreamServer
 from lightning_stream.manager import StreamServerManager
 from lightning_stream.ports import bind_listener
-from tests.eventfiles import WALL_TIME, write_torch
+from tests.eventfiles import WALL_TIME, write_tensorboard
 from tests.livetools import Subscriber
 from tests.proctools import end_process
 
@@ -78,7 +78,7 @@ def test_serves_from_a_child_process_and_stops_with_the_port_free(
     manager: StreamServerManager, tmp_path: Path, registry_dir: Path
 ) -> None:
     points = [("loss", step, WALL_TIME + step, 1.0 / (step + 1)) for step in range(50)]
-    write_torch(tmp_path / "run1", points)
+    write_tensorboard(tmp_path / "run1", points)
     server = isolated(manager)
     assert server.pid is not None
     assert server.pid != os.getpid()
@@ -121,7 +121,7 @@ def test_stop_then_start_on_the_same_port_works_every_time(manager: StreamServer
 
 
 def test_restart_in_place_keeps_the_port_and_the_process(manager: StreamServerManager, tmp_path: Path) -> None:
-    write_torch(tmp_path / "r", [("a", 1, WALL_TIME, 1.0)])
+    write_tensorboard(tmp_path / "r", [("a", 1, WALL_TIME, 1.0)])
     server = isolated(manager)
     server.watch(tmp_path)
     pid, port = server.pid, server.port
@@ -133,7 +133,7 @@ def test_restart_in_place_keeps_the_port_and_the_process(manager: StreamServerMa
 def test_a_killed_server_process_comes_back_on_the_same_port_with_its_logdirs(
     manager: StreamServerManager, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    write_torch(tmp_path / "r", [("a", step, WALL_TIME, float(step)) for step in range(10)])
+    write_tensorboard(tmp_path / "r", [("a", step, WALL_TIME, float(step)) for step in range(10)])
     server = isolated(manager)
     server.watch(tmp_path)
     old, port = server.pid, server.port

@@ -27,6 +27,11 @@ from typing import Any
 import portpicker
 import psutil
 import pytest
+
+from tests.needs import NO_TORCH_REASON
+
+pytest.importorskip("lightning", reason=NO_TORCH_REASON)
+
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -40,6 +45,7 @@ from lightning_stream.config import is_loopback
 from tests.livetools import Subscriber
 
 pytestmark = [
+    pytest.mark.torch,
     pytest.mark.filterwarnings("ignore::UserWarning"),
     pytest.mark.filterwarnings("ignore::ResourceWarning"),
 ]

@@ -22,7 +22,7 @@ from lightning_stream import StreamServer
 from lightning_stream.objectstore import FsspecFileSystem, is_url, open_url
 from lightning_stream.scalars import ScalarBatch
 from lightning_stream.watcher import LogdirWatcher
-from tests.eventfiles import WALL_TIME, f32, write_torch
+from tests.eventfiles import WALL_TIME, f32, write_tensorboard
 from tests.livetools import Subscriber
 
 pytestmark = [
@@ -40,9 +40,9 @@ def flat(batches: list[ScalarBatch]) -> list[tuple[str, str, int, float]]:
 
 
 def event_bytes(tmp_path: Path, tag: str, values: list[float]) -> bytes:
-    """A real torch-written event file holding ``values`` at steps 1.., as bytes."""
+    """A real event file (TensorBoard's writer, as torch's ``SummaryWriter`` writes) holding ``values`` at steps 1.."""
     directory = tmp_path / uuid.uuid4().hex
-    path = write_torch(directory, [(tag, i + 1, WALL_TIME, v) for i, v in enumerate(values)])
+    path = write_tensorboard(directory, [(tag, i + 1, WALL_TIME, v) for i, v in enumerate(values)])
     return path.read_bytes()
 
 
@@ -284,6 +284,7 @@ def test_storage_options_reach_s3fs(bucket: str, s3_endpoint: str, tmp_path: Pat
     assert flat(watcher.scan()) == expected("run", "loss", [1.0])
 
 
+@pytest.mark.torch
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_lightning_run_logging_to_s3_streams_to_an_sse_client(bucket: str, s3_endpoint: str, tmp_path: Path) -> None:

@@ -65,6 +65,7 @@ def read_file(path: Path, run: str = "run") -> list[Point]:
 # ---------------------------------------------------------------- real writers, exact values
 
 
+@pytest.mark.torch
 def test_torch_simple_value_scalars_are_read_exactly(tmp_path: Path, decoder: str) -> None:
     points = sample_points()
     path = write_torch(tmp_path, points)
@@ -76,12 +77,14 @@ def test_torch_simple_value_scalars_are_read_exactly(tmp_path: Path, decoder: st
     assert reader.stats["records"] == len(points) + 1  # plus the file_version record
 
 
+@pytest.mark.torch
 def test_torch_new_style_tensor_scalars_are_read_exactly(tmp_path: Path, decoder: str) -> None:
     points = sample_points()
     path = write_torch(tmp_path, points, new_style=True)
     assert by_tag(read_file(path)) == by_tag([(t, s, w, f32(v)) for t, s, w, v in points])
 
 
+@pytest.mark.torch
 def test_torch_new_style_double_precision_keeps_every_bit(tmp_path: Path, decoder: str) -> None:
     points = [("x", s, WALL, 0.1 * s + 1e-12) for s in range(20)]
     path = write_torch(tmp_path, points, new_style=True, double=True)
@@ -94,6 +97,7 @@ def test_tensorboardx_scalars_are_read_exactly(tmp_path: Path, decoder: str) -> 
     assert by_tag(read_file(path)) == by_tag([(t, s, w, f32(v)) for t, s, w, v in points])
 
 
+@pytest.mark.torch
 def test_batches_are_columnar_typed_arrays_one_per_tag(tmp_path: Path, decoder: str) -> None:
     path = write_torch(tmp_path, sample_points(10))
     batches = EventFileReader(path, "r").read()
@@ -144,6 +148,7 @@ def test_tensors_of_other_plugins_and_untagged_tensors_are_skipped(tmp_path: Pat
     assert reader.stats["parse_errors"] == 0
 
 
+@pytest.mark.torch
 def test_images_histograms_and_text_are_skipped_scalars_kept(tmp_path: Path, decoder: str) -> None:
     import numpy as np
     from torch.utils.tensorboard import SummaryWriter
@@ -378,6 +383,7 @@ def test_half_written_garbage_tail_is_not_reported_twice(tmp_path: Path, decoder
 # ---------------------------------------------------------------- the two decoders agree
 
 
+@pytest.mark.torch
 @pytest.mark.skipif(_speedups is None, reason="C decoder not built")
 @given(data=st.binary(max_size=400), seed_records=st.lists(st.integers(0, 9), max_size=6), cut=st.integers(0, 400))
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -480,6 +486,7 @@ def test_any_writes_splits_and_corruptions_yield_every_intact_point_once(
 # ---------------------------------------------------------------- the benchmarks keep working
 
 
+@pytest.mark.torch
 @pytest.mark.slow
 def test_bench_ingest_quick_runs_and_reads_every_scalar() -> None:
     import subprocess

@@ -83,6 +83,7 @@ def test_verify_reports_missing_and_wrong_points_and_too_many_rewinds() -> None:
     assert any("went back 1 times" in v for v in result["violations"])
 
 
+@pytest.mark.torch
 @pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_a_short_soak_with_restarts_passes_and_says_so() -> None:

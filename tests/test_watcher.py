@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from eventfiles import WALL_TIME, append_flushed_for, event_files, read_all, records, simple_event, write_torch
-from torch.utils.tensorboard import SummaryWriter
+from eventfiles import WALL_TIME, append_flushed_for, event_files, read_all, records, simple_event, write_tensorboard
 
 from lightning_stream import _inotify
 from lightning_stream.filesystem import FileStat, LocalFileSystem
@@ -36,9 +35,9 @@ def point(tag: str, step: int, value: float) -> tuple[str, int, float, float]:
 
 
 def test_runs_are_directories_holding_event_files_named_by_relative_path(tmp_path: Path) -> None:
-    write_torch(tmp_path, [point("a", 0, 1.0)])
-    write_torch(tmp_path / "a", [point("a", 0, 1.0)])
-    write_torch(tmp_path / "a" / "b", [point("a", 0, 1.0)])
+    write_tensorboard(tmp_path, [point("a", 0, 1.0)])
+    write_tensorboard(tmp_path / "a", [point("a", 0, 1.0)])
+    write_tensorboard(tmp_path / "a" / "b", [point("a", 0, 1.0)])
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "notes.txt").write_text("not a run")
     watcher = LogdirWatcher(tmp_path)
@@ -48,14 +47,17 @@ def test_runs_are_directories_holding_event_files_named_by_relative_path(tmp_pat
 
 
 def test_prefix_names_the_root_run_and_prefixes_nested_ones(tmp_path: Path) -> None:
-    write_torch(tmp_path, [point("a", 0, 1.0)])
-    write_torch(tmp_path / "x" / "y", [point("a", 0, 1.0)])
+    write_tensorboard(tmp_path, [point("a", 0, 1.0)])
+    write_tensorboard(tmp_path / "x" / "y", [point("a", 0, 1.0)])
     watcher = LogdirWatcher(tmp_path, prefix="exp1")
     assert sorted(b.run for b in watcher.scan()) == ["exp1", "exp1/x/y"]
     assert set(watcher.runs()) == {"exp1", "exp1/x/y"}
 
 
+@pytest.mark.torch
 def test_every_event_file_of_a_run_is_read_not_only_the_newest(tmp_path: Path) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
     older = SummaryWriter(str(tmp_path))
     older.add_scalar("a", 0.0, 0, walltime=WALL_TIME)
     older.flush()
@@ -105,7 +107,7 @@ def test_scan_with_max_points_hands_a_backlog_over_in_slices_without_loss(tmp_pa
 
 
 def test_removed_file_keeps_its_counts_in_stats(tmp_path: Path) -> None:
-    path = write_torch(tmp_path / "run", [point("a", i, 1.0) for i in range(4)])
+    path = write_tensorboard(tmp_path / "run", [point("a", i, 1.0) for i in range(4)])
     watcher = LogdirWatcher(tmp_path)
     watcher.scan()
     path.unlink()
@@ -152,8 +154,11 @@ async def watching(watcher: LogdirWatcher) -> AsyncIterator[Collector]:
             await task
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("mode", ["auto", "inotify", "watchfiles", "poll"])
 async def test_watch_picks_up_new_runs_new_files_and_appends(tmp_path: Path, mode: ChangeDetection) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
     watcher = LogdirWatcher(tmp_path, poll_interval_s=0.2, change_detection=mode)
     async with watching(watcher) as got:
         first = SummaryWriter(str(tmp_path / "run1"))
@@ -200,7 +205,7 @@ async def test_watch_waits_for_a_logdir_that_does_not_exist_yet(tmp_path: Path) 
     watcher = LogdirWatcher(logdir, poll_interval_s=0.1)
     async with watching(watcher) as got:
         await asyncio.sleep(0.05)
-        write_torch(logdir / "run", [point("x", 1, 3.0)])
+        write_tensorboard(logdir / "run", [point("x", 1, 3.0)])
         await got.wait_for(lambda: got.points() == [("run", "x", 1, 3.0)], "the point of the new logdir")
 
 
@@ -230,7 +235,7 @@ async def test_filesystem_without_notifications_is_polled(tmp_path: Path) -> Non
     watcher = LogdirWatcher(tmp_path, fs=fs, poll_interval_s=0.05)
     async with watching(watcher) as got:
         await got.wait_for(lambda: fs.calls >= 1, "a first scan")
-        write_torch(tmp_path / "run", [point("x", 1, 3.0)])  # created after that scan: only a poll finds it
+        write_tensorboard(tmp_path / "run", [point("x", 1, 3.0)])  # created after that scan: only a poll finds it
         await got.wait_for(lambda: got.points() == [("run", "x", 1, 3.0)], "a polled point")
         assert watcher.notifications_active is False
 
@@ -240,14 +245,14 @@ async def test_notifications_are_used_on_a_local_logdir(tmp_path: Path) -> None:
     async with watching(watcher) as got:
         await got.wait_for(lambda: watcher.notifications_active, "notifications to start")
         await asyncio.sleep(0.2)  # let the OS watch settle before the write
-        write_torch(tmp_path / "run", [point("x", 1, 3.0)])
+        write_tensorboard(tmp_path / "run", [point("x", 1, 3.0)])
         # With a 60 s poll, only a notification can deliver this point within the guard.
         await got.wait_for(lambda: got.points() == [("run", "x", 1, 3.0)], "a notified point")
 
 
 def test_symlinked_run_directories_are_followed(tmp_path: Path) -> None:
     target = tmp_path / "elsewhere"
-    write_torch(target, [point("x", 1, 3.0)])
+    write_tensorboard(target, [point("x", 1, 3.0)])
     logdir = tmp_path / "logdir"
     logdir.mkdir()
     os.symlink(target, logdir / "linked")
@@ -298,17 +303,18 @@ async def test_inotify_wakes_for_event_files_and_new_directories_not_for_other_f
 @pytest.mark.skipif(not _inotify.available(), reason="inotify is Linux-only")
 async def test_watch_survives_the_logdir_being_deleted_and_recreated(tmp_path: Path) -> None:
     logdir = tmp_path / "logs"
-    write_torch(logdir / "run", [point("x", 1, 1.0)])
+    write_tensorboard(logdir / "run", [point("x", 1, 1.0)])
     watcher = LogdirWatcher(logdir, poll_interval_s=0.1, change_detection="inotify")
     async with watching(watcher) as got:
         await got.wait_for(lambda: len(got.points()) == 1, "the first point")
         shutil.rmtree(logdir)
         await got.wait_for(lambda: not watcher.notifications_active, "the watch to notice the removal")
-        write_torch(logdir / "run", [point("x", 2, 2.0)])
+        write_tensorboard(logdir / "run", [point("x", 2, 2.0)])
         await got.wait_for(lambda: ("run", "x", 2, 2.0) in got.points(), "a point in the recreated logdir")
         await got.wait_for(lambda: watcher.notifications_active, "notifications to resume")
 
 
+@pytest.mark.torch
 @pytest.mark.slow
 @pytest.mark.skipif(not _inotify.available(), reason="inotify is Linux-only")
 def test_bench_watch_idle_quick_runs() -> None:
@@ -329,7 +335,7 @@ def test_bench_watch_idle_quick_runs() -> None:
 
 
 def test_symlink_cycle_does_not_make_a_scan_endless(tmp_path: Path) -> None:
-    write_torch(tmp_path / "run", [point("x", 1, 3.0)])
+    write_tensorboard(tmp_path / "run", [point("x", 1, 3.0)])
     os.symlink(tmp_path, tmp_path / "run" / "loop")  # run/loop -> logdir
     watcher = LogdirWatcher(tmp_path)
     assert [b.run for b in watcher.scan()] == ["run"]
@@ -337,7 +343,7 @@ def test_symlink_cycle_does_not_make_a_scan_endless(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not _inotify.available(), reason="inotify is Linux-only")
 async def test_cancelled_watches_leave_no_descriptor_open(tmp_path: Path) -> None:
-    write_torch(tmp_path / "run", [point("x", 1, 3.0)])
+    write_tensorboard(tmp_path / "run", [point("x", 1, 3.0)])
     for i in range(400):  # a tree that takes a while to watch, so some cancels land inside open()
         (tmp_path / "many" / f"d{i}").mkdir(parents=True)
 
@@ -369,7 +375,7 @@ class CountingFileSystem(LocalFileSystem):
 @pytest.mark.skipif(not _inotify.available(), reason="inotify is Linux-only")
 async def test_appends_reread_only_the_notified_file_without_listing_the_logdir(tmp_path: Path) -> None:
     for r in range(5):
-        write_torch(tmp_path / f"idle{r}", [point("x", 1, 1.0)])
+        write_tensorboard(tmp_path / f"idle{r}", [point("x", 1, 1.0)])
     path = tmp_path / "active" / "events.out.tfevents.1.host"
     path.parent.mkdir()
     path.write_bytes(records([simple_event("a", 0, WALL_TIME, 0.0)]))
@@ -464,7 +470,7 @@ def test_unreadable_runs_and_files_are_warned_about_once_not_skipped_silently() 
     with shared_tmp() as shared:
         root = shared / "logs"
         for run in ("readable", "private_run", "private_file"):
-            write_torch(root / run, [point("loss", 1, 0.5)])
+            write_tensorboard(root / run, [point("loss", 1, 0.5)])
         for path in [root, *root.rglob("*")]:
             os.chmod(path, 0o755 if path.is_dir() else 0o644)
         os.chmod(root / "private_run", 0o700)
