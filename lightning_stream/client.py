@@ -12,8 +12,8 @@ Live iteration (``stream`` and ``astream``) yields one ``StreamPoint`` per point
   exactly what was missed; the first connection is not retried (a wrong URL
   fails at once), later ones for up to ``retry_s`` seconds;
 * a server that restarted meanwhile (``/health`` ``uptime_s`` shorter than our
-  connection: its sequence numbers started over, so ``Last-Event-ID`` would
-  replay the wrong messages) is treated like a reset, below;
+  connection: it numbers its messages afresh, from the wall clock, so
+  ``Last-Event-ID`` cannot resume there) is treated like a reset, below;
 * on ``event: reset`` (the server no longer holds what was missed, or this
   client fell too far behind) the iterator re-reads over REST, for every series
   matching the filters, the points after the last step it yielded for that
@@ -27,6 +27,10 @@ A series that goes back (a run resumed from a checkpoint into the same log dir)
 arrives as ``event: reset`` with ``run``, ``tag`` and ``from_step``: no re-read, the
 rewritten points follow in the stream and are yielded (their steps go back).
 
+How: ``follow.py`` holds every rule, I/O-free (``Following`` says what to do next:
+probe, open, re-read, read, sleep, stop); ``stream`` and ``astream`` are two short loops
+that do it, one with ``http.client``, one with aiohttp.
+
 Limits: a series that is purged back exactly while a reset is handled may lose
 those rewritten points; a later point of the series clears the condition.
 """
@@ -34,19 +38,30 @@ those rewritten points; a later point of the series clears the condition.
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import http.client
 import json
 import logging
 import os
 import time
 import urllib.parse
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 from lightning_stream.config import ENV_TOKEN
 from lightning_stream.errors import ClientError, NotFoundError
+from lightning_stream.follow import (
+    Follower,
+    Following,
+    Open,
+    Probe,
+    Read,
+    Reread,
+    Sleep,
+    StatusCallback,
+    Stop,
+    StreamPoint,
+    points_of,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import aiohttp
@@ -55,25 +70,7 @@ __all__ = ["StreamClient", "StreamPoint"]
 
 logger = logging.getLogger(__name__)
 
-StatusCallback = Callable[[dict[str, Any]], None]
-
-# The server sends a keep-alive comment every 15 s by default: a stream silent
-# for much longer than that is dead even if the socket looks open.
-_IDLE_TIMEOUT_S = 60.0
-_BACKOFF_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
 _LS_HINT = "is the server running? `lightning-stream ls` lists live servers"
-
-
-@dataclass(frozen=True, slots=True)
-class StreamPoint:
-    """One scalar point as streamed: ``seq`` is the server's sequence number of its batch."""
-
-    run: str
-    tag: str
-    step: int
-    wall_time: float
-    value: float
-    seq: int
 
 
 class StreamClient:
@@ -149,11 +146,7 @@ class StreamClient:
             query["since_step"] = int(since_step)
         if limit is not None:
             query["limit"] = int(limit)
-        result = self._get_json("/api/scalars?" + urllib.parse.urlencode(query))
-        try:
-            return [(int(s), float(w), float(v)) for s, w, v in result["points"]]
-        except (TypeError, KeyError, ValueError) as exc:
-            raise ClientError(f"{self.url}/api/scalars answered an unexpected body ({exc!r})") from None
+        return points_of(self.url, self._get_json("/api/scalars?" + urllib.parse.urlencode(query)))
 
     # ------------------------------------------------------------ live, sync
 
@@ -186,60 +179,54 @@ class StreamClient:
             ClientError: the first connection failed (wrong URL, server down, bad token),
                 or reconnecting failed for ``retry_s`` seconds.
         """
-        follower = _Follower(run, tag, since, on_status)
-        deadline = None if duration is None else time.monotonic() + duration
-        reconnect = _Reconnect(self.url, retry_s)
-        while True:
-            try:
-                if reconnect.connected_once and follower.last_seq is not None:
-                    reconnect.check_restart(follower, self._health_or_retry())
-                conn, response = self._open_stream(follower)
-            except _Retryable as exc:
-                if not reconnect.connected_once:
-                    raise ClientError(str(exc)) from None
-                delay = reconnect.failed(str(exc))
-                if deadline is not None and time.monotonic() + delay >= deadline:
-                    return
-                time.sleep(delay)
-                continue
-            reconnect.connected()
-            try:
-                while True:
-                    if follower.reset_seq is not None:
-                        try:
-                            yield from self._reread(follower)
-                        except ClientError as exc:
-                            if not _transient(exc):
-                                raise
-                            logger.info("re-reading from %s failed (%s); reconnecting", self.url, exc)
-                            break
-                    sock_timeout = _read_budget(deadline)
-                    if sock_timeout is None:
+        following = Following(self.url, Follower(run, tag, since, on_status), duration=duration, retry_s=retry_s)
+        conn: http.client.HTTPConnection | None = None
+        response: http.client.HTTPResponse | None = None
+        try:
+            while True:
+                action = following.next()
+                if conn is not None and response is not None and not isinstance(action, (Read, Reread)):
+                    response.close()
+                    conn.close()
+                    conn = response = None
+                raw = None
+                try:
+                    if isinstance(action, Stop):
                         return
-                    if conn.sock is not None:
-                        conn.sock.settimeout(sock_timeout)
-                    try:
+                    if isinstance(action, Sleep):
+                        time.sleep(action.seconds)
+                    elif isinstance(action, Probe):
+                        following.probed(self._health_or_retry())
+                    elif isinstance(action, Open):
+                        conn, response = self._open_stream(action.path, action.headers)
+                        following.opened()
+                    elif isinstance(action, Reread):
+                        yield from self._reread(following.follower)
+                    elif conn is not None and response is not None:
+                        if conn.sock is not None:
+                            conn.sock.settimeout(action.timeout)
                         raw = response.readline()
-                    except TimeoutError:
-                        if deadline is not None and time.monotonic() >= deadline:
-                            return
-                        logger.info("no data from %s for %.0f s; reconnecting", self.url, _IDLE_TIMEOUT_S)
-                        break
-                    except (OSError, http.client.HTTPException) as exc:
-                        logger.info("stream from %s dropped (%r); reconnecting", self.url, exc)
-                        break
-                    if not raw:
-                        logger.info("stream from %s ended; reconnecting", self.url)
-                        break
-                    yield from follower.feed(raw.decode("utf-8", "replace"))
-            finally:
+                except _Retryable as exc:
+                    following.failed(str(exc))
+                except TimeoutError:
+                    following.timed_out()
+                except (OSError, http.client.HTTPException) as exc:
+                    following.dropped(f"dropped ({exc!r})")
+                except ClientError as exc:
+                    following.error(exc)
+                if raw is not None:
+                    yield from following.line(raw)
+        finally:
+            if conn is not None and response is not None:
                 response.close()
                 conn.close()
 
-    def _open_stream(self, follower: _Follower) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    def _open_stream(
+        self, path: str, headers: dict[str, str]
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
         conn = self._connection(self.timeout)
         try:
-            conn.request("GET", self._prefix + follower.path(), headers=self._headers(follower.headers()))
+            conn.request("GET", self._prefix + path, headers=self._headers(headers))
             # keep the socket: http.client drops conn.sock when the response owns it
             sock = conn.sock
             response = conn.getresponse()
@@ -262,7 +249,7 @@ class StreamClient:
         except ClientError as exc:
             raise _Retryable(str(exc)) from None
 
-    def _reread(self, follower: _Follower) -> Iterator[StreamPoint]:
+    def _reread(self, follower: Follower) -> Iterator[StreamPoint]:
         """The points missed before a reset, over REST; ``reset_seq`` is cleared once done
         (a failure leaves it set, so the re-read is repeated after reconnecting)."""
         for run, tag, since_step in follower.reread_targets(self.runs()):
@@ -288,61 +275,55 @@ class StreamClient:
         """``async for`` version of ``stream`` (same arguments and behaviour), over aiohttp."""
         import aiohttp
 
-        follower = _Follower(run, tag, since, on_status)
-        deadline = None if duration is None else time.monotonic() + duration
-        reconnect = _Reconnect(self.url, retry_s)
+        following = Following(self.url, Follower(run, tag, since, on_status), duration=duration, retry_s=retry_s)
         timeout = aiohttp.ClientTimeout(total=None, connect=self.timeout, sock_connect=self.timeout)
+        response: aiohttp.ClientResponse | None = None
+        pending = bytearray()
         async with aiohttp.ClientSession(timeout=timeout) as session:
-            while True:
-                try:
-                    if reconnect.connected_once and follower.last_seq is not None:
-                        reconnect.check_restart(follower, await self._ahealth_or_retry(session))
-                    response = await self._aopen_stream(session, follower)
-                except _Retryable as exc:
-                    if not reconnect.connected_once:
-                        raise ClientError(str(exc)) from None
-                    delay = reconnect.failed(str(exc))
-                    if deadline is not None and time.monotonic() + delay >= deadline:
-                        return
-                    await asyncio.sleep(delay)
-                    continue
-                reconnect.connected()
-                async with response:
-                    pending = bytearray()
-                    while True:
-                        if follower.reset_seq is not None:
-                            try:
-                                async for point in self._areread(session, follower):
-                                    yield point
-                            except ClientError as exc:
-                                if not _transient(exc):
-                                    raise
-                                logger.info("re-reading from %s failed (%s); reconnecting", self.url, exc)
-                                break
-                        wait = _read_budget(deadline)
-                        if wait is None:
+            try:
+                while True:
+                    action = following.next()
+                    if response is not None and not isinstance(action, (Read, Reread)):
+                        response.release()
+                        response = None
+                    raw = None
+                    try:
+                        if isinstance(action, Stop):
                             return
-                        try:
-                            raw = await asyncio.wait_for(_read_line(response.content, pending), wait)
-                        except asyncio.TimeoutError:
-                            if deadline is not None and time.monotonic() >= deadline:
-                                return
-                            logger.info("no data from %s for %.0f s; reconnecting", self.url, _IDLE_TIMEOUT_S)
-                            break
-                        except (aiohttp.ClientError, OSError) as exc:
-                            logger.info("stream from %s dropped (%r); reconnecting", self.url, exc)
-                            break
-                        if not raw:
-                            logger.info("stream from %s ended; reconnecting", self.url)
-                            break
-                        for point in follower.feed(raw.decode("utf-8", "replace")):
-                            yield point
+                        if isinstance(action, Sleep):
+                            await asyncio.sleep(action.seconds)
+                        elif isinstance(action, Probe):
+                            following.probed(await self._ahealth_or_retry(session))
+                        elif isinstance(action, Open):
+                            response = await self._aopen_stream(session, action.path, action.headers)
+                            pending.clear()
+                            following.opened()
+                        elif isinstance(action, Reread):
+                            async for point in self._areread(session, following.follower):
+                                yield point
+                        elif response is not None:
+                            raw = await asyncio.wait_for(_read_line(response.content, pending), action.timeout)
+                    except _Retryable as exc:
+                        following.failed(str(exc))
+                    except asyncio.TimeoutError:
+                        following.timed_out()
+                    except (aiohttp.ClientError, OSError) as exc:
+                        following.dropped(f"dropped ({exc!r})")
+                    except ClientError as exc:
+                        following.error(exc)
+                    for point in following.line(raw) if raw is not None else ():
+                        yield point
+            finally:
+                if response is not None:
+                    response.release()
 
-    async def _aopen_stream(self, session: aiohttp.ClientSession, follower: _Follower) -> aiohttp.ClientResponse:
+    async def _aopen_stream(
+        self, session: aiohttp.ClientSession, path: str, headers: dict[str, str]
+    ) -> aiohttp.ClientResponse:
         import aiohttp
 
         try:
-            response = await session.get(self.url + follower.path(), headers=self._headers(follower.headers()))
+            response = await session.get(self.url + path, headers=self._headers(headers))
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
             raise _Retryable(f"cannot reach {self.url!r} ({exc!r}); {_LS_HINT}") from None
         if response.status >= 500:
@@ -375,7 +356,7 @@ class StreamClient:
             raise _Retryable(str(exc)) from None
         return health if isinstance(health, dict) else {}
 
-    async def _areread(self, session: aiohttp.ClientSession, follower: _Follower) -> AsyncIterator[StreamPoint]:
+    async def _areread(self, session: aiohttp.ClientSession, follower: Follower) -> AsyncIterator[StreamPoint]:
         runs = await self._aget_json(session, "/api/runs")
         for run, tag, since_step in follower.reread_targets(runs):
             query: dict[str, Any] = {"run": run, "tag": tag}
@@ -385,11 +366,7 @@ class StreamClient:
                 body = await self._aget_json(session, "/api/scalars?" + urllib.parse.urlencode(query))
             except NotFoundError:
                 continue
-            try:
-                points = [(int(s), float(w), float(v)) for s, w, v in body["points"]]
-            except (TypeError, KeyError, ValueError) as exc:
-                raise ClientError(f"{self.url}/api/scalars answered an unexpected body ({exc!r})") from None
-            for point in follower.reread_points(run, tag, points):
+            for point in follower.reread_points(run, tag, points_of(self.url, body)):
                 yield point
         follower.reset_seq = None
 
@@ -424,219 +401,6 @@ class StreamClient:
 
 class _Retryable(Exception):
     """A connection attempt failed in a way a later attempt may not."""
-
-
-class _Reconnect:
-    """Backoff and give-up policy for reconnecting a live stream."""
-
-    def __init__(self, url: str, retry_s: float | None) -> None:
-        self.url = url
-        self.retry_s = retry_s
-        self.connected_once = False
-        self.connected_at = 0.0
-        self._failures = 0
-        self._first_failure = 0.0
-
-    def connected(self) -> None:
-        self.connected_once = True
-        self.connected_at = time.monotonic()
-        self._failures = 0
-
-    def check_restart(self, follower: _Follower, health: dict[str, Any]) -> None:
-        """A server younger than our last connection restarted (its seqs started over, so
-        ``Last-Event-ID`` would replay the wrong messages): resume as after a reset."""
-        uptime = health.get("uptime_s")
-        if not isinstance(uptime, (int, float)) or uptime >= time.monotonic() - self.connected_at:
-            return
-        logger.info("%s restarted (up %.1f s); re-reading what was missed over REST", self.url, uptime)
-        seq = health.get("seq")
-        follower.last_seq = None
-        follower.reset_seq = seq if isinstance(seq, int) and not isinstance(seq, bool) else 0
-
-    def failed(self, reason: str) -> float:
-        """Seconds to wait before the next attempt; raises ``ClientError`` past ``retry_s``."""
-        now = time.monotonic()
-        if self._failures == 0:
-            self._first_failure = now
-        self._failures += 1
-        if self.retry_s is not None and now - self._first_failure > self.retry_s:
-            raise ClientError(
-                f"lost the stream from {self.url!r} and could not reconnect for {self.retry_s:g} s "
-                f"(last error: {reason}); is it still running? (`retry_s`, `tail --retry`: how long to keep trying)"
-            )
-        delay = _BACKOFF_S[min(self._failures - 1, len(_BACKOFF_S) - 1)]
-        logger.info("reconnecting to %s in %.2f s (%s)", self.url, delay, reason)
-        return delay
-
-
-@dataclass
-class _SSEEvent:
-    event: str
-    data: str
-    id: str | None
-
-
-class _SSEParser:
-    """Line-by-line Server-Sent Events parser (WHATWG rules that matter here)."""
-
-    def __init__(self) -> None:
-        self._event = ""
-        self._data: list[str] = []
-        self._id: str | None = None
-
-    def feed(self, line: str) -> _SSEEvent | None:
-        line = line.rstrip("\r\n")
-        if not line:
-            if not self._data:
-                self._event = ""
-                return None
-            event = _SSEEvent(self._event or "message", "\n".join(self._data), self._id)
-            self._event, self._data = "", []
-            return event
-        if line.startswith(":"):
-            return None  # keep-alive comment
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "data":
-            self._data.append(value)
-        elif name == "event":
-            self._event = value
-        elif name == "id" and "\0" not in value:
-            self._id = value
-        return None
-
-
-class _Follower:
-    """Sans-IO core of live iteration, shared by ``stream`` and ``astream``."""
-
-    def __init__(self, run: str, tag: str, since: int | None, on_status: StatusCallback | None) -> None:
-        if not isinstance(run, str) or not isinstance(tag, str):
-            raise TypeError(f"run={run!r} and tag={tag!r} must be glob strings, e.g. '*' or 'train/*'")
-        if since is not None and (isinstance(since, bool) or not isinstance(since, int) or since < 0):
-            raise ValueError(f"since={since!r} must be a sequence number >= 0 (StreamPoint.seq) or None")
-        self.run_glob = run
-        self.tag_glob = tag
-        self.last_seq = since
-        self.on_status = on_status
-        self.started_wall = time.time()
-        self.reset_seq: int | None = None
-        self._parser = _SSEParser()
-        self._last_step: dict[tuple[str, str], int] = {}
-        self._horizon: dict[tuple[str, str], int] = {}
-
-    def path(self) -> str:
-        query = {k: v for k, v in (("run", self.run_glob), ("tag", self.tag_glob)) if v != "*"}
-        return "/stream" + ("?" + urllib.parse.urlencode(query) if query else "")
-
-    def headers(self) -> dict[str, str]:
-        return {} if self.last_seq is None else {"Last-Event-ID": str(self.last_seq)}
-
-    def feed(self, line: str) -> list[StreamPoint]:
-        event = self._parser.feed(line)
-        if event is None:
-            return []
-        seq = self.last_seq
-        if event.id is not None and event.id.isdigit():
-            seq = int(event.id)
-        try:
-            data = json.loads(event.data)
-        except ValueError:
-            logger.warning("ignoring a %r event whose data is not JSON: %.200r", event.event, event.data)
-            return []
-        points: list[StreamPoint] = []
-        if event.event == "scalars":
-            points = self._scalars(data, seq if seq is not None else 0)
-        elif event.event == "status":
-            if self.on_status is not None and isinstance(data, dict):
-                self.on_status(data)
-        elif event.event == "reset" and isinstance(data, dict) and "tag" in data:
-            self._rewind(data)  # one series went back: its new points follow in the stream
-        elif event.event == "reset":
-            reset_seq = data.get("seq") if isinstance(data, dict) else None
-            if isinstance(reset_seq, int):
-                seq = reset_seq
-            self.reset_seq = seq if seq is not None else 0
-        if seq is not None:
-            self.last_seq = seq
-        return points
-
-    def _rewind(self, data: dict[str, Any]) -> None:
-        """A series reset (``run``, ``tag``, ``from_step``): its steps from ``from_step`` on are new again."""
-        try:
-            key, step = (str(data["run"]), str(data["tag"])), int(data["from_step"])
-        except (KeyError, TypeError, ValueError):
-            logger.warning("ignoring a malformed series reset: %.200r", data)
-            return
-        self._horizon.pop(key, None)
-        if key in self._last_step:
-            self._last_step[key] = min(self._last_step[key], step - 1)
-
-    def _scalars(self, data: Any, seq: int) -> list[StreamPoint]:
-        points: list[StreamPoint] = []
-        for item in data.get("points", ()) if isinstance(data, dict) else ():
-            try:
-                point = StreamPoint(
-                    str(item["run"]),
-                    str(item["tag"]),
-                    int(item["step"]),
-                    float(item["wall_time"]),
-                    float(item["value"]),
-                    seq,
-                )
-            except (KeyError, TypeError, ValueError):
-                logger.warning("ignoring a malformed point: %.200r", item)
-                continue
-            key = (point.run, point.tag)
-            horizon = self._horizon.get(key)
-            if horizon is not None:
-                if point.step <= horizon:
-                    continue  # the reset's re-read already yielded it
-                del self._horizon[key]
-            self._last_step[key] = point.step
-            points.append(point)
-        return points
-
-    def reread_targets(self, runs: Any) -> list[tuple[str, str, int | None]]:
-        """``(run, tag, since_step)`` for every matching series in an ``/api/runs`` answer.
-
-        Also arms the duplicate filter: until a series passes the last step yielded
-        for it, stream points at or below that step are old news (a restarted server
-        broadcasts its re-read history, possibly after answering REST).
-        """
-        for key, step in self._last_step.items():
-            self._horizon[key] = max(step, self._horizon.get(key, step))
-        targets: list[tuple[str, str, int | None]] = []
-        for entry in runs if isinstance(runs, list) else ():
-            if not isinstance(entry, dict):
-                continue
-            run = str(entry.get("run", ""))
-            if not fnmatch.fnmatchcase(run, self.run_glob):
-                continue
-            for tag in entry.get("tags") or ():
-                if isinstance(tag, str) and fnmatch.fnmatchcase(tag, self.tag_glob):
-                    targets.append((run, tag, self._last_step.get((run, tag))))
-        return targets
-
-    def reread_points(self, run: str, tag: str, points: list[tuple[int, float, float]]) -> list[StreamPoint]:
-        key = (run, tag)
-        seen = key in self._last_step
-        seq = self.reset_seq if self.reset_seq is not None else 0
-        out = [
-            StreamPoint(run, tag, step, wall, value, seq)
-            for step, wall, value in points
-            if seen or wall >= self.started_wall
-        ]
-        if out:
-            self._last_step[key] = out[-1].step
-        if points:  # every step REST returned, yielded or not, is held by the server already
-            top = max(step for step, _, _ in points)
-            self._horizon[key] = max(top, self._horizon.get(key, top))
-        return out
-
-
-def _transient(exc: ClientError) -> bool:
-    """A failure a reconnect may cure: no answer at all, or a 5xx."""
-    return exc.status is None or exc.status >= 500
 
 
 def _decode(url: str, status: int, body: bytes) -> Any:
@@ -688,11 +452,3 @@ async def _read_line(content: Any, pending: bytearray) -> bytes:
             pending.clear()
             return line
         pending.extend(chunk)
-
-
-def _read_budget(deadline: float | None) -> float | None:
-    """How long the next read may wait: the idle timeout, cut to the deadline; None once it passed."""
-    if deadline is None:
-        return _IDLE_TIMEOUT_S
-    remaining = deadline - time.monotonic()
-    return min(_IDLE_TIMEOUT_S, remaining) if remaining > 0 else None

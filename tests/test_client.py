@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
-from lightning_stream.client import StreamClient, StreamPoint, _SSEParser
+from lightning_stream.client import StreamClient, StreamPoint
 from lightning_stream.config import ServerConfig
 from lightning_stream.errors import ClientError, NotFoundError
+from lightning_stream.follow import _SSEParser
 from lightning_stream.server import StreamServer
 
 WAIT_S = 20.0
