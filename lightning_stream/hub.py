@@ -46,7 +46,6 @@ from __future__ import annotations
 import asyncio
 import heapq
 import json
-import math
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -54,6 +53,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from lightning_stream.config import ServerConfig
+from lightning_stream.encoding import dumps, points_json, rows_json
 from lightning_stream.errors import LightningStreamError
 from lightning_stream.scalars import ScalarBatch
 from lightning_stream.series import BYTES_PER_POINT, MIN_DECIMATE, Series
@@ -150,7 +150,6 @@ class _Filter:
 
 
 _ALL = ("*", "*")
-_COMPACT = (",", ":")
 
 
 @dataclass(frozen=True, eq=False)
@@ -190,13 +189,13 @@ class Message:
             if flt.run(self.payload["run"]):
                 hit = self._cache.get(_ALL)
                 if hit is None:
-                    hit = self._cache[_ALL] = (json.dumps(self.payload, allow_nan=False, separators=_COMPACT), 0)
+                    hit = self._cache[_ALL] = (dumps(self.payload).decode(), 0)  # finite: publish_status checked
             else:
                 hit = (None, 0)
         else:
             hit = self._cache.get(_ALL)
             if hit is None:
-                hit = self._cache[_ALL] = (json.dumps(self.payload, separators=_COMPACT), 0)
+                hit = self._cache[_ALL] = (dumps(self.payload).decode(), 0)
         self._cache[key] = hit
         return hit
 
@@ -228,41 +227,13 @@ class Message:
         return self._select(sub)[1]
 
 
-def _num(x: float) -> str:
-    if math.isfinite(x):
-        return repr(x)
-    if x != x:
-        return '"NaN"'
-    return '"Infinity"' if x > 0 else '"-Infinity"'
-
-
-def _finite(values: Any) -> bool:
-    """True only if every value is finite; may say False for huge finite ones (the slow path is exact too).
-
-    A sum is NaN or infinite when any term is, and stays finite otherwise unless it overflows: one
-    C-level pass, and no numpy import (~15 MiB of RSS) for the server.
-    """
-    return math.isfinite(sum(values))
-
-
 def _encode_points(batches: Iterable[ScalarBatch]) -> str:
-    parts: list[str] = []
-    for b in batches:
-        head = f'{{"run":{json.dumps(b.run)},"tag":{json.dumps(b.tag)},"step":'
-        rows = zip(b.steps, b.wall_times, b.values, strict=True)
-        if _finite(b.values) and _finite(b.wall_times):
-            parts.extend([f'{head}{s},"wall_time":{w!r},"value":{v!r}}}' for s, w, v in rows])
-        else:
-            parts.extend([f'{head}{s},"wall_time":{_num(w)},"value":{_num(v)}}}' for s, w, v in rows])
-    return '{"points":[' + ",".join(parts) + "]}"
+    return points_json(batches).decode()
 
 
 def points_rows_json(batch: ScalarBatch) -> str:
     """``[[step, wall_time, value], ...]`` as JSON text (REST ``points``), non-finite as strings."""
-    rows = zip(batch.steps, batch.wall_times, batch.values, strict=True)
-    if _finite(batch.values) and _finite(batch.wall_times):
-        return "[" + ",".join([f"[{s},{w!r},{v!r}]" for s, w, v in rows]) + "]"
-    return "[" + ",".join([f"[{s},{_num(w)},{_num(v)}]" for s, w, v in rows]) + "]"
+    return rows_json(batch).decode()
 
 
 def _merge_by_series(batches: list[ScalarBatch]) -> list[ScalarBatch]:
