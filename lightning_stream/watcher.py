@@ -53,10 +53,13 @@ BUSY_STEPS_PER_S = 50.0
 """A series written up to this fast is read within ``BUSY_GAP_S`` of each write. A faster one is read
 in bigger batches, the gap growing with its rate up to ``MAX_BUSY_GAP_S``: every read wakes the server
 and, through it, every client, and each wake-up costs ~0.15 ms of CPU on a small VM, beside training
-(``benchmarks/bench_overhead.py``), while 12 updates a second are as smooth to the eye as 50."""
-MAX_BUSY_GAP_S = 0.08
-"""Longest gap between reads of a busy run (a point then waits at most this long to be read), unless the
-sink allows longer (``watch(max_busy_gap_s=...)``: the server's hub does with many clients)."""
+(``benchmarks/bench_overhead.py``)."""
+MAX_BUSY_GAP_S = 0.025
+"""Longest gap between reads of a busy run, unless the sink allows longer (``watch(max_busy_gap_s=...)``:
+the server's hub does with more than one client). It is a budget of reads: a run however fast is read at
+most 40 times a second (fewer than a 50 steps/s run costs, one read per write), the first write after a
+quiet spell at once. A point waits for its read half the gap on average, so this is what keeps a fast run's
+latency at p50 ≤ 20 ms (``benchmarks/bench_latency.py``; the gap used to grow to 80 ms: p50 ~40 ms)."""
 INLINE_READ_FILES = 4
 """A notification naming at most this many local files is read on the loop, not in a worker thread."""
 INLINE_READ_POINTS = 8192
