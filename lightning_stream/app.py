@@ -5,7 +5,8 @@ nothing about threads, ports or watchers (``server.py`` owns those). Every
 answer to bad input is a 4xx ``{"error": ...}``; an unexpected exception is
 logged and answered ``500`` with the same shape, never a traceback.
 
-Routes: ``/health`` (no token), ``/api/runs``, ``/api/scalars``, ``/api/openapi.json``,
+Routes: ``/health`` (no token), ``/api/runs``, ``/api/scalars``, ``/api/series`` (``seriesapi.py``),
+``/api/openapi.json``,
 ``/stream`` (``sse.py``), ``/ws`` (``websocket.py``), ``/metrics``, ``/`` (the
 dashboard ``static/index.html``, or a placeholder) and ``/static/NAME`` (the other
 files of ``static/``).
@@ -43,6 +44,7 @@ from lightning_stream.security import (
     parse_name,
     security_middleware,
 )
+from lightning_stream.seriesapi import handle_series
 from lightning_stream.sse import SSEStreams
 from lightning_stream.websocket import WebSockets
 
@@ -163,7 +165,10 @@ class _Routes:
             return json_error(404, f"unknown tag {tag!r} in run {run!r}; its tags: {tags}")
         head = dumps({"run": run, "tag": tag, "seq": seq})
         body = b"".join((head[:-1], b',"points":', rows_json(batch), b"}"))  # NaN as "NaN" (encoding.py)
-        return web.Response(body=body, content_type="application/json")
+        return web.Response(body=body, content_type="application/json", charset="utf-8")
+
+    async def series(self, request: web.Request) -> web.StreamResponse:
+        return await handle_series(request, self.state.hub, self.state.config)
 
     async def openapi(self, request: web.Request) -> web.Response:
         return web.json_response(openapi_document(token=self.state.config.token is not None))
@@ -214,6 +219,7 @@ def create_app(state: AppState) -> web.Application:
     app.router.add_get("/health", routes.health)
     app.router.add_get("/api/runs", routes.runs)
     app.router.add_get("/api/scalars", routes.scalars)
+    app.router.add_get("/api/series", routes.series)
     app.router.add_get("/api/openapi.json", routes.openapi)
     app.router.add_get("/metrics", routes.metrics)
     app.router.add_get("/stream", sse.handle, allow_head=False)  # a HEAD would hold a subscription open

@@ -28,9 +28,11 @@ How it stays bounded and exact:
   client re-reads via REST: REST already holds every point of every seq <= the
   reset's seq (and maybe newer ones still queued; re-receiving those is
   harmless under the purge rule).
-* Messages are encoded lazily, once per filter, and cached on the message:
+* Messages are encoded lazily, once per (filter, format), and cached on the message:
   a huge initial scan with nobody subscribed never becomes JSON, and every
-  subscriber whose filter matches the whole message shares one string.
+  subscriber whose filter matches the whole message shares one string. Scalars go
+  out as point objects (``format="points"``, the SPEC's default) or as one
+  ``{"run","tag","steps","wall_times","values"}`` entry per series (``"columns"``).
 
 Non-finite floats (NaN, ±inf) are not valid JSON; they are sent as the strings
 ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` (``Number(s)`` / ``float(s)`` read them).
@@ -53,12 +55,13 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from lightning_stream.config import ServerConfig
-from lightning_stream.encoding import dumps, points_json, rows_json
+from lightning_stream.encoding import columns_json, dumps, points_json, rows_json
 from lightning_stream.errors import LightningStreamError
 from lightning_stream.scalars import ScalarBatch
-from lightning_stream.series import BYTES_PER_POINT, MIN_DECIMATE, Series
+from lightning_stream.series import BYTES_PER_POINT, MIN_DECIMATE, Series, Window
 
 __all__ = [
+    "FORMATS",
     "MAX_GLOB_LEN",
     "MAX_MESSAGE_POINTS",
     "MAX_REPLAY_MESSAGES",
@@ -80,6 +83,8 @@ MAX_MESSAGE_POINTS = 2_000  # bounds one SSE/WS frame to ~200 KB of JSON (what a
 MAX_REPLAY_MESSAGES = 10_000
 LOW_WATER = 0.75  # decimate down to this fraction of the budget, so it happens rarely
 KINDS = ("sse", "ws")
+#: payload forms of ``scalars`` messages: point objects (SPEC's default) or one column set per series
+FORMATS = ("points", "columns")
 
 
 class HubClosed(LightningStreamError):
@@ -149,14 +154,12 @@ class _Filter:
         return hit
 
 
-_ALL = ("*", "*")
-
-
 @dataclass(frozen=True, eq=False)
 class Message:
     """One outgoing message: ``scalars`` (batches), ``status`` or ``reset`` (payload), with its ``seq``.
 
-    Encodings are built on first use and cached per filter.
+    Encodings are built on first use and cached per (filter, format): a subscriber only ever
+    causes the encoding of its own format, and every subscriber sharing both shares one string.
     """
 
     kind: str
@@ -164,52 +167,60 @@ class Message:
     batches: tuple[ScalarBatch, ...] = ()
     payload: dict[str, Any] | None = None
     npoints: int = 0
-    _cache: dict[tuple[str, str], tuple[str | None, int]] = field(default_factory=dict, repr=False)
-    _ws_cache: dict[tuple[str, str], str | None] = field(default_factory=dict, repr=False)
+    _cache: dict[tuple[str, str, str], tuple[str | None, int]] = field(default_factory=dict, repr=False)
+    _ws_cache: dict[tuple[str, str, str], str | None] = field(default_factory=dict, repr=False)
+
+    def _key(self, sub: Subscription) -> tuple[str, str, str]:
+        fmt = sub.format if self.kind == "scalars" else "points"  # status and reset read the same in both
+        return (*sub._filter.key, fmt)
 
     def _select(self, sub: Subscription) -> tuple[str | None, int]:
-        """(payload JSON, point count) of this message as ``sub`` sees it; cached per filter."""
+        """(payload JSON, point count) of this message as ``sub`` sees it; cached per (filter, format)."""
         flt = sub._filter
-        key = flt.key
+        key = self._key(sub)
         hit = self._cache.get(key)
         if hit is not None:
             return hit
+        every = ("*", "*", key[2])  # whole-message encodings are shared by every filter matching it all
         if self.kind == "scalars":
+            encode = _ENCODERS[key[2]]
             matched = [b for b in self.batches if flt.series(b.run, b.tag)]
             if len(matched) == len(self.batches):
-                hit = self._cache.get(_ALL)
+                hit = self._cache.get(every)
                 if hit is None:
-                    hit = self._cache[_ALL] = (_encode_points(self.batches), self.npoints)
+                    hit = self._cache[every] = (encode(self.batches), self.npoints)
             elif not matched:
                 hit = (None, 0)
             else:
-                hit = (_encode_points(matched), sum(len(b) for b in matched))
+                hit = (encode(matched), sum(len(b) for b in matched))
         elif self.kind == "status":
             assert self.payload is not None
             if flt.run(self.payload["run"]):
-                hit = self._cache.get(_ALL)
+                hit = self._cache.get(every)
                 if hit is None:
-                    hit = self._cache[_ALL] = (dumps(self.payload).decode(), 0)  # finite: publish_status checked
+                    hit = self._cache[every] = (dumps(self.payload).decode(), 0)  # finite: publish_status checked
             else:
                 hit = (None, 0)
         else:
-            hit = self._cache.get(_ALL)
+            hit = self._cache.get(every)
             if hit is None:
-                hit = self._cache[_ALL] = (dumps(self.payload).decode(), 0)
+                hit = self._cache[every] = (dumps(self.payload).decode(), 0)
         self._cache[key] = hit
         return hit
 
     def json_for(self, sub: Subscription) -> str | None:
         """Payload JSON for ``sub`` (SSE ``data:``), or None when nothing in it matches the filter.
 
-        scalars: ``{"points": [{"run","tag","step","wall_time","value"}, ...]}``;
-        status: ``{"run", "state", ...fields}``; reset: ``{"seq", "reason"}``.
+        scalars: ``{"points": [{"run","tag","step","wall_time","value"}, ...]}``, or with
+        ``sub.format == "columns"`` ``{"series": [{"run","tag","steps","wall_times","values"}, ...]}``
+        (one entry per series in the message); status: ``{"run", "state", ...fields}``;
+        reset: ``{"seq", "reason"}``.
         """
         return self._select(sub)[0]
 
     def ws_json_for(self, sub: Subscription) -> str | None:
         """The WebSocket form: ``{"type": kind, "seq": N, ...payload}`` (one ``seq`` key); cached."""
-        key = sub._filter.key
+        key = self._key(sub)
         if key in self._ws_cache:
             return self._ws_cache[key]
         body = self.json_for(sub)
@@ -229,6 +240,13 @@ class Message:
 
 def _encode_points(batches: Iterable[ScalarBatch]) -> str:
     return points_json(batches).decode()
+
+
+def _encode_columns(batches: Iterable[ScalarBatch]) -> str:
+    return columns_json(batches).decode()
+
+
+_ENCODERS = {"points": _encode_points, "columns": _encode_columns}
 
 
 def points_rows_json(batch: ScalarBatch) -> str:
@@ -263,10 +281,20 @@ class Subscription:
     Obtain one from :meth:`Hub.subscribe`; read with ``await sub.get()``.
     """
 
-    def __init__(self, hub: Hub, flt: _Filter, kind: str, cursor: int, attach_seq: int, reset: Message | None) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        flt: _Filter,
+        kind: str,
+        cursor: int,
+        attach_seq: int,
+        reset: Message | None,
+        format: str = "points",
+    ) -> None:
         self._hub = hub
         self._filter = flt
         self.kind = kind
+        self.format = format  # payload form of scalars messages (FORMATS)
         self._cursor = cursor  # seq of the next message to read
         self._attach_seq = attach_seq  # messages <= this were replay, not live backlog
         self._reset = reset
@@ -564,16 +592,25 @@ class Hub:
     # ---- subscriptions ------------------------------------------------------------------------
 
     def subscribe(
-        self, run_glob: str = "*", tag_glob: str = "*", since: int | None = None, kind: str = "sse"
+        self,
+        run_glob: str = "*",
+        tag_glob: str = "*",
+        since: int | None = None,
+        kind: str = "sse",
+        format: str = "points",
     ) -> Subscription:
         """A new subscription; with ``since=SEQ`` it first replays every message with seq > SEQ.
 
         If SEQ is older than the replay log (or newer than ``self.seq``) the first
         message is a ``reset`` instead, and delivery continues from the newest seq.
-        Raises ValueError for a bad glob or ``since``, HubClosed after ``close()``.
+        ``format`` (one of :data:`FORMATS`) is the payload form its scalars messages take;
+        seqs, replay and resets are the same in both.
+        Raises ValueError for a bad glob, ``since`` or ``format``, HubClosed after ``close()``.
         """
         validate_glob(run_glob, name="run")
         validate_glob(tag_glob, name="tag")
+        if format not in FORMATS:
+            raise ValueError(f"format={format!r} is not known; use one of {', '.join(FORMATS)}")
         if since is not None and (isinstance(since, bool) or not isinstance(since, int) or since < 0):
             raise ValueError(f"since={since!r} must be a non-negative integer seq (the last one received)")
         if self._closed:
@@ -593,7 +630,7 @@ class Hub:
             else:
                 cursor = since + 1
                 self._counters["replay_hits"] += 1
-        sub = Subscription(self, _Filter(run_glob, tag_glob), kind, cursor, self.seq, reset)
+        sub = Subscription(self, _Filter(run_glob, tag_glob), kind, cursor, self.seq, reset, format)
         self._subs[sub] = None
         return sub
 
@@ -690,6 +727,35 @@ class Hub:
             known = ", ".join(repr(t) for t in sorted(info.series)[:20]) or "none yet"
             raise KeyError(f"run {run!r} has no tag {tag!r}; its tags: {known}")
         return series.query(since_step, limit)
+
+    def select(self, run_glob: str = "*", tag_glob: str = "*") -> list[tuple[str, str]]:
+        """(run, tag) of every held series matching both globs (the rules of :meth:`subscribe`), sorted."""
+        flt = _Filter(validate_glob(run_glob, name="run"), validate_glob(tag_glob, name="tag"))
+        return [
+            (run, tag)
+            for run in sorted(self._runs)
+            if flt.run(run)
+            for tag in sorted(self._runs[run].series)
+            if flt.series(run, tag)
+        ]
+
+    def window(
+        self,
+        run: str,
+        tag: str,
+        start_step: int | None = None,
+        end_step: int | None = None,
+        max_points: int | None = None,
+    ) -> Window:
+        """Held points of (run, tag) with ``start_step <= step <= end_step``, thinned to ``max_points``.
+
+        See :meth:`Series.window`; KeyError for an unknown run or tag (as :meth:`scalars`).
+        """
+        info = self._run(run)
+        series = info.series.get(tag)
+        if series is None:
+            raise KeyError(f"run {run!r} has no tag {tag!r}")
+        return series.window(start_step, end_step, max_points)
 
     def _run(self, run: str) -> _Run:
         info = self._runs.get(run)

@@ -1,6 +1,6 @@
 """The OpenAPI 3.0 document of the REST routes, served at ``/api/openapi.json``.
 
-Written by hand (four routes) and kept honest by the fuzz test, which runs
+Written by hand (five routes) and kept honest by the fuzz test, which runs
 ``schemathesis`` from this very document against a live server and checks every
 answer against the schemas below. The streaming routes (``/stream``, ``/ws``)
 are described in the SPEC and their module docstrings; OpenAPI cannot express them.
@@ -17,6 +17,18 @@ from lightning_stream.security import MAX_LIMIT
 #: a float on the wire: a JSON number, or TensorBoard's strings for values JSON cannot hold
 FLOAT = {"anyOf": [{"type": "number"}, {"type": "string", "enum": ["NaN", "Infinity", "-Infinity"]}]}
 
+#: what ``hub.validate_glob`` accepts: no control characters, every '[' set closed by a ']' (a ']' right
+#: after '[' or '[!' is literal). A lone ']' is written as the range ``[\]-\]]``: schemathesis re-serialises
+#: patterns and turns an escaped ``\]`` outside a class into a bare ``]``, which is not a valid regex.
+_CTRL = r"\x00-\x1f\x7f"
+_CLOSE = r"[\]-\]]"
+GLOB_PATTERN = (
+    rf"^(?:[^\[{_CTRL}]|\[(?:!(?:{_CLOSE}[^\]{_CTRL}]*|[^\]{_CTRL}]+)|{_CLOSE}[^\]{_CTRL}]*|[^\]!{_CTRL}][^\]{_CTRL}]*)"
+    rf"{_CLOSE})*$"
+)
+
+INT64 = {"type": "integer", "format": "int64"}
+
 _ERROR = {
     "type": "object",
     "required": ["error"],
@@ -31,6 +43,11 @@ def _error(description: str) -> dict[str, Any]:
     }
 
 
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    """An optional query parameter."""
+    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
+
+
 def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
@@ -40,12 +57,17 @@ def openapi_document(*, token: bool = False) -> dict[str, Any]:
     security: list[dict[str, list[str]]] = [{"bearer": []}, {"query_token": []}] if token else []
     unauthorized = {"401": _error("missing or wrong token")} if token else {}
     name_param = {"type": "string", "minLength": 1}
+    glob_param = {"type": "string", "minLength": 1, "maxLength": MAX_GLOB_LEN, "pattern": GLOB_PATTERN}
     doc: dict[str, Any] = {
         "openapi": "3.0.3",
         "info": {
             "title": "lightning-stream",
             "version": __version__,
-            "description": "Live TensorBoard scalars of PyTorch Lightning runs. Streaming: GET /stream (SSE), GET /ws.",
+            "description": (
+                "Live TensorBoard scalars of PyTorch Lightning runs. Streaming: GET /stream (SSE), GET /ws; "
+                "both take format=columns (query on /stream, a subscribe field on /ws) for one "
+                '{"run","tag","steps","wall_times","values"} entry per series instead of point objects.'
+            ),
         },
         "paths": {
             "/health": {
@@ -92,6 +114,44 @@ def openapi_document(*, token: bool = False) -> dict[str, Any]:
                         "200": _json("the points", {"$ref": "#/components/schemas/Scalars"}),
                         "400": _error("a parameter is missing or malformed"),
                         "404": _error("unknown run or tag"),
+                        **unauthorized,
+                    },
+                }
+            },
+            "/api/series": {
+                "get": {
+                    "operationId": "series",
+                    "summary": "Many series in one columnar body, windowed and thinned; or streamed CSV rows.",
+                    "description": (
+                        "A glob that matches nothing is 200 with an empty list; an exact (glob-free) run that is "
+                        "unknown, or an exact tag unknown in an exact run, is 404. Unknown parameters are 400."
+                    ),
+                    "parameters": [
+                        _query("run", glob_param, "run name or fnmatch glob (default *)"),
+                        _query("tag", glob_param, "tag name or fnmatch glob (default *)"),
+                        _query("start_step", INT64, "first step of the window (inclusive)"),
+                        _query("end_step", INT64, "last step of the window (inclusive); not below start_step"),
+                        _query(
+                            "max_points",
+                            {"type": "integer", "minimum": 2, "maximum": MAX_LIMIT},
+                            "per series at most this many points: min/max per bucket, first and last kept",
+                        ),
+                        _query(
+                            "format",
+                            {"type": "string", "enum": ["json", "csv"]},
+                            "json (default) or csv (streamed rows run,tag,step,wall_time,value)",
+                        ),
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "the series (JSON), or CSV rows with a header",
+                            "content": {
+                                "application/json": {"schema": {"$ref": "#/components/schemas/SeriesSet"}},
+                                "text/csv": {"schema": {"type": "string"}},
+                            },
+                        },
+                        "400": _error("a parameter is malformed or unknown, or start_step > end_step"),
+                        "404": _error("an exact run (or an exact tag of an exact run) is unknown"),
                         **unauthorized,
                     },
                 }
@@ -144,6 +204,30 @@ def openapi_document(*, token: bool = False) -> dict[str, Any]:
                         "tags": {"type": "array", "items": {"type": "string"}},
                         "last_step": {"type": "integer", "nullable": True},
                         "last_wall_time": {"type": "number", "nullable": True},
+                    },
+                },
+                "SeriesSet": {
+                    "type": "object",
+                    "required": ["seq", "series"],
+                    "properties": {
+                        "seq": {
+                            "type": "integer",
+                            "minimum": 0,
+                            "description": "subscribe with since=seq to miss nothing",
+                        },
+                        "series": {"type": "array", "items": {"$ref": "#/components/schemas/Series"}},
+                    },
+                },
+                "Series": {
+                    "type": "object",
+                    "required": ["run", "tag", "steps", "wall_times", "values", "decimated"],
+                    "properties": {
+                        "run": {"type": "string"},
+                        "tag": {"type": "string"},
+                        "steps": {"type": "array", "items": {"type": "integer"}},
+                        "wall_times": {"type": "array", "items": FLOAT},
+                        "values": {"type": "array", "items": FLOAT},
+                        "decimated": {"type": "boolean", "description": "true when max_points thinned it"},
                     },
                 },
                 "Scalars": {

@@ -33,7 +33,7 @@ from aiohttp.typedefs import Middleware
 from yarl import URL
 
 from lightning_stream.config import ServerConfig, is_loopback
-from lightning_stream.hub import validate_glob
+from lightning_stream.hub import FORMATS, validate_glob
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -202,6 +202,19 @@ def parse_int(value: object, name: str, *, minimum: int = INT64_MIN, maximum: in
     if not minimum <= number <= maximum:
         raise BadRequest(f"{name}={number!r} is out of range; use an integer in [{minimum}, {maximum}]")
     return number
+
+
+def parse_format(value: object, name: str = "format") -> str:
+    """The payload form of a stream (``/stream?format=``, WS ``subscribe``); absent means ``points``."""
+    if value is None:
+        return "points"
+    if value not in FORMATS:
+        raise BadRequest(
+            f"{name}={value!r} is not known; use {name}=columns for one column set per series, "
+            f"or leave it out for point objects ({name}=points)"
+        )
+    assert isinstance(value, str)
+    return value
 
 
 def parse_seq(value: object, name: str) -> int:

@@ -25,6 +25,8 @@ Decimation: when the hub's memory budget is exceeded it calls
 series untouched, and of the older points only the minimum and maximum value
 of each bucket of :data:`BUCKET` points. Repeated decimation makes old history
 progressively coarser while extrema and the live end stay exact.
+:meth:`Series.window` thins a queried window with the same bucket rule
+(:func:`bucket_extremes`), bucket width chosen from the caller's ``max_points``.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import sys
 from array import array
 from bisect import bisect_left, bisect_right
 from itertools import islice
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from lightning_stream.scalars import ScalarBatch
 
@@ -158,12 +160,7 @@ class Series:
         import numpy as np  # lazily: only under memory pressure (the import alone costs ~15 MiB of RSS)
 
         vals = np.frombuffer(self.values, dtype=np.float64)
-        buckets = vals[1:old_end].reshape(nb, BUCKET)
-        base = 1 + np.arange(nb) * BUCKET
-        # argmin/argmax return the first NaN of a bucket, so a divergence stays visible.
-        lo = base + np.argmin(buckets, axis=1)
-        hi = base + np.argmax(buckets, axis=1)
-        kept = np.unique(np.concatenate((lo, hi)))  # sorted, so steps stay increasing
+        kept = bucket_extremes(vals, 1, old_end, BUCKET)
         index = np.concatenate((np.zeros(1, dtype=np.int64), kept, np.arange(old_end, n, dtype=np.int64)))
         steps_np = np.frombuffer(self.steps, dtype=np.int64)
         times_np = np.frombuffer(self.wall_times, dtype=np.float64)
@@ -173,6 +170,76 @@ class Series:
         self.values = _from_np("d", vals[index])
         self._shared = False
         return n - len(index)
+
+    def window(
+        self, start_step: int | None = None, end_step: int | None = None, max_points: int | None = None
+    ) -> Window:
+        """Copy of the points with ``start_step <= step <= end_step`` (either bound None: open).
+
+        With ``max_points`` (>= 2) and more points than that in the window, it is thinned the way
+        :meth:`decimate` thins old history, but with wider buckets: the first and last point of the
+        window stay, and the points between are cut into at most ``(max_points - 2) // 2`` buckets
+        of equal width of which only each one's minimum and maximum value stay. So at most
+        ``max_points`` points come back, and every extreme a chart of that many pixels could show
+        (a spike, a NaN) is among them.
+        """
+        steps = self.steps
+        lo = 0 if start_step is None else bisect_left(steps, start_step)
+        hi = len(steps) if end_step is None else bisect_right(steps, end_step)
+        hi = max(lo, hi)
+        n = hi - lo
+        if max_points is None or n <= max_points:
+            batch = ScalarBatch(self.run, self.tag, steps[lo:hi], self.wall_times[lo:hi], self.values[lo:hi])
+            return Window(batch, decimated=False)
+        if max_points < 2:
+            raise ValueError(f"max_points={max_points!r} must be >= 2 (the first and last point of the window)")
+        import numpy as np  # lazily, as in decimate(): a standalone server without numpy-using clients stays lean
+
+        buckets = (max_points - 2) // 2
+        inner = n - 2
+        width = -(-inner // buckets) if buckets else 0  # ceil: at most `buckets` buckets cover the inner points
+        vals = np.frombuffer(self.values, dtype=np.float64)
+        kept = bucket_extremes(vals, lo + 1, hi - 1, width) if width else np.empty(0, dtype=np.int64)
+        index = np.concatenate((np.array([lo], dtype=np.int64), kept, np.array([hi - 1], dtype=np.int64)))
+        batch = ScalarBatch(
+            self.run,
+            self.tag,
+            _from_np("q", np.frombuffer(steps, dtype=np.int64)[index]),
+            _from_np("d", np.frombuffer(self.wall_times, dtype=np.float64)[index]),
+            _from_np("d", vals[index]),
+        )
+        return Window(batch, decimated=True)
+
+
+class Window(NamedTuple):
+    """Points of one series in a step window (:meth:`Series.window`), and whether they were thinned."""
+
+    batch: ScalarBatch
+    decimated: bool
+
+
+def bucket_extremes(values: np.ndarray, start: int, end: int, width: int) -> np.ndarray:
+    """Sorted indices of the minimum and maximum of each ``width``-wide bucket of ``values[start:end]``.
+
+    The last bucket may be narrower. ``argmin``/``argmax`` return the first NaN of a bucket, so a
+    divergence stays visible after thinning. Shared by memory decimation and windowed queries.
+    """
+    import numpy as np
+
+    if end <= start:
+        return np.empty(0, dtype=np.int64)
+    full = (end - start) // width
+    parts = []
+    if full:
+        buckets = values[start : start + full * width].reshape(full, width)
+        base = start + np.arange(full, dtype=np.int64) * width
+        parts += [base + np.argmin(buckets, axis=1), base + np.argmax(buckets, axis=1)]
+    rest = start + full * width
+    if rest < end:
+        tail = values[rest:end]
+        parts.append(np.array([rest + int(np.argmin(tail)), rest + int(np.argmax(tail))], dtype=np.int64))
+    kept: np.ndarray = np.unique(np.concatenate(parts))  # sorted: steps stay increasing
+    return kept
 
 
 def _breaks(steps: array[int]) -> list[int]:

@@ -11,6 +11,10 @@ reconnect (``Last-Event-ID`` header) or ``?last_event_id=N`` resumes exactly
 after the last frame received; the hub answers with the missed batches or an
 ``event: reset`` when they are no longer in its replay buffer.
 
+``?format=columns`` makes each ``scalars`` frame's data ``{"series": [{"run", "tag", "steps",
+"wall_times", "values"}, ...]}`` (one entry per series touched) instead of ``{"points": [...]}``;
+ids, resume and resets are the same.
+
 Why not ``aiohttp-sse`` (3.0)? Its ``send()`` formats and line-splits every
 event per client and runs a ping task per connection; here the payload JSON is
 built once per filter by the hub and a client's frames go out in one write,
@@ -34,7 +38,7 @@ from aiohttp import hdrs, web
 
 from lightning_stream.config import ServerConfig
 from lightning_stream.hub import Hub, HubClosed, Message, Subscription
-from lightning_stream.security import BadRequest, cors_headers_for, json_error, parse_glob, parse_seq
+from lightning_stream.security import BadRequest, cors_headers_for, json_error, parse_format, parse_glob, parse_seq
 
 if sys.version_info >= (3, 11):
     from asyncio import timeout as _timeout
@@ -93,22 +97,25 @@ class FrameCache:
     """Encoded frames shared by every client with the same filter (fan-out encodes once, not per client).
 
     Keyed by the message's seq and kind (not the message: holding it would pin its points and JSON
-    caches after the replay log dropped it) and the subscription's globs; bounded by the bytes
-    it holds (oldest entries go first).
+    caches after the replay log dropped it) and the subscription's globs and format, so each
+    (filter, format) frame is encoded once per broadcast; bounded by the bytes it holds (oldest
+    entries go first).
     """
 
     def __init__(self, encode: Callable[[Message, Subscription], bytes], max_bytes: int = 8 * 1024 * 1024) -> None:
         self._encode = encode
         self._max_bytes = max_bytes
         self._bytes = 0
-        self._frames: OrderedDict[tuple[int, str, str, str], bytes] = OrderedDict()
+        self._frames: OrderedDict[tuple[int, str, str, str, str], bytes] = OrderedDict()
 
     def clear(self) -> None:
         self._frames.clear()
         self._bytes = 0
 
     def get(self, message: Message, sub: Subscription) -> bytes:
-        key = (message.seq, message.kind, sub.run_glob, sub.tag_glob)  # a reset reuses the last seq
+        # A reset reuses the last seq; status and reset frames are the same in every format, a few
+        # bytes held twice when both formats are in use.
+        key = (message.seq, message.kind, sub.run_glob, sub.tag_glob, sub.format)
         frame = self._frames.get(key)
         if frame is None:
             frame = self._encode(message, sub)
@@ -154,12 +161,13 @@ class SSEStreams:
         try:
             run_glob = parse_glob(request.query.get("run"), "run")
             tag_glob = parse_glob(request.query.get("tag"), "tag")
+            fmt = parse_format(request.query.get("format"))
             since = resume_point(request)
         except BadRequest as exc:
             return json_error(400, str(exc))
 
         try:
-            sub = self._hub.subscribe(run_glob, tag_glob, since=since, kind="sse")
+            sub = self._hub.subscribe(run_glob, tag_glob, since=since, kind="sse", format=fmt)
         except HubClosed:
             return json_error(503, "the server is shutting down; reconnect in a moment")
         except ValueError as exc:  # the hub's own argument checks

@@ -2,14 +2,16 @@
 
 Client → server::
 
-    {"op": "subscribe", "run": GLOB?, "tag": GLOB?, "since": SEQ?}   replaces any earlier subscription
+    {"op": "subscribe", "run": GLOB?, "tag": GLOB?, "since": SEQ?, "format": "points"|"columns"?}
+                                                                      replaces any earlier subscription
     {"op": "unsubscribe"}
     {"op": "ping"}
 
 Server → client::
 
-    {"type": "subscribed", "run": GLOB, "tag": GLOB, "seq": N}        seq = hub seq at subscribe time
+    {"type": "subscribed", "run": GLOB, "tag": GLOB, "seq": N, "format": F}   seq = hub seq at subscribe time
     {"type": "scalars", "seq": N, "points": [{"run","tag","step","wall_time","value"}, ...]}
+    {"type": "scalars", "seq": N, "series": [{"run","tag","steps","wall_times","values"}, ...]}  format=columns
     {"type": "status", "seq": N, "run": R, "state": S, ...}
     {"type": "reset", "seq": N, "reason": "..."}                       re-read REST, then keep going
     {"type": "unsubscribed"} / {"type": "pong", "seq": N}
@@ -33,7 +35,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from lightning_stream.config import ServerConfig
 from lightning_stream.hub import Hub, HubClosed, Message, Subscription
-from lightning_stream.security import BadRequest, json_error, parse_glob, parse_seq
+from lightning_stream.security import BadRequest, json_error, parse_format, parse_glob, parse_seq
 from lightning_stream.sse import FrameCache
 
 log = logging.getLogger(__name__)
@@ -90,21 +92,22 @@ class _Connection:
         await self.ws.send_str(_error(message))
 
     async def subscribe(self, request: dict[str, Any]) -> None:
-        unknown = set(request) - {"op", "run", "tag", "since"}
+        unknown = set(request) - {"op", "run", "tag", "since", "format"}
         if unknown:
-            raise BadRequest(f"unknown field(s) {sorted(unknown)!r} in subscribe; allowed: run, tag, since")
+            raise BadRequest(f"unknown field(s) {sorted(unknown)!r} in subscribe; allowed: run, tag, since, format")
         run_glob = parse_glob(request.get("run"), "run")
         tag_glob = parse_glob(request.get("tag"), "tag")
+        fmt = parse_format(request.get("format"))
         since = request.get("since")
         since_seq = None if since is None else parse_seq(since, "since")
         await self.unsubscribe()
         try:
-            sub = self.hub.subscribe(run_glob, tag_glob, since=since_seq, kind="ws")
+            sub = self.hub.subscribe(run_glob, tag_glob, since=since_seq, kind="ws", format=fmt)
         except ValueError as exc:  # the hub's own argument checks
             raise BadRequest(str(exc)) from None
         self.sub = sub
         await self.ws.send_str(
-            json.dumps({"type": "subscribed", "run": run_glob, "tag": tag_glob, "seq": self.hub.seq})
+            json.dumps({"type": "subscribed", "run": run_glob, "tag": tag_glob, "seq": self.hub.seq, "format": fmt})
         )
         self.pump = asyncio.get_running_loop().create_task(self._pump(sub))
 

@@ -25,7 +25,7 @@ async def receive(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
 async def test_subscribe_acknowledges_then_streams_scalars_with_seq() -> None:
     async with running_app() as app, aiohttp.ClientSession(timeout=TIMEOUT) as s, s.ws_connect(app.url + "/ws") as ws:
         await ws.send_json({"op": "subscribe"})
-        assert await receive(ws) == {"type": "subscribed", "run": "*", "tag": "*", "seq": 0}
+        assert await receive(ws) == {"type": "subscribed", "run": "*", "tag": "*", "seq": 0, "format": "points"}
         ingest(app.hub, batch("r", "loss", [1]))
         assert await receive(ws) == {
             "type": "scalars",

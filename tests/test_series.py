@@ -192,3 +192,105 @@ def test_restart_points_are_found_alike_with_and_without_numpy(steps: list[int])
         import numpy
 
         assert _breaks_numpy(numpy, as_array) == expected
+
+
+# -- windowed queries (GET /api/series) --------------------------------------------------------
+
+
+def test_window_is_inclusive_at_both_ends_and_open_when_a_bound_is_none() -> None:
+    series = Series("run", "loss")
+    _extend(series, [0, 2, 4, 6, 8])
+    assert list(series.window(2, 6).batch.steps) == [2, 4, 6]
+    assert list(series.window(3, 5).batch.steps) == [4]
+    assert list(series.window(None, 4).batch.steps) == [0, 2, 4]
+    assert list(series.window(5, None).batch.steps) == [6, 8]
+    assert list(series.window(9, 20).batch.steps) == []
+    assert list(series.window(-5, -1).batch.steps) == []
+    whole = series.window()
+    assert (list(whole.batch.steps), list(whole.batch.wall_times), list(whole.batch.values)) == (
+        [0, 2, 4, 6, 8],
+        [1000.0, 1002.0, 1004.0, 1006.0, 1008.0],
+        [0.0, 2.0, 4.0, 6.0, 8.0],
+    )
+    assert not whole.decimated
+
+
+def test_window_is_a_copy_unaffected_by_later_writes() -> None:
+    series = Series("run", "loss")
+    _extend(series, list(range(10)))
+    window = series.window(0, 9)
+    _extend(series, [5, 6])  # a restart purges steps >= 5
+    assert list(window.batch.steps) == list(range(10))
+
+
+def test_window_under_max_points_is_not_decimated() -> None:
+    series = Series("run", "loss")
+    _extend(series, list(range(100)))
+    window = series.window(10, 19, max_points=10)
+    assert list(window.batch.steps) == list(range(10, 20))
+    assert not window.decimated
+
+
+def test_decimated_window_keeps_its_first_last_and_extremes_within_max_points() -> None:
+    series = Series("run", "loss")
+    values = [math.sin(i / 30) for i in range(10_000)]
+    values[5000] = 1e4  # a spike
+    values[7000] = float("nan")  # a divergence
+    _extend(series, list(range(10_000)), values)
+    window = series.window(1000, 8999, max_points=100)
+    steps = list(window.batch.steps)
+    assert window.decimated
+    assert len(steps) <= 100
+    assert (steps[0], steps[-1]) == (1000, 8999)
+    assert 5000 in steps
+    assert 7000 in steps
+    assert all(a < b for a, b in itertools.pairwise(steps))
+    assert [window.batch.values[i] for i in range(len(steps)) if steps[i] == 5000] == [1e4]
+
+
+def test_max_points_two_or_three_keeps_only_the_ends() -> None:
+    series = Series("run", "loss")
+    _extend(series, list(range(50)))
+    assert list(series.window(max_points=2).batch.steps) == [0, 49]
+    assert list(series.window(max_points=3).batch.steps) == [0, 49]
+
+
+@given(
+    values=st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=0, max_size=300),
+    start=st.integers(-5, 310),
+    length=st.integers(0, 320),
+    max_points=st.integers(2, 80),
+)
+@settings(max_examples=300, deadline=None)
+def test_decimated_window_keeps_its_ends_and_the_extremes_of_what_it_thins(
+    values: list[float], start: int, length: int, max_points: int
+) -> None:
+    series = Series("run", "loss")
+    steps = [3 * i for i in range(len(values))]  # gaps, so window bounds fall between steps too
+    _extend(series, steps, values)
+    lo_step, hi_step = start, start + length
+    inside = [(s, v) for s, v in zip(steps, values, strict=True) if lo_step <= s <= hi_step]
+    window = series.window(lo_step, hi_step, max_points=max_points)
+    got = list(zip(window.batch.steps, window.batch.values, strict=True))
+    kept = [s for s, _ in got]
+    assert all(a < b for a, b in itertools.pairwise(kept))
+    assert set(kept) <= {s for s, _ in inside}
+    for s, v in got:  # each kept point is the series' own point
+        original = values[s // 3]
+        assert (math.isnan(v) and math.isnan(original)) or v == original
+    if len(inside) <= max_points:
+        assert not window.decimated
+        assert kept == [s for s, _ in inside]
+        return
+    assert window.decimated
+    assert len(kept) <= max_points
+    assert (kept[0], kept[-1]) == (inside[0][0], inside[-1][0])
+    # The global extremes (first NaN, else min and max) are always among the kept points.
+    inner = inside[1:-1]
+    if (max_points - 2) // 2 and inner:
+        nans = [s for s, v in inner if math.isnan(v)]
+        if nans:
+            assert nans[0] in kept
+        else:
+            assert min(inner, key=lambda p: p[1])[1] in [v for _, v in got]
+            assert max(inner, key=lambda p: p[1])[1] in [v for _, v in got]
