@@ -199,30 +199,42 @@ class ColumnsTally(Tally):
         super().__init__()
         self.sse = sse
         self.rest = b""
+        self.first_wall: float | None = None
 
     def feed(self, data: bytes, now: float) -> None:
-        if self.sse:
+        if not self.sse:
+            self._frame(data, 0, len(data), data[:24])
+        else:
             data = self.rest + data
             cut = data.rfind(b"\n\n") + 2
             data, self.rest = data[:cut], data[cut:]
-            if not data:
-                return
-        i = data.find(STEPS)
+            p = 0
+            while p < cut:  # each frame's kind from its head, so a frame is scanned about once
+                end = data.find(b"\n\n", p) + 2
+                self._frame(data, p, end, data[p : p + 40])
+                p = end
+        if self.first_wall is not None:
+            self.latencies.append(now - self.first_wall)
+            self.first_wall = None
+
+    def _frame(self, data: bytes, start: int, end: int, head: bytes) -> None:
+        if b"scalars" not in head:
+            if b"reset" in head:
+                self.resets += 1
+            elif b"status" in head:
+                self.done = True
+            return
+        i = data.find(STEPS, start, end)
+        if self.first_wall is None:  # the oldest point of this read
+            j = data.find(WALLS, i, end) + len(WALLS)
+            k = min(x for x in (data.find(b",", j, end), data.find(b"]", j, end)) if x >= 0)
+            self.first_wall = float(data[j:k])
         while i >= 0:
-            start = i + len(STEPS)
-            end = data.index(b"]", start)
-            if end > start:
-                self.points += data.count(b",", start, end) + 1
-            i = data.find(STEPS, end)
-        if b"reset" in data:
-            self.resets += data.count(b"event: reset") + data.count(b'"type":"reset"')
-        if b"event: status" in data or b'"type":"status"' in data:
-            self.done = True
-        i = data.find(WALLS)  # the oldest point of this read
-        if i >= 0:
-            j = i + len(WALLS)
-            k = min(x for x in (data.find(b",", j), data.find(b"]", j)) if x >= 0)
-            self.latencies.append(now - float(data[j:k]))
+            i += len(STEPS)
+            close = data.index(b"]", i, end)
+            if close > i:
+                self.points += data.count(b",", i, close) + 1
+            i = data.find(STEPS, close, end)
 
 
 async def sse_client(port: int, tally: Tally, ready: asyncio.Event, deadline: float, fmt: str) -> None:
