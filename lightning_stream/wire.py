@@ -4,7 +4,7 @@ Series are held as typed arrays (``series.py``), so a body is built per column,
 never per point: ``array.tolist()`` makes the numbers in one C loop and one
 ``orjson`` call writes the whole body (``encoding.py``, the column writer shared with
 the ``format=columns`` stream payloads the hub encodes and caches per message). Each
-encoding lives in one function (:func:`series_json`, :func:`csv_chunks`).
+encoding lives in one function (:func:`series_json_chunks`, :func:`csv_chunks`).
 
 Non-finite floats follow the rule of every other route (``hub.py``): JSON has no
 NaN or ±inf, so they are the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``;
@@ -22,16 +22,23 @@ from lightning_stream.encoding import all_finite, dumps, number_text, series_col
 from lightning_stream.scalars import ScalarBatch
 from lightning_stream.series import Window
 
-__all__ = ["CSV_HEADER", "CSV_ROWS_PER_CHUNK", "csv_chunks", "series_json"]
+__all__ = ["CSV_HEADER", "CSV_ROWS_PER_CHUNK", "csv_chunks", "series_json_chunks"]
 
 CSV_HEADER = b"run,tag,step,wall_time,value\n"
 #: rows per chunk of a streamed CSV (~50 bytes each): what one write holds in memory
 CSV_ROWS_PER_CHUNK = 4096
 
 
-def series_json(seq: int, windows: Iterable[Window]) -> bytes:
-    """``{"seq": N, "series": [{"run","tag","steps","wall_times","values","decimated"}, ...]}``, compact."""
-    return dumps({"seq": seq, "series": [series_columns(b, decimated=decimated) for b, decimated in windows]})
+def series_json_chunks(seq: int, windows: Iterable[Window]) -> Iterator[bytes]:
+    """``{"seq": N, "series": [{"run","tag","steps","wall_times","values","decimated"}, ...]}`` (compact)
+    in pieces, one series each, encoded when asked for: a server writing them one by one never holds a
+    million-point body (~42 MB) and its Python numbers (~100 MB) at once."""
+    yield b'{"seq":%d,"series":[' % seq
+    for i, (batch, decimated) in enumerate(windows):
+        if i:
+            yield b","
+        yield dumps(series_columns(batch, decimated=decimated))
+    yield b"]}"
 
 
 def _csv_num(x: float) -> str:

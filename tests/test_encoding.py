@@ -76,3 +76,20 @@ async def test_sse_frame_and_rest_body_bytes_on_the_wire() -> None:
             assert r.status == 200
             assert r.content_type == "application/json"
             assert await r.read() == b'{"run":"r","tag":"loss","seq":1,"points":[[7,1002.5,0.00001]]}'
+
+
+async def test_series_body_is_written_a_series_at_a_time_with_the_same_bytes() -> None:
+    async with running_app() as app:
+        ingest(app.hub, series("a", "x", [1, 2], [1.5, 2.5], [0.5, NAN]), series("b", "y", [3], [3.5], [1e-05]))
+        async with (
+            aiohttp.ClientSession(timeout=TIMEOUT) as s,
+            s.get(app.url + "/api/series", params={"run": "*", "tag": "*"}) as r,
+        ):
+            assert r.status == 200
+            assert r.headers["Content-Type"] == "application/json; charset=utf-8"
+            assert r.headers.get("Transfer-Encoding") == "chunked"  # never the whole body in memory
+            assert await r.read() == (
+                b'{"seq":1,"series":[{"run":"a","tag":"x","steps":[1,2],"wall_times":[1.5,2.5],'
+                b'"values":[0.5,"NaN"],"decimated":false},{"run":"b","tag":"y","steps":[3],'
+                b'"wall_times":[3.5],"values":[0.00001],"decimated":false}]}'
+            )
