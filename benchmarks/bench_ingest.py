@@ -193,8 +193,8 @@ def vm_hwm_mib(pid: int) -> float:
     return 0.0
 
 
-def fetch_ours(base: str, runs: int, tags: int, steps: int) -> int | None:
-    """Points in one ``/api/series`` body once every series is complete, else None (poll again)."""
+def fetch_ours(base: str, runs: int, tags: int, steps: int) -> tuple[int, float] | None:
+    """(points, seconds parsing them) of one ``/api/series`` body once every series is complete, else None."""
     import orjson
 
     listed = http_get(base + "/api/runs")
@@ -206,15 +206,17 @@ def fetch_ours(base: str, runs: int, tags: int, steps: int) -> int | None:
     body = http_get(base + "/api/series?run=*&tag=*")
     if body is None:
         return None
+    parsing = time.perf_counter()
     series = orjson.loads(body)["series"]
+    parse_s = time.perf_counter() - parsing
     counts = [len(s["steps"]) for s in series]
     if len(counts) < runs * tags or any(len(s["values"]) != len(s["steps"]) for s in series):
         return None
-    return sum(counts)
+    return sum(counts), parse_s
 
 
-def fetch_tensorboard(base: str, runs: int, tags: int, steps: int) -> int | None:
-    """Points of every series over TensorBoard's HTTP API (one request per tag), else None."""
+def fetch_tensorboard(base: str, runs: int, tags: int, steps: int) -> tuple[int, float] | None:
+    """(points, seconds parsing them) of every series over TensorBoard's HTTP API (a request per tag), else None."""
     import urllib.parse
 
     import orjson
@@ -225,17 +227,19 @@ def fetch_tensorboard(base: str, runs: int, tags: int, steps: int) -> int | None
     by_run = orjson.loads(listed)
     if len(by_run) < runs or any(len(t) < tags for t in by_run.values()):
         return None
-    total = 0
+    total, parse_s = 0, 0.0
     for tag in sorted({t for ts in by_run.values() for t in ts}):
         form = urllib.parse.urlencode([("tag", tag), *(("runs", r) for r in sorted(by_run))]).encode()
         body = http_get(base + "/data/plugin/scalars/scalars_multirun", data=form)
         if body is None:
             return None
+        parsing = time.perf_counter()
         points = orjson.loads(body)
+        parse_s += time.perf_counter() - parsing
         if len(points) < runs or any(len(p) < steps for p in points.values()):
             return None
         total += sum(len(p) for p in points.values())
-    return total
+    return total, parse_s
 
 
 def vs_tensorboard(logdir: Path, runs: int, tags: int, steps: int, repeat: int) -> None:
@@ -269,17 +273,18 @@ def vs_tensorboard(logdir: Path, runs: int, tags: int, steps: int, repeat: int) 
         ),
     }
     print(
-        f"{'server (started by this script)':<42}{'points':>11}{'s to all points':>17}{'points/s':>13}{'peak RSS MiB':>14}"
+        f"{'server (started by this script)':<42}{'points':>11}{'s to last byte':>16}{'s parsed':>10}"
+        f"{'points/s':>12}{'peak RSS MiB':>14}"
     )
     results: dict[str, float] = {}
     for name, (command, fetch) in contenders.items():
-        best, peak = float("inf"), 0.0
+        best, best_parse, peak = float("inf"), 0.0, 0.0
         for _ in range(repeat):
             port = free_port()
             started = time.perf_counter()
             proc = subprocess.Popen(command(port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
             try:
-                got = None
+                got: tuple[int, float] | None = None
                 while got is None:
                     if proc.poll() is not None:
                         sys.exit(f"{name} exited with {proc.returncode} before serving; run {command(port)!r} by hand")
@@ -296,13 +301,17 @@ def vs_tensorboard(logdir: Path, runs: int, tags: int, steps: int, repeat: int) 
                     proc.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     proc.kill()
-            if got != expected:
-                sys.exit(f"{name} returned {got:,} points, {expected:,} were written")
-            best = min(best, seconds)
+            if got[0] != expected:
+                sys.exit(f"{name} returned {got[0]:,} points, {expected:,} were written")
+            if seconds < best:
+                best, best_parse = seconds, got[1]
         results[name] = best
-        print(f"{name:<42}{expected:>11,}{best:>17.3f}{expected / best:>13,.0f}{peak:>14.0f}")
+        print(f"{name:<42}{expected:>11,}{best - best_parse:>16.3f}{best:>10.3f}{expected / best:>12,.0f}{peak:>14.0f}")
     ours, theirs = results.values()
-    print(f"lightning-stream is {theirs / ours:.1f}x faster end to end (goal: all points <= 0.6 s after start, >= 10x)")
+    print(
+        f"lightning-stream is {theirs / ours:.1f}x faster end to end, points parsed (goal: all points <= 0.6 s "
+        "after start, >= 10x); 's to last byte' leaves out the client's JSON parsing (orjson)"
+    )
     shutil.rmtree(registry, ignore_errors=True)
 
 
