@@ -2,7 +2,7 @@
 
 Why orjson: ``benchmarks/bench_encode.py`` timed stdlib ``json``, a hand-built writer (``repr`` per
 float, an f-string per point: what the server used before) and ``orjson`` on every shape the server
-sends; orjson was 4-13x faster than both on each (its float formatting is the difference: ``repr`` of
+sends; orjson was 3.5-13x faster than the better of the two on each (float formatting is most of it: ``repr`` of
 a float costs ~150 ns, orjson's ~25 ns). Its output is compact (no spaces) and a float is written
 in its shortest round-trip form, as ``repr`` does, though not always with the same spelling
 (``1e-05`` becomes ``0.00001``): any JSON parser reads back the same double.

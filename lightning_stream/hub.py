@@ -417,7 +417,7 @@ class Hub:
         :meth:`flush` yourself.
 
         ``coalesced=True``: the caller already gathered these (one read of the watcher,
-        which reads a busy run 20 to 25 ms apart, more with many subscribers), so they go out now, not a tick later: a
+        which reads a busy run 20 to 80 ms apart, more with many subscribers), so they go out now, not a tick later: a
         tick is one more wake-up of the server per read, and waking costs more than the
         work (``benchmarks/README.md``). With many subscribers the tick still applies,
         since it is then longer than ``config.tick_s`` to bound the fan-out.
@@ -465,11 +465,11 @@ class Hub:
         Each broadcast is one send and one wake-up per subscriber, here and in every client's
         process, and on a small machine that CPU comes out of training
         (``benchmarks/bench_overhead.py``). A busy run is read in batches anyway (the watcher's
-        ``busy_gap_for``, at most 25 ms apart); with more than one subscriber the batches get
-        bigger, so that broadcasts x subscribers stay near ``BROADCAST_SENDS_PER_S``: 32 ms apart
-        with 2 subscribers, 160 ms with 10, never more than ``MAX_BROADCAST_GAP_S``. Only runs
-        logging faster than 50 steps/s per series are affected: slower ones are read once per
-        write (at most 20 ms later) anyway.
+        ``busy_gap_for``, at most 80 ms apart); with more than a handful of subscribers the
+        batches get bigger, so that broadcasts x subscribers stay near ``BROADCAST_SENDS_PER_S``:
+        160 ms apart with 10 subscribers, never more than ``MAX_BROADCAST_GAP_S``. Only runs
+        logging faster than 200 steps/s per series are affected: slower ones are read at most
+        25 ms apart anyway (``watcher.LIVE_GAP_S``).
         """
         return min(MAX_BROADCAST_GAP_S, len(self._subs) / BROADCAST_SENDS_PER_S)
 

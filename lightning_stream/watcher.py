@@ -54,12 +54,18 @@ BUSY_STEPS_PER_S = 50.0
 in bigger batches, the gap growing with its rate up to ``MAX_BUSY_GAP_S``: every read wakes the server
 and, through it, every client, and each wake-up costs ~0.15 ms of CPU on a small VM, beside training
 (``benchmarks/bench_overhead.py``)."""
-MAX_BUSY_GAP_S = 0.025
-"""Longest gap between reads of a busy run, unless the sink allows longer (``watch(max_busy_gap_s=...)``:
-the server's hub does with more than one client). It is a budget of reads: a run however fast is read at
-most 40 times a second (fewer than a 50 steps/s run costs, one read per write), the first write after a
-quiet spell at once. A point waits for its read half the gap on average, so this is what keeps a fast run's
-latency at p50 ≤ 20 ms (``benchmarks/bench_latency.py``; the gap used to grow to 80 ms: p50 ~40 ms)."""
+LIVE_GAP_S = 0.025
+"""Longest gap between reads of a run written up to ``LIVE_STEPS_PER_S``: a budget of 40 reads a second
+(fewer than a 50 steps/s run costs, one read per write), the first write after a quiet spell read at once.
+A point waits for its read half the gap on average, so this is what keeps such a run's latency at p50
+≤ 20 ms (``benchmarks/bench_latency.py``; the gap used to grow with the rate to 80 ms at 200 steps/s)."""
+LIVE_STEPS_PER_S = 200.0
+"""Up to this rate per series a run is read at most ``LIVE_GAP_S`` apart; beyond it the gap grows again
+with the rate (as it does from ``BUSY_STEPS_PER_S``), up to ``MAX_BUSY_GAP_S``: the fastest loops are
+where a wake-up costs training most (``bench_overhead.py`` runs ~600 steps/s)."""
+MAX_BUSY_GAP_S = 0.08
+"""Longest gap between reads of a busy run (a point then waits at most this long to be read), unless the
+sink allows longer (``watch(max_busy_gap_s=...)``: the server's hub does with many clients)."""
 INLINE_READ_FILES = 4
 """A notification naming at most this many local files is read on the loop, not in a worker thread."""
 INLINE_READ_POINTS = 8192
@@ -358,9 +364,13 @@ class LogdirWatcher:
 def busy_gap_for(steps: int, elapsed_s: float, max_gap_s: float = MAX_BUSY_GAP_S) -> float:
     """Gap before the next read, after one that found ``steps`` points of its busiest series
     written over ``elapsed_s`` (since the read before): ``BUSY_GAP_S`` up to ``BUSY_STEPS_PER_S``,
-    then growing with the rate, at most ``max_gap_s``."""
+    then growing with the rate but at most ``LIVE_GAP_S`` up to ``LIVE_STEPS_PER_S``, then growing
+    again (by the same slope), at most ``max_gap_s``."""
     rate = steps / elapsed_s if elapsed_s > 0 else 0.0
-    return min(max_gap_s, max(BUSY_GAP_S, BUSY_GAP_S * rate / BUSY_STEPS_PER_S))
+    slope = BUSY_GAP_S / BUSY_STEPS_PER_S
+    live = rate <= LIVE_STEPS_PER_S
+    gap = min(LIVE_GAP_S, slope * rate) if live else LIVE_GAP_S + slope * (rate - LIVE_STEPS_PER_S)
+    return min(max_gap_s, max(BUSY_GAP_S, gap))
 
 
 def _never() -> bool:
