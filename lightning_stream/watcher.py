@@ -371,10 +371,9 @@ def busy_gap_for(steps: int, elapsed_s: float, sink_gap_s: float = 0.0) -> float
     """
     rate = steps / elapsed_s if elapsed_s > 0 else 0.0
     slope = BUSY_GAP_S / BUSY_STEPS_PER_S
-    if rate <= LIVE_STEPS_PER_S:
-        gap = min(slope * rate, max(LIVE_GAP_S, sink_gap_s))
-    else:
-        gap = LIVE_GAP_S + slope * (rate - LIVE_STEPS_PER_S)
+    gap = min(slope * rate, max(LIVE_GAP_S, sink_gap_s))
+    if rate > LIVE_STEPS_PER_S:  # continuous at the bound, and never shorter than the sink's gap there
+        gap = max(gap, LIVE_GAP_S + slope * (rate - LIVE_STEPS_PER_S))
     return min(max(MAX_BUSY_GAP_S, sink_gap_s), max(BUSY_GAP_S, gap))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import shutil
 import time
@@ -413,6 +414,11 @@ def test_a_run_beyond_200_steps_per_second_is_read_in_bigger_batches_again() -> 
     assert busy_gap_for(60, 0.1) == MAX_BUSY_GAP_S  # 600 steps/s, the worst case of bench_overhead
     assert busy_gap_for(60, 0.1, 0.16) == 0.16  # ...with 10 clients the hub's longer gap, as before
     assert busy_gap_for(15, 0.1, 0.16) == pytest.approx(0.06)  # 150 steps/s, 10 clients: as before too
+    assert busy_gap_for(40, 0.1, 0.16) == 0.16  # 400 steps/s, 10 clients: the hub's fan-out budget holds
+    rates = [r / 10 for r in range(1900, 2100)]  # no jump at the bound, whatever the sink asks for
+    for sink in (0.0, 2 / 62.5, 0.16):
+        gaps = [busy_gap_for(int(r * 10), 10.0, sink) for r in rates]
+        assert max(abs(b - a) for a, b in itertools.pairwise(gaps)) < 0.001, sink
 
 
 async def _watch_a_fast_writer(
