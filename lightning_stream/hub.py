@@ -52,8 +52,6 @@ from __future__ import annotations
 import asyncio
 import heapq
 import json
-import math
-from array import array
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -61,6 +59,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from lightning_stream.config import ServerConfig
+from lightning_stream.encoding import columns_json, dumps, points_json, rows_json
 from lightning_stream.errors import LightningStreamError
 from lightning_stream.scalars import ScalarBatch
 from lightning_stream.series import BYTES_PER_POINT, MIN_DECIMATE, Series, Window
@@ -75,8 +74,6 @@ __all__ = [
     "HubClosed",
     "Message",
     "Subscription",
-    "json_floats",
-    "json_ints",
     "validate_glob",
 ]
 
@@ -161,9 +158,6 @@ class _Filter:
         return hit
 
 
-_COMPACT = (",", ":")
-
-
 @dataclass(frozen=True, eq=False)
 class Message:
     """One outgoing message: ``scalars`` (batches), ``status`` or ``reset`` (payload), with its ``seq``.
@@ -208,7 +202,7 @@ class Message:
             if flt.run(self.payload["run"]):
                 hit = self._cache.get(every)
                 if hit is None:
-                    hit = self._cache[every] = (json.dumps(self.payload, allow_nan=False, separators=_COMPACT), 0)
+                    hit = self._cache[every] = (dumps(self.payload).decode(), 0)  # finite: publish_status checked
             else:
                 hit = (None, 0)
         else:
@@ -218,7 +212,7 @@ class Message:
             else:
                 hit = self._cache.get(every)
                 if hit is None:
-                    hit = self._cache[every] = (json.dumps(self.payload, separators=_COMPACT), 0)
+                    hit = self._cache[every] = (dumps(self.payload).decode(), 0)
         self._cache[key] = hit
         return hit
 
@@ -252,54 +246,12 @@ class Message:
         return self._select(sub)[1]
 
 
-def _num(x: float) -> str:
-    if math.isfinite(x):
-        return repr(x)
-    if x != x:
-        return '"NaN"'
-    return '"Infinity"' if x > 0 else '"-Infinity"'
-
-
-def _finite(values: Any) -> bool:
-    """True only if every value is finite; may say False for huge finite ones (the slow path is exact too).
-
-    A sum is NaN or infinite when any term is, and stays finite otherwise unless it overflows: one
-    C-level pass, and no numpy import (~15 MiB of RSS) for the server.
-    """
-    return math.isfinite(sum(values))
-
-
 def _encode_points(batches: Iterable[ScalarBatch]) -> str:
-    parts: list[str] = []
-    for b in batches:
-        head = f'{{"run":{json.dumps(b.run)},"tag":{json.dumps(b.tag)},"step":'
-        rows = zip(b.steps, b.wall_times, b.values, strict=True)
-        if _finite(b.values) and _finite(b.wall_times):
-            parts.extend([f'{head}{s},"wall_time":{w!r},"value":{v!r}}}' for s, w, v in rows])
-        else:
-            parts.extend([f'{head}{s},"wall_time":{_num(w)},"value":{_num(v)}}}' for s, w, v in rows])
-    return '{"points":[' + ",".join(parts) + "]}"
-
-
-def json_ints(column: array[int]) -> str:
-    """A JSON array of an int64 column: numbers made in one C loop, one ``json.dumps`` call."""
-    return json.dumps(column.tolist(), separators=_COMPACT)
-
-
-def json_floats(column: array[float]) -> str:
-    """A JSON array of a float64 column, non-finite values as ``"NaN"``/``"Infinity"``/``"-Infinity"``."""
-    if _finite(column):
-        return json.dumps(column.tolist(), separators=_COMPACT)
-    return "[" + ",".join([_num(x) for x in column]) + "]"
+    return points_json(batches).decode()
 
 
 def _encode_columns(batches: Iterable[ScalarBatch]) -> str:
-    parts = [
-        f'{{"run":{json.dumps(b.run)},"tag":{json.dumps(b.tag)},"steps":{json_ints(b.steps)},'
-        f'"wall_times":{json_floats(b.wall_times)},"values":{json_floats(b.values)}}}'
-        for b in batches
-    ]
-    return '{"series":[' + ",".join(parts) + "]}"
+    return columns_json(batches).decode()
 
 
 _ENCODERS = {"points": _encode_points, "columns": _encode_columns}
@@ -307,10 +259,7 @@ _ENCODERS = {"points": _encode_points, "columns": _encode_columns}
 
 def points_rows_json(batch: ScalarBatch) -> str:
     """``[[step, wall_time, value], ...]`` as JSON text (REST ``points``), non-finite as strings."""
-    rows = zip(batch.steps, batch.wall_times, batch.values, strict=True)
-    if _finite(batch.values) and _finite(batch.wall_times):
-        return "[" + ",".join([f"[{s},{w!r},{v!r}]" for s, w, v in rows]) + "]"
-    return "[" + ",".join([f"[{s},{_num(w)},{_num(v)}]" for s, w, v in rows]) + "]"
+    return rows_json(batch).decode()
 
 
 def _cut(batch: ScalarBatch, start: int, end: int) -> ScalarBatch:
@@ -488,7 +437,7 @@ class Hub:
         :meth:`flush` yourself.
 
         ``coalesced=True``: the caller already gathered these (one read of the watcher,
-        which reads a busy run 20 to 80 ms apart), so they go out now, not a tick later: a
+        which reads a busy run 20 to 80 ms apart, more with many subscribers), so they go out now, not a tick later: a
         tick is one more wake-up of the server per read, and waking costs more than the
         work (``benchmarks/README.md``). With many subscribers the tick still applies,
         since it is then longer than ``config.tick_s`` to bound the fan-out.
@@ -566,9 +515,10 @@ class Hub:
         (``benchmarks/bench_overhead.py``). A busy run is read in batches anyway (the watcher's
         ``busy_gap_for``, at most 80 ms apart); with more than a handful of subscribers the
         batches get bigger, so that broadcasts x subscribers stay near ``BROADCAST_SENDS_PER_S``:
-        160 ms apart with 10 subscribers, never more than ``MAX_BROADCAST_GAP_S``. Only runs
-        logging faster than 200 steps/s per series are affected: slower ones are read less than
-        80 ms apart anyway.
+        160 ms apart with 10 subscribers, never more than ``MAX_BROADCAST_GAP_S``. A run logging
+        up to 50 steps/s per series is read at each write whatever this says; up to 200 steps/s,
+        at most ``watcher.LIVE_GAP_S`` (25 ms) or this gap apart, whichever is longer (32 ms with
+        2 subscribers), and never further apart than its rate earns (``watcher.busy_gap_for``).
         """
         return min(MAX_BROADCAST_GAP_S, len(self._subs) / BROADCAST_SENDS_PER_S)
 

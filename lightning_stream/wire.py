@@ -2,10 +2,9 @@
 
 Series are held as typed arrays (``series.py``), so a body is built per column,
 never per point: ``array.tolist()`` makes the numbers in one C loop and one
-``json.dumps`` call writes the whole column. Each encoding lives in one function
-(:func:`series_json`, :func:`csv_chunks`) so a faster encoder can replace it in
-one place. The column writers (``hub.json_ints``/``hub.json_floats``) are the hub's, shared
-with the ``format=columns`` stream payloads the hub encodes and caches per message.
+``orjson`` call writes the whole body (``encoding.py``, the column writer shared with
+the ``format=columns`` stream payloads the hub encodes and caches per message). Each
+encoding lives in one function (:func:`series_json_chunks`, :func:`csv_chunks`).
 
 Non-finite floats follow the rule of every other route (``hub.py``): JSON has no
 NaN or ±inf, so they are the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``;
@@ -17,33 +16,33 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Iterable, Iterator
 
-from lightning_stream.hub import _finite, _num, json_floats, json_ints
+from lightning_stream.encoding import all_finite, dumps, number_text, series_columns
 from lightning_stream.scalars import ScalarBatch
 from lightning_stream.series import Window
 
-__all__ = ["CSV_HEADER", "CSV_ROWS_PER_CHUNK", "csv_chunks", "series_json"]
+__all__ = ["CSV_HEADER", "CSV_ROWS_PER_CHUNK", "csv_chunks", "series_json_chunks"]
 
 CSV_HEADER = b"run,tag,step,wall_time,value\n"
 #: rows per chunk of a streamed CSV (~50 bytes each): what one write holds in memory
 CSV_ROWS_PER_CHUNK = 4096
 
 
-def series_json(seq: int, windows: Iterable[Window]) -> str:
-    """``{"seq": N, "series": [{"run","tag","steps","wall_times","values","decimated"}, ...]}``, compact."""
-    parts = [
-        f'{{"run":{json.dumps(b.run)},"tag":{json.dumps(b.tag)},"steps":{json_ints(b.steps)},'
-        f'"wall_times":{json_floats(b.wall_times)},"values":{json_floats(b.values)},'
-        f'"decimated":{"true" if decimated else "false"}}}'
-        for b, decimated in windows
-    ]
-    return f'{{"seq":{seq},"series":[{",".join(parts)}]}}'
+def series_json_chunks(seq: int, windows: Iterable[Window]) -> Iterator[bytes]:
+    """``{"seq": N, "series": [{"run","tag","steps","wall_times","values","decimated"}, ...]}`` (compact)
+    in pieces, one series each, encoded when asked for: a server writing them one by one never holds a
+    million-point body (~42 MB) and its Python numbers (~100 MB) at once."""
+    yield b'{"seq":%d,"series":[' % seq
+    for i, (batch, decimated) in enumerate(windows):
+        if i:
+            yield b","
+        yield dumps(series_columns(batch, decimated=decimated))
+    yield b"]}"
 
 
 def _csv_num(x: float) -> str:
-    return _num(x).strip('"')
+    return number_text(x).strip('"')
 
 
 def csv_chunks(batch: ScalarBatch, rows_per_chunk: int = CSV_ROWS_PER_CHUNK) -> Iterator[bytes]:
@@ -59,7 +58,7 @@ def csv_chunks(batch: ScalarBatch, rows_per_chunk: int = CSV_ROWS_PER_CHUNK) -> 
         end = start + rows_per_chunk
         steps, times, values = batch.steps[start:end], batch.wall_times[start:end], batch.values[start:end]
         rows = zip(steps, times, values, strict=True)
-        if _finite(values) and _finite(times):
+        if all_finite(values) and all_finite(times):
             text = "".join([f"{prefix}{s},{w!r},{v!r}\n" for s, w, v in rows])
         else:
             text = "".join([f"{prefix}{s},{_csv_num(w)},{_csv_num(v)}\n" for s, w, v in rows])
