@@ -10,8 +10,8 @@ Three kinds of process, so the server's CPU figure is its own:
 * this orchestrator: starts them, says GO once every client is connected,
   collects the figures.
 
-Per client: points received (counted from the bytes, ``"step":`` markers), resets
-seen. A client that saw no reset must have received every published point, so
+Per client: points received (counted from the bytes: ``"step":`` markers, or with
+``--format columns`` the numbers in each ``"steps":[...]``), resets seen. A client that saw no reset must have received every published point, so
 ``lost`` = published - received over those clients (must be 0). Latency =
 receive time - publish time of the OLDEST point in each socket read (the worst
 point of that read), over all clients; p50/p99 reported. Server CPU (user+sys,
@@ -20,6 +20,7 @@ as % of one core) and peak RSS are measured over the publish window plus drain.
     python benchmarks/bench_fanout.py                       # 500 SSE + 500 WS, 10,000 points/s, 10 s
     python benchmarks/bench_fanout.py --quick               # 20 + 20 clients, 2,000 points/s, 3 s
     python benchmarks/bench_fanout.py --sse 100 --ws 100 --rate 50000 --tick 0.05
+    python benchmarks/bench_fanout.py --format columns     # the columnar frames (format=columns)
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from typing import Any
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEP = b'"step":'
 WALL = b'"wall_time":'
+STEPS = b'"steps":['
+WALLS = b'"wall_times":['
 
 
 # ---------------------------------------------------------------------------------------------- server
@@ -185,9 +188,59 @@ class Tally:
         self.edge = data[-self.EDGE :] if len(data) >= self.EDGE else (self.edge + data)[-self.EDGE :]
 
 
-async def sse_client(port: int, tally: Tally, ready: asyncio.Event, deadline: float) -> None:
+class ColumnsTally(Tally):
+    """The same for ``format=columns``: points = numbers in each ``"steps":[...]`` of complete frames.
+
+    SSE bytes are cut at the last frame end (``\n\n``) and the rest kept for the next read; a
+    WebSocket message is always whole.
+    """
+
+    def __init__(self, sse: bool) -> None:
+        super().__init__()
+        self.sse = sse
+        self.rest = b""
+        self.first_wall: float | None = None
+
+    def feed(self, data: bytes, now: float) -> None:
+        if not self.sse:
+            self._frame(data, 0, len(data), data[:24])
+        else:
+            data = self.rest + data
+            cut = data.rfind(b"\n\n") + 2
+            data, self.rest = data[:cut], data[cut:]
+            p = 0
+            while p < cut:  # each frame's kind from its head, so a frame is scanned about once
+                end = data.find(b"\n\n", p) + 2
+                self._frame(data, p, end, data[p : p + 40])
+                p = end
+        if self.first_wall is not None:
+            self.latencies.append(now - self.first_wall)
+            self.first_wall = None
+
+    def _frame(self, data: bytes, start: int, end: int, head: bytes) -> None:
+        if b"scalars" not in head:
+            if b"reset" in head:
+                self.resets += 1
+            elif b"status" in head:
+                self.done = True
+            return
+        i = data.find(STEPS, start, end)
+        if self.first_wall is None:  # the oldest point of this read
+            j = data.find(WALLS, i, end) + len(WALLS)
+            k = min(x for x in (data.find(b",", j, end), data.find(b"]", j, end)) if x >= 0)
+            self.first_wall = float(data[j:k])
+        while i >= 0:
+            i += len(STEPS)
+            close = data.index(b"]", i, end)
+            if close > i:
+                self.points += data.count(b",", i, close) + 1
+            i = data.find(STEPS, close, end)
+
+
+async def sse_client(port: int, tally: Tally, ready: asyncio.Event, deadline: float, fmt: str) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
-    writer.write(f"GET /stream HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+    query = "?format=columns" if fmt == "columns" else ""
+    writer.write(f"GET /stream{query} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
     head = await reader.readuntil(b"\r\n\r\n")
     assert b" 200 " in head.split(b"\r\n", 1)[0], head
     ready.set()
@@ -203,12 +256,12 @@ async def sse_client(port: int, tally: Tally, ready: asyncio.Event, deadline: fl
         writer.close()
 
 
-async def ws_client(session: Any, port: int, tally: Tally, ready: asyncio.Event, deadline: float) -> None:
+async def ws_client(session: Any, port: int, tally: Tally, ready: asyncio.Event, deadline: float, fmt: str) -> None:
     import aiohttp
 
     url = f"http://127.0.0.1:{port}/ws"
     async with session.ws_connect(url, compress=0, max_msg_size=0, decode_text=False) as ws:
-        await ws.send_str('{"op":"subscribe"}')
+        await ws.send_str(f'{{"op":"subscribe","format":"{fmt}"}}')
         msg = await ws.receive()
         assert b'"subscribed"' in msg.data, msg
         ready.set()
@@ -230,18 +283,21 @@ async def clients(args: argparse.Namespace) -> None:
 
     deadline = time.time() + args.timeout
     lag = LoopLagMonitor(interval_s=0.05, window=1)
-    sse = [Tally() for _ in range(args.sse)]
-    ws = [Tally() for _ in range(args.ws)]
+    columns = args.format == "columns"
+    sse = [ColumnsTally(sse=True) if columns else Tally() for _ in range(args.sse)]
+    ws = [ColumnsTally(sse=False) if columns else Tally() for _ in range(args.ws)]
     readies = [asyncio.Event() for _ in range(args.sse + args.ws)]
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
         tasks = []
         for i, t in enumerate(sse):
-            tasks.append(asyncio.ensure_future(sse_client(args.port, t, readies[i], deadline)))
+            tasks.append(asyncio.ensure_future(sse_client(args.port, t, readies[i], deadline, args.format)))
             if i % 50 == 49:
                 await asyncio.sleep(0.01)  # do not flood the listen backlog
         for i, t in enumerate(ws):
-            tasks.append(asyncio.ensure_future(ws_client(session, args.port, t, readies[args.sse + i], deadline)))
+            tasks.append(
+                asyncio.ensure_future(ws_client(session, args.port, t, readies[args.sse + i], deadline, args.format))
+            )
             if i % 50 == 49:
                 await asyncio.sleep(0.01)
         await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 60)
@@ -310,7 +366,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         port = int(_line(server, "PORT "))
         timeout = args.duration + 60
         for n_sse, n_ws in zip(_split(args.sse, args.procs), _split(args.ws, args.procs), strict=True):
-            procs.append(_spawn("_clients", f"--port={port}", f"--sse={n_sse}", f"--ws={n_ws}", f"--timeout={timeout}"))
+            procs.append(
+                _spawn(
+                    "_clients",
+                    f"--port={port}",
+                    f"--sse={n_sse}",
+                    f"--ws={n_ws}",
+                    f"--timeout={timeout}",
+                    f"--format={args.format}",
+                )
+            )
         for p in procs:
             _line(p, "READY")
         assert server.stdin is not None
@@ -331,11 +396,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rows = [r for res in results for r in res["sse"] + res["ws"]]
     kept_up = [r for r in rows if r[1] == 0 and r[2]]  # no reset, and saw the final status
     lost = sum(max(0, published - r[0]) for r in kept_up)
+    extra = sum(max(0, r[0] - published) for r in rows)  # counted twice or miscounted: must be 0 too
     lat = sorted(x for res in results for x in res["latencies"])
     delivered = sum(r[0] for r in rows)
     return {
         "sse": args.sse,
         "ws": args.ws,
+        "format": args.format,
         "rate": args.rate,
         "tick": args.tick,
         "published": published,
@@ -344,6 +411,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "clients_reset": sum(1 for r in rows if r[1]),
         "clients_unfinished": sum(1 for r in rows if not r[2]),
         "lost": lost,
+        "extra": extra,
         "p50_ms": 1000 * lat[len(lat) // 2] if lat else float("nan"),
         "p99_ms": 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else float("nan"),
         "max_ms": 1000 * lat[-1] if lat else float("nan"),
@@ -365,7 +433,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def _table(r: dict[str, Any]) -> str:
     rows = [
-        ("clients (SSE + WS)", f"{r['sse']} + {r['ws']}"),
+        ("clients (SSE + WS)", f"{r['sse']} + {r['ws']}, format={r['format']}"),
         ("publish rate", f"{r['rate']:,} points/s (tick {r['tick'] * 1000:g} ms)"),
         ("points published", f"{r['published']:,}"),
         ("delivered", f"{r['delivered_per_s']:,.0f} points/s"),
@@ -373,7 +441,7 @@ def _table(r: dict[str, Any]) -> str:
             "clients kept up / reset / still behind at the deadline",
             f"{r['clients_kept_up']} / {r['clients_reset']} / {r['clients_unfinished']}",
         ),
-        ("lost (clients that kept up)", f"{r['lost']:,}"),
+        ("lost (clients that kept up) / extra", f"{r['lost']:,} / {r['extra']:,}"),
         ("latency p50 / p99 / max", f"{r['p50_ms']:.1f} / {r['p99_ms']:.1f} / {r['max_ms']:.1f} ms"),
         (
             "server CPU (publish / publish+drain)",
@@ -409,6 +477,9 @@ def main() -> int:
     parser.add_argument("--tick", type=float, default=0.005, help="hub coalescing tick, seconds (ServerConfig.tick_s)")
     parser.add_argument("--queue", type=int, default=512, help="ServerConfig.subscriber_queue")
     parser.add_argument("--procs", type=int, default=2, help="client processes")
+    parser.add_argument(
+        "--format", choices=["points", "columns"], default="points", help="frame form the clients ask for"
+    )
     parser.add_argument("--quick", action="store_true", help="20 + 20 clients, 2,000 points/s, 3 s")
     parser.add_argument("--json", action="store_true", help="print the result as JSON too")
     parser.add_argument("--profile", metavar="PATH", help="write a cProfile of the server process to PATH")
@@ -432,7 +503,7 @@ def main() -> int:
     print(_table(result))
     if args.json:
         print(json.dumps(result))
-    return 0 if result["lost"] == 0 and result["client_errors"] == 0 else 1
+    return 0 if result["lost"] == result["extra"] == result["client_errors"] == 0 else 1
 
 
 if __name__ == "__main__":

@@ -13,8 +13,17 @@ subprocess so that peak RSS is per contender:
 ``--end-to-end`` measures instead the time from starting a ``StreamServer`` watching the logdir until
 ``/api/runs`` reports the last step of every run (files appear -> queryable over HTTP).
 
+``--vs-tensorboard`` measures bulk speed over HTTP, both servers started by this script in the same run:
+``lightning-stream serve LOGDIR`` (a fresh process; time from its start until every point has been
+fetched with ``GET /api/series`` and parsed) beside ``tensorboard --load_fast=true`` (TensorBoard's Rust
+data server, ``--samples_per_plugin scalars=STEPS`` so it keeps every point; time from its start until
+its HTTP API, ``/data/plugin/scalars/scalars_multirun``, returns every point of every series). Both
+bodies are parsed with ``orjson``; peak RSS is the server process's VmHWM (TensorBoard: the Python
+front end plus its data server).
+
     .venv/bin/python benchmarks/bench_ingest.py            # full: 1M scalars
     .venv/bin/python benchmarks/bench_ingest.py --quick    # smoke run: 2 x 5 x 1,000
+    .venv/bin/python benchmarks/bench_ingest.py --vs-tensorboard [--repeat 3]
 """
 
 from __future__ import annotations
@@ -151,6 +160,172 @@ def end_to_end(logdir: Path, expected_last_step: int, runs: int) -> dict[str, An
     return {"scalars": -1, "seconds": seconds, "cpu": cpu, "peak_rss_mib": peak_rss_mib(), "rss_before_mib": before}
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http_get(url: str, data: bytes | None = None) -> bytes | None:
+    """The body of a 200 answer, else None (not up yet, or an error)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, data=data, timeout=30) as response:
+            body: bytes = response.read()
+            return body
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return None
+
+
+def vm_hwm_mib(pid: int) -> float:
+    """Peak RSS of a live process (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def fetch_ours(base: str, runs: int, tags: int, steps: int) -> tuple[int, float] | None:
+    """(points, seconds parsing them) of one ``/api/series`` body once every series is complete, else None."""
+    import orjson
+
+    listed = http_get(base + "/api/runs")
+    if listed is None:
+        return None
+    done = [r for r in orjson.loads(listed) if r.get("last_step") == steps - 1 and len(r.get("tags", ())) == tags]
+    if len(done) < runs:
+        return None
+    body = http_get(base + "/api/series?run=*&tag=*")
+    if body is None:
+        return None
+    parsing = time.perf_counter()
+    series = orjson.loads(body)["series"]
+    parse_s = time.perf_counter() - parsing
+    counts = [len(s["steps"]) for s in series]
+    if len(counts) < runs * tags or any(len(s["values"]) != len(s["steps"]) for s in series):
+        return None
+    return sum(counts), parse_s
+
+
+def fetch_tensorboard(base: str, runs: int, tags: int, steps: int) -> tuple[int, float] | None:
+    """(points, seconds parsing them) of every series over TensorBoard's HTTP API (a request per tag), else None."""
+    import urllib.parse
+
+    import orjson
+
+    listed = http_get(base + "/data/plugin/scalars/tags")
+    if listed is None:
+        return None
+    by_run = orjson.loads(listed)
+    if len(by_run) < runs or any(len(t) < tags for t in by_run.values()):
+        return None
+    total, parse_s = 0, 0.0
+    for tag in sorted({t for ts in by_run.values() for t in ts}):
+        form = urllib.parse.urlencode([("tag", tag), *(("runs", r) for r in sorted(by_run))]).encode()
+        body = http_get(base + "/data/plugin/scalars/scalars_multirun", data=form)
+        if body is None:
+            return None
+        parsing = time.perf_counter()
+        points = orjson.loads(body)
+        parse_s += time.perf_counter() - parsing
+        if len(points) < runs or any(len(p) < steps for p in points.values()):
+            return None
+        total += sum(len(p) for p in points.values())
+    return total, parse_s
+
+
+def vs_tensorboard(logdir: Path, runs: int, tags: int, steps: int, repeat: int) -> None:
+    """Both servers started here, one after the other: time from start until every point was fetched."""
+    import tempfile
+
+    tb = shutil.which("tensorboard") or os.path.join(os.path.dirname(sys.executable), "tensorboard")
+    registry = tempfile.mkdtemp(prefix="bench-ingest-registry-")
+    os.chmod(registry, 0o700)
+    env = {**os.environ, "LIGHTNING_STREAM_REGISTRY_DIR": registry}
+    expected = runs * tags * steps
+    contenders = {
+        "lightning-stream serve, GET /api/series": (
+            lambda port: [sys.executable, "-m", "lightning_stream", "serve", str(logdir), "--port", str(port)],
+            fetch_ours,
+        ),
+        "tensorboard --load_fast=true (Rust)": (
+            lambda port: [
+                tb,
+                "--logdir",
+                str(logdir),
+                "--load_fast=true",
+                "--samples_per_plugin",
+                f"scalars={steps}",  # keep every point (its Rust server reads 0 as "none", not "all")
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            fetch_tensorboard,
+        ),
+    }
+    print(
+        f"{'server (started by this script)':<42}{'points':>11}{'s to last byte':>16}{'s parsed':>10}"
+        f"{'points/s':>12}{'peak RSS MiB':>14}"
+    )
+    results: dict[str, float] = {}
+    for name, (command, fetch) in contenders.items():
+        best, best_parse, peak = float("inf"), 0.0, 0.0
+        for _ in range(repeat):
+            port = free_port()
+            started = time.perf_counter()
+            proc = subprocess.Popen(command(port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+            try:
+                got: tuple[int, float] | None = None
+                while got is None:
+                    if proc.poll() is not None:
+                        sys.exit(f"{name} exited with {proc.returncode} before serving; run {command(port)!r} by hand")
+                    if time.perf_counter() - started > 300:
+                        sys.exit(f"{name}: not every point after 300 s")
+                    got = fetch(f"http://127.0.0.1:{port}", runs, tags, steps)
+                    if got is None:
+                        time.sleep(0.005)
+                seconds = time.perf_counter() - started
+                peak = max(peak, sum(vm_hwm_mib(p) for p in _tree(proc.pid)))
+            finally:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            if got[0] != expected:
+                sys.exit(f"{name} returned {got[0]:,} points, {expected:,} were written")
+            if seconds < best:
+                best, best_parse = seconds, got[1]
+        results[name] = best
+        print(f"{name:<42}{expected:>11,}{best - best_parse:>16.3f}{best:>10.3f}{expected / best:>12,.0f}{peak:>14.0f}")
+    ours, theirs = results.values()
+    print(
+        f"lightning-stream is {theirs / ours:.1f}x faster end to end, points parsed (goal: all points <= 0.6 s "
+        "after start, >= 10x); 's to last byte' leaves out the client's JSON parsing (orjson)"
+    )
+    shutil.rmtree(registry, ignore_errors=True)
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (TensorBoard runs its data server as a child)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        return [pid, *(c.pid for c in root.children(recursive=True))]
+    except psutil.Error:
+        return [pid]
+
+
 def run_child(args: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
     proc = subprocess.run(
         [sys.executable, __file__, *args], capture_output=True, text=True, env=env, timeout=900, check=False
@@ -166,6 +341,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small logdir (2 runs x 5 tags x 1,000 steps)")
     parser.add_argument("--only", action="append", choices=CONTENDERS, help="measure only this contender")
     parser.add_argument("--end-to-end", action="store_true", help="files appear -> queryable over /api/runs")
+    parser.add_argument(
+        "--vs-tensorboard",
+        action="store_true",
+        help="start lightning-stream serve and tensorboard --load_fast=true; time fetching every point over HTTP",
+    )
     parser.add_argument(
         "--repeat", type=int, default=1, help="runs per contender; the best time and the highest peak RSS are shown"
     )
@@ -186,6 +366,11 @@ def main() -> None:
     logdir = DATA / f"logdir_{runs}x{tags}x{steps}"
     generate(logdir, runs, tags, steps)
     expected = runs * tags * steps
+    if args.vs_tensorboard:
+        print(f"{expected:,} scalars ({runs} runs x {tags} tags x {steps} steps, torch SummaryWriter), {logdir}")
+        print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}, {os.cpu_count()} cores")
+        vs_tensorboard(logdir, runs, tags, steps, args.repeat)
+        return
     names = ["end-to-end"] if args.end_to_end else (args.only or CONTENDERS)
 
     print(f"{expected:,} scalars ({runs} runs x {tags} tags x {steps} steps, torch SummaryWriter), {logdir}")

@@ -19,7 +19,6 @@ For prompt detection of vanished SSE clients, run the app with
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -31,6 +30,7 @@ from aiohttp import web
 
 from lightning_stream._version import __version__
 from lightning_stream.config import ServerConfig
+from lightning_stream.encoding import dumps, rows_json
 from lightning_stream.hub import Hub
 from lightning_stream.logs import install as install_log_redaction
 from lightning_stream.logs import redact
@@ -42,7 +42,6 @@ from lightning_stream.security import Handler, json_error, security_middleware, 
 from lightning_stream.seriesapi import handle_series
 from lightning_stream.sse import SSEStreams
 from lightning_stream.websocket import WebSockets
-from lightning_stream.wire import points_rows_json
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +54,10 @@ PLACEHOLDER_HTML = """<!doctype html>
 <a href="api/runs">/api/runs</a>, <a href="stream">/stream</a> (SSE), <code>/ws</code> (WebSocket)
 and <a href="health">/health</a>.</p></body></html>
 """
+
+
+def _dumps_text(obj: object) -> str:
+    return dumps(obj).decode()
 
 
 def _no_restarts() -> int:
@@ -135,7 +138,7 @@ class _Routes:
         )
 
     async def runs(self, request: web.Request) -> web.Response:
-        return web.json_response(self.state.hub.runs())
+        return web.json_response(self.state.hub.runs(), dumps=_dumps_text)
 
     async def scalars(self, request: web.Request) -> web.Response:
         query = request.query
@@ -160,9 +163,9 @@ class _Routes:
         except KeyError:
             tags = ", ".join(repr(t) for t in hub.tags(run)[:50]) or "none yet"
             return json_error(404, f"unknown tag {tag!r} in run {run!r}; its tags: {tags}")
-        head = json.dumps({"run": run, "tag": tag, "seq": seq})
-        body = f'{head[:-1]}, "points": {points_rows_json(batch)}}}'  # rows encoded once, NaN as "NaN"
-        return web.Response(text=body, content_type="application/json")
+        head = dumps({"run": run, "tag": tag, "seq": seq})
+        body = b"".join((head[:-1], b',"points":', rows_json(batch), b"}"))  # NaN as "NaN" (encoding.py)
+        return web.Response(body=body, content_type="application/json", charset="utf-8")
 
     async def series(self, request: web.Request) -> web.StreamResponse:
         return await handle_series(request, self.state.hub, self.state.config)

@@ -2,8 +2,9 @@
 
 ``StreamClient(url)`` wraps the HTTP contract (``/health``, ``/api/runs``,
 ``/api/scalars``, ``/stream``). The sync methods use only the standard library
-(``http.client``), so importing this module is fast and pulls in neither torch
-nor aiohttp; ``astream`` imports aiohttp when first called.
+(``http.client``) and ``orjson``, so importing this module is fast and pulls in neither torch
+nor aiohttp; ``astream`` imports aiohttp when first called. Live points are asked for in the
+columnar form (``/stream?format=columns``); a server that sends point objects is read as well.
 
 Live iteration (``stream`` and ``astream``) yields one ``StreamPoint`` per point:
 
@@ -46,6 +47,8 @@ import time
 import urllib.parse
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from lightning_stream.config import ENV_TOKEN
 from lightning_stream.errors import ClientError, NotFoundError
@@ -407,7 +410,7 @@ def _decode(url: str, status: int, body: bytes) -> Any:
     if status != 200:
         raise _http_error(url, status, body)
     try:
-        return json.loads(body)
+        return orjson.loads(body)
     except ValueError:
         raise ClientError(
             f"{url} answered HTTP 200 with a body that is not JSON ({body[:80]!r}); is this a lightning-stream server?",

@@ -17,7 +17,8 @@ every point.
 
 JSON carries the hub's ``seq`` taken after queued points were flushed, as
 ``/api/scalars`` does: subscribe with ``since=seq`` and nothing is missed or
-repeated. CSV is written series by series in chunks of
+repeated. JSON is written series by series too, each encoded when its turn comes
+(the windows are cut first, with no await between, so ``seq`` stays exact). CSV is written series by series in chunks of
 :data:`wire.CSV_ROWS_PER_CHUNK` rows (``Transfer-Encoding: chunked``): each
 series is copied when its turn comes, so the text of a million-point download
 never sits whole in memory, and the points of one series are consistent even if
@@ -35,7 +36,7 @@ from lightning_stream.config import ServerConfig
 from lightning_stream.hub import Hub
 from lightning_stream.params import MAX_LIMIT, BadRequest, parse_glob, parse_int
 from lightning_stream.security import cors_headers_for, json_error
-from lightning_stream.wire import CSV_HEADER, csv_chunks, series_json
+from lightning_stream.wire import CSV_HEADER, csv_chunks, series_json_chunks
 
 __all__ = ["FORMATS", "PARAMS", "SeriesQuery", "handle_series", "parse_series_query"]
 
@@ -116,7 +117,17 @@ async def handle_series(request: web.Request, hub: Hub, config: ServerConfig) ->
     hub.flush()
     seq = hub.seq
     windows = [hub.window(run, tag, q.start_step, q.end_step, q.max_points) for run, tag in hub.select(q.run, q.tag)]
-    return web.Response(text=series_json(seq, windows), content_type="application/json")
+    response = web.StreamResponse(
+        headers={hdrs.CONTENT_TYPE: "application/json; charset=utf-8", **cors_headers_for(request, config)}
+    )
+    await response.prepare(request)
+    try:
+        for chunk in series_json_chunks(seq, windows):  # a series at a time: see wire.series_json_chunks
+            await response.write(chunk)
+        await response.write_eof()
+    except ConnectionError:
+        pass  # the client went away; nothing to answer
+    return response
 
 
 async def _stream_csv(request: web.Request, hub: Hub, config: ServerConfig, q: SeriesQuery) -> web.StreamResponse:

@@ -55,7 +55,17 @@ BUSY_STEPS_PER_S = 50.0
 """A series written up to this fast is read within ``BUSY_GAP_S`` of each write. A faster one is read
 in bigger batches, the gap growing with its rate up to ``MAX_BUSY_GAP_S``: every read wakes the server
 and, through it, every client, and each wake-up costs ~0.15 ms of CPU on a small VM, beside training
-(``benchmarks/bench_overhead.py``), while 12 updates a second are as smooth to the eye as 50."""
+(``benchmarks/bench_overhead.py``)."""
+LIVE_GAP_S = 0.025
+"""Longest gap between reads of a run written up to ``LIVE_STEPS_PER_S``, unless the sink asks for longer
+(the hub does with more than one client, 32 ms with two): a budget of 40 reads a second (fewer than a
+50 steps/s run costs, one read per write), the first write after a quiet spell read at once.
+A point waits for its read half the gap on average, so this is what keeps such a run's latency at p50
+≤ 20 ms (``benchmarks/bench_latency.py``; the gap used to grow with the rate to 80 ms at 200 steps/s)."""
+LIVE_STEPS_PER_S = 200.0
+"""Up to this rate per series a run is read at most ``LIVE_GAP_S`` apart; beyond it the gap grows again
+with the rate (as it does from ``BUSY_STEPS_PER_S``), up to ``MAX_BUSY_GAP_S``: the fastest loops are
+where a wake-up costs training most (``bench_overhead.py`` runs ~600 steps/s)."""
 MAX_BUSY_GAP_S = 0.08
 """Longest gap between reads of a busy run (a point then waits at most this long to be read), unless the
 sink allows longer (``watch(max_busy_gap_s=...)``: the server's hub does with many clients)."""
@@ -309,9 +319,7 @@ class LogdirWatcher:
                 if batches:
                     sink(batches)
                     now = loop.time()
-                    busy_gap = busy_gap_for(
-                        max(len(b) for b in batches), now - last_data, max(MAX_BUSY_GAP_S, max_busy_gap_s())
-                    )
+                    busy_gap = busy_gap_for(max(len(b) for b in batches), now - last_data, max_busy_gap_s())
                     last_data = now
                     interval = fast
                     if full:
@@ -410,12 +418,21 @@ class LogdirWatcher:
             on_change(None if structural or not paths else paths)
 
 
-def busy_gap_for(steps: int, elapsed_s: float, max_gap_s: float = MAX_BUSY_GAP_S) -> float:
+def busy_gap_for(steps: int, elapsed_s: float, sink_gap_s: float = 0.0) -> float:
     """Gap before the next read, after one that found ``steps`` points of its busiest series
-    written over ``elapsed_s`` (since the read before): ``BUSY_GAP_S`` up to ``BUSY_STEPS_PER_S``,
-    then growing with the rate, at most ``max_gap_s``."""
+    written over ``elapsed_s`` (since the read before).
+
+    ``BUSY_GAP_S`` up to ``BUSY_STEPS_PER_S``, then growing with the rate, but up to
+    ``LIVE_STEPS_PER_S`` at most ``LIVE_GAP_S`` (or ``sink_gap_s``, the gap the sink asks for, if
+    longer: the hub's fan-out budget wins with many clients), then growing again by the same slope;
+    never more than ``MAX_BUSY_GAP_S`` or ``sink_gap_s``, whichever is longer.
+    """
     rate = steps / elapsed_s if elapsed_s > 0 else 0.0
-    return min(max_gap_s, max(BUSY_GAP_S, BUSY_GAP_S * rate / BUSY_STEPS_PER_S))
+    slope = BUSY_GAP_S / BUSY_STEPS_PER_S
+    gap = min(slope * rate, max(LIVE_GAP_S, sink_gap_s))
+    if rate > LIVE_STEPS_PER_S:  # continuous at the bound, and never shorter than the sink's gap there
+        gap = max(gap, LIVE_GAP_S + slope * (rate - LIVE_STEPS_PER_S))
+    return min(max(MAX_BUSY_GAP_S, sink_gap_s), max(BUSY_GAP_S, gap))
 
 
 def _never() -> bool:

@@ -1,4 +1,4 @@
-"""The wire layer: every encoder between the hub's typed arrays and the bytes clients read.
+"""What goes on the wire, per route and frame; with ``encoding.py`` (its JSON primitives) the wire layer.
 
 Stream payloads (:func:`payload_json`: ``points`` or ``columns`` scalars, status, reset), their
 WebSocket envelope (:func:`ws_json`), the REST rows (:func:`points_rows_json`), the bodies of
@@ -8,12 +8,11 @@ broadcast, and never for a message nobody reads.
 
 Series are held as typed arrays (``series.py``), so a body is built per column,
 never per point: ``array.tolist()`` makes the numbers in one C loop and one
-``json.dumps`` call writes the whole column. Each encoding lives in one function
-(:func:`series_json`, :func:`csv_chunks`) so a faster encoder can replace it in
-one place. The column writers (``hub.json_ints``/``hub.json_floats``) are the hub's, shared
-with the ``format=columns`` stream payloads the hub encodes and caches per message.
+``orjson`` call writes the whole body (``encoding.py``: ``dumps``, the column writer shared
+by ``format=columns`` frames and ``/api/series``, the points and rows writers). Each body
+lives in one function here (:func:`payload_json`, :func:`series_json_chunks`, :func:`csv_chunks`).
 
-Non-finite floats follow the rule of every other route (``hub.py``): JSON has no
+Non-finite floats follow the rule of every other route (``encoding.py``): JSON has no
 NaN or ±inf, so they are the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``;
 CSV writes the same three words unquoted, which ``float()``, ``pandas.read_csv``
 and spreadsheets read as numbers.
@@ -23,13 +22,18 @@ from __future__ import annotations
 
 import csv
 import io
-import json
-import math
-from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
 
+from lightning_stream.encoding import (
+    all_finite,
+    columns_json,
+    dumps,
+    number_text,
+    points_json,
+    rows_json,
+    series_columns,
+)
 from lightning_stream.hub import Message, Subscription, View
 from lightning_stream.scalars import ScalarBatch
 from lightning_stream.series import Window
@@ -39,11 +43,9 @@ __all__ = [
     "CSV_ROWS_PER_CHUNK",
     "FrameCache",
     "csv_chunks",
-    "json_floats",
-    "json_ints",
     "payload_json",
     "points_rows_json",
-    "series_json",
+    "series_json_chunks",
     "ws_json",
 ]
 
@@ -52,57 +54,12 @@ CSV_HEADER = b"run,tag,step,wall_time,value\n"
 CSV_ROWS_PER_CHUNK = 4096
 
 
-_COMPACT = (",", ":")
-
-
-def _num(x: float) -> str:
-    if math.isfinite(x):
-        return repr(x)
-    if x != x:
-        return '"NaN"'
-    return '"Infinity"' if x > 0 else '"-Infinity"'
-
-
-def _finite(values: Any) -> bool:
-    """True only if every value is finite; may say False for huge finite ones (the slow path is exact too).
-
-    A sum is NaN or infinite when any term is, and stays finite otherwise unless it overflows: one
-    C-level pass, and no numpy import (~15 MiB of RSS) for the server.
-    """
-    return math.isfinite(sum(values))
-
-
 def _encode_points(batches: Iterable[ScalarBatch]) -> str:
-    parts: list[str] = []
-    for b in batches:
-        head = f'{{"run":{json.dumps(b.run)},"tag":{json.dumps(b.tag)},"step":'
-        rows = zip(b.steps, b.wall_times, b.values, strict=True)
-        if _finite(b.values) and _finite(b.wall_times):
-            parts.extend([f'{head}{s},"wall_time":{w!r},"value":{v!r}}}' for s, w, v in rows])
-        else:
-            parts.extend([f'{head}{s},"wall_time":{_num(w)},"value":{_num(v)}}}' for s, w, v in rows])
-    return '{"points":[' + ",".join(parts) + "]}"
-
-
-def json_ints(column: array[int]) -> str:
-    """A JSON array of an int64 column: numbers made in one C loop, one ``json.dumps`` call."""
-    return json.dumps(column.tolist(), separators=_COMPACT)
-
-
-def json_floats(column: array[float]) -> str:
-    """A JSON array of a float64 column, non-finite values as ``"NaN"``/``"Infinity"``/``"-Infinity"``."""
-    if _finite(column):
-        return json.dumps(column.tolist(), separators=_COMPACT)
-    return "[" + ",".join([_num(x) for x in column]) + "]"
+    return points_json(batches).decode()
 
 
 def _encode_columns(batches: Iterable[ScalarBatch]) -> str:
-    parts = [
-        f'{{"run":{json.dumps(b.run)},"tag":{json.dumps(b.tag)},"steps":{json_ints(b.steps)},'
-        f'"wall_times":{json_floats(b.wall_times)},"values":{json_floats(b.values)}}}'
-        for b in batches
-    ]
-    return '{"series":[' + ",".join(parts) + "]}"
+    return columns_json(batches).decode()
 
 
 _ENCODERS = {"points": _encode_points, "columns": _encode_columns}
@@ -110,10 +67,7 @@ _ENCODERS = {"points": _encode_points, "columns": _encode_columns}
 
 def points_rows_json(batch: ScalarBatch) -> str:
     """``[[step, wall_time, value], ...]`` as JSON text (REST ``points``), non-finite as strings."""
-    rows = zip(batch.steps, batch.wall_times, batch.values, strict=True)
-    if _finite(batch.values) and _finite(batch.wall_times):
-        return "[" + ",".join([f"[{s},{w!r},{v!r}]" for s, w, v in rows]) + "]"
-    return "[" + ",".join([f"[{s},{_num(w)},{_num(v)}]" for s, w, v in rows]) + "]"
+    return rows_json(batch).decode()
 
 
 def payload_json(message: Message, sub: Subscription) -> str | None:
@@ -129,7 +83,7 @@ def payload_json(message: Message, sub: Subscription) -> str | None:
 
 def _payload(view: View) -> str | None:
     if view.payload is not None:
-        return json.dumps(view.payload, allow_nan=False, separators=_COMPACT)  # finite: publish_status checked
+        return dumps(view.payload).decode()  # finite: publish_status checked
     if not view.batches:
         return None
     return _ENCODERS[view.format](view.batches)
@@ -183,19 +137,20 @@ class FrameCache:
         return frame
 
 
-def series_json(seq: int, windows: Iterable[Window]) -> str:
-    """``{"seq": N, "series": [{"run","tag","steps","wall_times","values","decimated"}, ...]}``, compact."""
-    parts = [
-        f'{{"run":{json.dumps(b.run)},"tag":{json.dumps(b.tag)},"steps":{json_ints(b.steps)},'
-        f'"wall_times":{json_floats(b.wall_times)},"values":{json_floats(b.values)},'
-        f'"decimated":{"true" if decimated else "false"}}}'
-        for b, decimated in windows
-    ]
-    return f'{{"seq":{seq},"series":[{",".join(parts)}]}}'
+def series_json_chunks(seq: int, windows: Iterable[Window]) -> Iterator[bytes]:
+    """``{"seq": N, "series": [{"run","tag","steps","wall_times","values","decimated"}, ...]}`` (compact)
+    in pieces, one series each, encoded when asked for: a server writing them one by one never holds a
+    million-point body (~42 MB) and its Python numbers (~100 MB) at once."""
+    yield b'{"seq":%d,"series":[' % seq
+    for i, (batch, decimated) in enumerate(windows):
+        if i:
+            yield b","
+        yield dumps(series_columns(batch, decimated=decimated))
+    yield b"]}"
 
 
 def _csv_num(x: float) -> str:
-    return _num(x).strip('"')
+    return number_text(x).strip('"')
 
 
 def csv_chunks(batch: ScalarBatch, rows_per_chunk: int = CSV_ROWS_PER_CHUNK) -> Iterator[bytes]:
@@ -211,7 +166,7 @@ def csv_chunks(batch: ScalarBatch, rows_per_chunk: int = CSV_ROWS_PER_CHUNK) -> 
         end = start + rows_per_chunk
         steps, times, values = batch.steps[start:end], batch.wall_times[start:end], batch.values[start:end]
         rows = zip(steps, times, values, strict=True)
-        if _finite(values) and _finite(times):
+        if all_finite(values) and all_finite(times):
             text = "".join([f"{prefix}{s},{w!r},{v!r}\n" for s, w, v in rows])
         else:
             text = "".join([f"{prefix}{s},{_csv_num(w)},{_csv_num(v)}\n" for s, w, v in rows])

@@ -230,7 +230,8 @@ async def test_events_counted_and_stream_clients_in_health() -> None:
 
 
 @pytest.mark.slow
-def test_fanout_benchmark_quick_run_loses_nothing() -> None:
+@pytest.mark.parametrize("fmt", ["points", "columns"])
+def test_fanout_benchmark_quick_run_loses_nothing(fmt: str) -> None:
     """Keeps ``benchmarks/bench_fanout.py`` from rotting (figures are not asserted: the machine is shared)."""
     import subprocess
     import sys
@@ -238,10 +239,14 @@ def test_fanout_benchmark_quick_run_loses_nothing() -> None:
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_fanout.py"
     done = subprocess.run(
-        [sys.executable, str(script), "--quick", "--json"], capture_output=True, text=True, timeout=150, check=False
+        [sys.executable, str(script), "--quick", "--json", f"--format={fmt}"],
+        capture_output=True,
+        text=True,
+        timeout=150,
+        check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["lost"] == 0
+    assert result["lost"] == result["extra"] == 0  # every client counted exactly what was published
     assert result["clients_kept_up"] == 40
     assert result["published"] > 0

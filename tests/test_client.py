@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import socket
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import pytest
 from lightning_stream.client import StreamClient, StreamPoint
 from lightning_stream.config import ServerConfig
 from lightning_stream.errors import ClientError, NotFoundError
-from lightning_stream.follow import _SSEParser
+from lightning_stream.follow import Follower, _SSEParser
 from lightning_stream.server import StreamServer
 
 WAIT_S = 20.0
@@ -456,3 +457,39 @@ async def test_astream_reads_frames_longer_than_aiohttps_line_limit(server: Stre
     publish_steps(server, "r", tag, range(2000))
     await asyncio.wait_for(task, WAIT_S)
     assert steps_of(received, tag=tag) == list(range(2000))
+
+
+def test_stream_reads_the_columnar_form_and_yields_the_same_points(server: StreamServer) -> None:
+    collector = Collector(StreamClient(server.url)).start(server.url)
+    hub = server._backend._inc.hub  # type: ignore[attr-defined]
+    assert [sub.format for sub in list(hub._subs)] == ["columns"]  # a third of the bytes of point objects
+    server.publish("r", "loss", 1, 0.5, wall_time=1001.0)
+    server.publish("r", "loss", 2, float("nan"), wall_time=1002.0)  # "NaN" on the wire
+    server.publish("r", "acc", 2, float("-inf"), wall_time=1002.0)
+    points = collector.finish(server)
+    assert [(p.run, p.tag, p.step, p.wall_time) for p in points] == [
+        ("r", "loss", 1, 1001.0),
+        ("r", "loss", 2, 1002.0),
+        ("r", "acc", 2, 1002.0),
+    ]
+    assert points[0].value == 0.5
+    assert math.isnan(points[1].value)
+    assert points[2].value == float("-inf")
+
+
+def test_follower_reads_columns_and_point_objects_alike() -> None:
+    follower = Follower("*", "*", None, None)
+    columns = (
+        b'id: 7\nevent: scalars\ndata: {"series":[{"run":"r","tag":"t","steps":[1,2],'
+        b'"wall_times":[10.5,11.5],"values":[0.25,"Infinity"]}]}\n\n'
+    )
+    objects = (
+        b'id: 8\nevent: scalars\ndata: {"points":[{"run":"r","tag":"t","step":3,"wall_time":12.5,"value":1.0}]}\n\n'
+    )
+    got = [p for line in (columns + objects).decode().splitlines(keepends=True) for p in follower.feed(line)]
+    assert got == [
+        StreamPoint("r", "t", 1, 10.5, 0.25, 7),
+        StreamPoint("r", "t", 2, 11.5, float("inf"), 7),
+        StreamPoint("r", "t", 3, 12.5, 1.0, 8),
+    ]
+    assert "format=columns" in follower.path()

@@ -16,7 +16,7 @@ def following(**kw: object) -> Following:
 
 def test_the_first_connection_is_not_retried() -> None:
     f = following()
-    assert f.next() == Open("/stream?tag=loss", {})
+    assert f.next() == Open("/stream?tag=loss&format=columns", {})
     with pytest.raises(ClientError, match="refused"):
         f.failed("refused")
 
@@ -36,7 +36,7 @@ def test_a_drop_reconnects_after_a_health_probe_with_last_event_id() -> None:
     assert isinstance(f.next(), Sleep)
     assert f.next() == Probe()
     f.probed({"uptime_s": 1e9, "seq": 7})  # same server: resume by seq
-    assert f.next() == Open("/stream?tag=loss", {"Last-Event-ID": "7"})
+    assert f.next() == Open("/stream?tag=loss&format=columns", {"Last-Event-ID": "7"})
 
 
 def test_a_restarted_server_is_read_again_over_rest_and_a_past_deadline_stops() -> None:
@@ -49,7 +49,7 @@ def test_a_restarted_server_is_read_again_over_rest_and_a_past_deadline_stops() 
     f.dropped("dropped")
     assert f.next() == Probe()
     f.probed({"uptime_s": 0.0, "seq": 3})  # younger than our connection: its seqs are new
-    assert f.next() == Open("/stream?tag=loss", {})  # no Last-Event-ID
+    assert f.next() == Open("/stream?tag=loss&format=columns", {})  # no Last-Event-ID
     f.opened()
     assert f.next() == Reread()
     f.deadline = 0.0

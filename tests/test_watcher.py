@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import shutil
 import time
@@ -20,6 +21,7 @@ from lightning_stream.scalars import ScalarBatch
 from lightning_stream.watcher import (
     BUSY_GAP_S,
     BUSY_STEPS_PER_S,
+    LIVE_GAP_S,
     MAX_BUSY_GAP_S,
     ChangeDetection,
     LogdirWatcher,
@@ -395,12 +397,34 @@ async def test_appends_reread_only_the_notified_file_without_listing_the_logdir(
 def test_busy_gap_grows_with_the_write_rate_within_bounds() -> None:
     assert busy_gap_for(1, 0.022) == BUSY_GAP_S  # a step every 22 ms: each read at once
     assert busy_gap_for(int(BUSY_STEPS_PER_S), 1.0) == BUSY_GAP_S
-    assert busy_gap_for(2, 0.02) == pytest.approx(2 * BUSY_GAP_S)  # 100 steps/s: bigger batches
+    assert busy_gap_for(6, 0.1) == pytest.approx(1.2 * BUSY_GAP_S)  # 60 steps/s: bigger batches (up to 25 ms)
     assert busy_gap_for(1000, 0.02) == MAX_BUSY_GAP_S  # never longer than this
     assert busy_gap_for(5, 0.0) == BUSY_GAP_S
     assert busy_gap_for(5, 3600.0) == BUSY_GAP_S  # the first read after a quiet spell
     assert busy_gap_for(1000, 0.02, 0.2) == 0.2  # the sink may allow longer (many clients)
-    assert busy_gap_for(2, 0.02, 0.2) == pytest.approx(2 * BUSY_GAP_S)  # ...which changes nothing for a slower run
+    assert busy_gap_for(6, 0.1, 0.2) == pytest.approx(1.2 * BUSY_GAP_S)  # ...which changes nothing for a slower run
+
+
+@pytest.mark.parametrize("steps_per_s", [75, 100, 150, 200])
+def test_a_run_up_to_200_steps_per_second_is_read_often_enough_for_a_20_ms_median(steps_per_s: int) -> None:
+    # A point waits for its read half the gap on average: p50 <= 20 ms needs reads <= ~35 ms apart
+    # (the gap used to grow to 80 ms at 200 steps/s), even when the sink allows longer (2 clients: 32 ms).
+    assert busy_gap_for(steps_per_s // 10, 0.1) == LIVE_GAP_S <= 0.03
+    assert busy_gap_for(steps_per_s // 10, 0.1, 1 / 62.5) == LIVE_GAP_S  # one client
+    assert busy_gap_for(steps_per_s // 10, 0.1, 2 / 62.5) <= 0.032  # two: the hub's fan-out budget
+    assert 1 / LIVE_GAP_S <= 1 / BUSY_GAP_S  # never more reads than a 50 steps/s run costs
+
+
+def test_a_run_beyond_200_steps_per_second_is_read_in_bigger_batches_again() -> None:
+    assert LIVE_GAP_S < busy_gap_for(30, 0.1) < MAX_BUSY_GAP_S  # 300 steps/s
+    assert busy_gap_for(60, 0.1) == MAX_BUSY_GAP_S  # 600 steps/s, the worst case of bench_overhead
+    assert busy_gap_for(60, 0.1, 0.16) == 0.16  # ...with 10 clients the hub's longer gap, as before
+    assert busy_gap_for(15, 0.1, 0.16) == pytest.approx(0.06)  # 150 steps/s, 10 clients: as before too
+    assert busy_gap_for(40, 0.1, 0.16) == 0.16  # 400 steps/s, 10 clients: the hub's fan-out budget holds
+    rates = [r / 10 for r in range(1900, 2100)]  # no jump at the bound, whatever the sink asks for
+    for sink in (0.0, 2 / 62.5, 0.16):
+        gaps = [busy_gap_for(int(r * 10), 10.0, sink) for r in rates]
+        assert max(abs(b - a) for a, b in itertools.pairwise(gaps)) < 0.001, sink
 
 
 async def _watch_a_fast_writer(

@@ -1,0 +1,95 @@
+"""``encoding.py``: the exact bytes of bodies and frames (orjson), the SPEC's NaN/Inf strings, odd names."""
+
+from __future__ import annotations
+
+import json
+from array import array
+
+import aiohttp
+from apptools import TIMEOUT, RawSSE, ingest, running_app
+
+from lightning_stream.encoding import dumps, json_floats, points_json, rows_json, series_columns
+from lightning_stream.scalars import ScalarBatch
+
+NAN, INF = float("nan"), float("inf")
+
+
+def series(run: str, tag: str, steps: list[int], walls: list[float], values: list[float]) -> ScalarBatch:
+    return ScalarBatch(run, tag, array("q", steps), array("d", walls), array("d", values))
+
+
+def test_points_frame_is_compact_with_shortest_floats() -> None:
+    body = points_json([series("r", "loss", [1, 2], [1001.0, 1002.5], [0.1, 1e-05])])
+    assert body == (
+        b'{"points":[{"run":"r","tag":"loss","step":1,"wall_time":1001.0,"value":0.1},'
+        b'{"run":"r","tag":"loss","step":2,"wall_time":1002.5,"value":0.00001}]}'
+    )
+
+
+def test_non_finite_floats_are_strings_in_every_shape() -> None:
+    b = series("r", "x", [1, 2, 3], [1.5, NAN, 3.5], [NAN, INF, -INF])
+    assert rows_json(b) == b'[[1,1.5,"NaN"],[2,"NaN","Infinity"],[3,3.5,"-Infinity"]]'
+    assert points_json([b]) == (
+        b'{"points":[{"run":"r","tag":"x","step":1,"wall_time":1.5,"value":"NaN"},'
+        b'{"run":"r","tag":"x","step":2,"wall_time":"NaN","value":"Infinity"},'
+        b'{"run":"r","tag":"x","step":3,"wall_time":3.5,"value":"-Infinity"}]}'
+    )
+    assert dumps(series_columns(b, decimated=False)) == (
+        b'{"run":"r","tag":"x","steps":[1,2,3],"wall_times":[1.5,"NaN",3.5],'
+        b'"values":["NaN","Infinity","-Infinity"],"decimated":false}'
+    )
+
+
+def test_huge_finite_values_whose_sum_overflows_stay_numbers() -> None:
+    assert json_floats(array("d", [1e308, 1e308, -1.0])) == [1e308, 1e308, -1.0]
+    assert (
+        rows_json(series("r", "x", [1, 2], [1e308, 1e308], [1e308, 1e308])) == b"[[1,1e+308,1e+308],[2,1e+308,1e+308]]"
+    )
+
+
+def test_names_that_are_not_valid_utf8_are_escaped_not_refused() -> None:
+    # A run directory named with invalid UTF-8 bytes decodes (surrogateescape) to a lone surrogate,
+    # which orjson refuses; the body must still be valid JSON naming the same run.
+    run = b"bad\xff".decode("utf-8", "surrogateescape")
+    body = points_json([series(run, "t", [1], [1.0], [2.0])])
+    assert body == b'{"points":[{"run":"bad\\udcff","tag":"t","step":1,"wall_time":1.0,"value":2.0}]}'
+    assert json.loads(body)["points"][0]["run"] == run
+    assert json.loads(dumps({"run": "caf\u00e9"})) == {"run": "caf\u00e9"}
+
+
+async def test_sse_frame_and_rest_body_bytes_on_the_wire() -> None:
+    async with running_app() as app:
+        raw = await RawSSE.open(app)
+        try:
+            assert await raw.read_until(b"\n\n") == b"retry: 2000\n\n"
+            ingest(app.hub, series("r", "loss", [7], [1002.5], [1e-05]))
+            assert await raw.read_until(b"\n\n") == (
+                b'id: 1\nevent: scalars\ndata: {"points":[{"run":"r","tag":"loss","step":7,'
+                b'"wall_time":1002.5,"value":0.00001}]}\n\n'
+            )
+        finally:
+            await raw.close()
+        async with (
+            aiohttp.ClientSession(timeout=TIMEOUT) as s,
+            s.get(app.url + "/api/scalars", params={"run": "r", "tag": "loss"}) as r,
+        ):
+            assert r.status == 200
+            assert r.content_type == "application/json"
+            assert await r.read() == b'{"run":"r","tag":"loss","seq":1,"points":[[7,1002.5,0.00001]]}'
+
+
+async def test_series_body_is_written_a_series_at_a_time_with_the_same_bytes() -> None:
+    async with running_app() as app:
+        ingest(app.hub, series("a", "x", [1, 2], [1.5, 2.5], [0.5, NAN]), series("b", "y", [3], [3.5], [1e-05]))
+        async with (
+            aiohttp.ClientSession(timeout=TIMEOUT) as s,
+            s.get(app.url + "/api/series", params={"run": "*", "tag": "*"}) as r,
+        ):
+            assert r.status == 200
+            assert r.headers["Content-Type"] == "application/json; charset=utf-8"
+            assert r.headers.get("Transfer-Encoding") == "chunked"  # never the whole body in memory
+            assert await r.read() == (
+                b'{"seq":1,"series":[{"run":"a","tag":"x","steps":[1,2],"wall_times":[1.5,2.5],'
+                b'"values":[0.5,"NaN"],"decimated":false},{"run":"b","tag":"y","steps":[3],'
+                b'"wall_times":[3.5],"values":[0.00001],"decimated":false}]}'
+            )
