@@ -22,6 +22,9 @@ Training never waits on streaming: hooks only append to a queue
 (``StreamServer.publish_status``) or check a clock; the server runs in a child
 process (``isolated.py``; ``isolated=False``: a thread of this one); any failure
 of the streaming side is logged once and training goes on.
+
+Why one module of this length: it is the only module that knows Lightning (hooks, loggers of both
+Lightning packages and Fabric, the logger tap), kept whole on purpose.
 """
 
 from __future__ import annotations

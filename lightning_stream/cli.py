@@ -8,6 +8,9 @@ and ``ls`` start in a fraction of a second and never import torch.
 
 Exit status: 0 success, 1 the operation failed (server unreachable or
 unhealthy, start failure), 2 bad arguments (one line on stderr).
+
+Why one module of this length: one function per sub-command and the argument parsing they share;
+each command reads on its own.
 """
 
 from __future__ import annotations

@@ -34,6 +34,9 @@ that do it, one with ``http.client``, one with aiohttp.
 
 Limits: a series that is purged back exactly while a reset is handled may lose
 those rewritten points; a later point of the series clears the condition.
+
+Why one module of this length: the REST methods and the two drive loops (sync, async) with their
+I/O helpers; every rule of following a stream is ``follow.py``'s.
 """
 
 from __future__ import annotations

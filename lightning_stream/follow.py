@@ -13,6 +13,9 @@ what a caller sees):
   is treated like a reset;
 * on a reset the missed points are re-read over REST, after the last step yielded per series,
   and stream points at or below what was re-read are then skipped (``Follower``).
+
+Why one module of this length: the SSE parser, the reset and horizon rules and the action policy
+are I/O-free and tested as a whole (``tests/test_follow.py``).
 """
 
 from __future__ import annotations

@@ -46,6 +46,9 @@ Restarts: a server starts its hub at ``seq_start`` = the wall clock in
 microseconds, so every seq of a restarted server is above every seq its
 predecessor handed out; a client resuming with an old ``since`` then gets a
 ``reset`` (the replay log cannot hold it) instead of silently missing data.
+
+Why one module of this length: series, log, cursors and tick are one loop-confined state whose
+invariants (seq order, replay on the live path, the purge rule, the budgets) hold only together.
 """
 
 from __future__ import annotations

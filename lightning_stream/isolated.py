@@ -25,6 +25,9 @@ at ``start()`` and talks to it over pipes:
   with the same logdirs, at most ``MAX_RESPAWNS`` times a minute (``watchdog_interval_s=0``
   disables this); points sent with ``publish()`` to the dead child are lost, as on restart.
 * The registry entry is the child's: its ``pid`` is the child's.
+
+Why one module of this length: the pipe link (writer and reader threads, in-order answers, the
+outbox bound) and the respawn policy are the two halves of one backend.
 """
 
 from __future__ import annotations

@@ -15,6 +15,9 @@ through ``tensorboard``'s protobuf classes. The hand decoder exists twice with i
 in C (``lightning_stream._speedups``, built when a compiler is available: ~18 M scalars/s on one
 core, CRCs checked) and in pure Python below (the reference and the fallback: ~0.5 M/s, with a
 fast path for the exact layout torch and tensorboardX write); ``benchmarks/bench_ingest.py``.
+
+Why one module of this length: the pure-Python decoder is the rule-for-rule reference of
+``_speedups.c`` and the fallback of the reader beside it; they are read and fixed together.
 """
 
 from __future__ import annotations

@@ -26,6 +26,9 @@ never pruned: "Reusing TensorBoard on port 6006" for a server that died long ago
 
 Limits: a server killed with SIGKILL leaves its file behind until a reader prunes it;
 on Windows the mode bits are not enforced (NTFS ACLs of the user profile apply).
+
+Why one module of this length: the trust rules for other processes' files (owner, modes,
+``O_NOFOLLOW``, size, url) are most of it, and belong beside the format they guard.
 """
 
 from __future__ import annotations

@@ -20,6 +20,9 @@ process. What serves is the *backend*, held by composition: ``threaded.ThreadBac
 (default) or ``isolated.ChildBackend`` (``IsolatedStreamServer``). The owner (the manager)
 is never imported: it hands the server a release callable (:meth:`StreamServer.set_release`).
 Process hooks (atexit, SIGTERM, fork) are ``processhooks.py``'s.
+
+Why one module of this length: the contracts of the public API (start, stop, watch, publish,
+restart) are half of it; the state machine itself is small.
 """
 
 from __future__ import annotations

@@ -21,6 +21,9 @@ Change detection (measured with ``benchmarks/bench_watch_idle.py``, 100 idle run
 
 A remote logdir (an fsspec URL such as ``s3://bucket/logs``, see ``objectstore.py``) is always polled
 adaptively, each poll one listing, from ``REMOTE_FAST_POLL_S`` after data up to ``poll_interval_s``.
+
+Why one module of this length: change detection (inotify, watchfiles, safety poll) and the
+busy-run coalescing policy are one loop.
 """
 
 from __future__ import annotations
