@@ -197,8 +197,8 @@ class Reconnect:
         self._failures = 0
 
     def check_restart(self, follower: Follower, health: dict[str, Any]) -> None:
-        """A server younger than our last connection restarted (its seqs started over, so
-        ``Last-Event-ID`` would replay the wrong messages): resume as after a reset."""
+        """A server younger than our last connection restarted (its hub numbers messages afresh,
+        from the wall clock, so ``Last-Event-ID`` cannot resume there): resume as after a reset."""
         uptime = health.get("uptime_s")
         if not isinstance(uptime, (int, float)) or uptime >= time.monotonic() - self.connected_at:
             return

@@ -5,7 +5,8 @@ keeps the state machine, the watched logdirs, the registry entry and the supervi
 this module only serves. Each start creates a fresh *incarnation* (loop, thread, socket,
 hub, runner); ``restart()`` replaces it whole on the same port and re-reads the watched
 logdirs (from the server's ``watches()``), so points sent with ``publish()`` before a
-restart are lost and sequence numbers start again (clients get ``reset``).
+restart are lost, and the new hub numbers its messages from the wall clock, above the old
+ones (``hub.py``: a client resuming with an old seq gets ``reset``).
 
 The watched logdirs of an incarnation, nested ones included, are ``logdirs.py``'s.
 """
