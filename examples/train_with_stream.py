@@ -3,12 +3,16 @@
     python examples/train_with_stream.py            # ~2 minutes; open the printed URL
     python examples/train_with_stream.py --epochs 2 --step-delay 0
 
+On a terminal the dashboard stays up after training until Ctrl-C (``--exit`` ends at once), so the curves can
+be studied: the server the callback launched lives as long as this process.
+
 Nothing is downloaded: the data is a noisy linear problem made on the spot.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from typing import Any
 
@@ -73,6 +77,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--step-delay", type=float, default=0.02, help="seconds to sleep per step (0: full speed)")
     parser.add_argument("--logdir", default="demo_logs")
     parser.add_argument("--port", type=int, default=None, help="fixed port (default: a free one)")
+    parser.add_argument(
+        "--exit", action="store_true", help="end when training ends (default on a terminal: wait for Ctrl-C)"
+    )
     args = parser.parse_args(argv)
 
     train, val = make_data(args.samples)
@@ -86,6 +93,14 @@ def main(argv: list[str] | None = None) -> None:
         enable_model_summary=False,
     )
     trainer.fit(TinyRegressor(step_delay=args.step_delay), train, val)
+    if args.exit or not sys.stdout.isatty():
+        return
+    print("training finished; the dashboard above stays up for the curves (Ctrl-C to exit)", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
 
 
 if __name__ == "__main__":
