@@ -44,6 +44,29 @@ log = logging.getLogger(__name__)
 CLOSE_TIMEOUT_S = 1.0
 MAX_COALESCE = 64
 OPS = ("subscribe", "unsubscribe", "ping")
+MAX_DEPTH = 32  # a control message is a flat object; deeper text is refused before the parser sees it
+
+
+def nesting_depth(text: str) -> int:
+    """How deep ``[``/``{`` nest in ``text`` outside strings (json's C scanner recurses per level)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
 
 
 def _ws_bytes(message: Message, sub: Subscription) -> bytes:
@@ -66,13 +89,15 @@ class _Connection:
         self.pump: asyncio.Task[None] | None = None
 
     async def on_text(self, text: str) -> None:
+        # Depth first: json's C scanner recurses per level ("[" * 1000 raised RecursionError, which closed the
+        # connection), and how it fails on deep or unterminated text differs between Python versions.
+        if text.count("[") + text.count("{") > MAX_DEPTH and nesting_depth(text) > MAX_DEPTH:
+            await self.error(f'JSON nested too deeply: {text[:80]!r}; send a flat object, e.g. {{"op": "subscribe"}}')
+            return
         try:
             request = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             await self.error(f'not JSON: {text[:80]!r}; send e.g. {{"op": "subscribe"}}')
-            return
-        except RecursionError:  # json's C scanner recurses per nesting level: "[" * 1000 is enough
-            await self.error(f'JSON nested too deeply: {text[:80]!r}; send a flat object, e.g. {{"op": "subscribe"}}')
             return
         if not isinstance(request, dict):
             await self.error(f"expected a JSON object with an 'op', got {type(request).__name__}")

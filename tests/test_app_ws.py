@@ -107,6 +107,7 @@ BAD_MESSAGES = [
     ('{"op": "subscribe", "runs": "*"}', "unknown field(s) ['runs']"),
     ("[" * 10_000, "nested too deeply"),  # RecursionError closed the connection with 1001 and a traceback
     ('{"op": ' * 5_000, "nested too deeply"),
+    ('{"op": "subscribe", "since": "' + "[" * 100 + '"}', "must be an integer"),  # brackets in a string: no depth
 ]
 
 
