@@ -46,12 +46,13 @@ def serving(logdir: Path, timeout: float = 30.0) -> Iterator[tuple[subprocess.Po
 WAIT_S = 30.0
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = WAIT_S) -> None:
+def wait_until(predicate: Callable[[], bool], timeout: float = WAIT_S, poll_s: float = 0.05) -> None:
+    """Poll ``predicate`` until it holds; an AssertionError after ``timeout`` (never a timed assertion)."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(0.05)
+        time.sleep(poll_s)
 
 
 class Proc:

@@ -21,6 +21,7 @@ from lightning_stream.config import ServerConfig
 from lightning_stream.errors import ClientError, NotFoundError
 from lightning_stream.follow import Follower, _SSEParser
 from lightning_stream.server import StreamServer
+from tests import proctools
 
 WAIT_S = 20.0
 END = "__end__"  # tag suffix of the sentinel point that ends a Collector
@@ -33,11 +34,7 @@ def server() -> Iterator[StreamServer]:
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(0.02)
+    proctools.wait_until(predicate, timeout, poll_s=0.02)
 
 
 async def await_until(predicate: Callable[[], bool], timeout: float = WAIT_S) -> None:
