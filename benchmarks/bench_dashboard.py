@@ -328,7 +328,14 @@ def stream_case(browser: Any, seconds: float, rate: int) -> dict[str, Any]:
                    const tick = (t) => { window.__frames.push(t - last); last = t; requestAnimationFrame(tick); };
                    requestAnimationFrame(tick); window.__draws0 = window.lightningStream.drawTimes().length; }"""
             )
-            time.sleep(seconds)
+            # the heap and the points held every 30 s: growth that follows the held points (capped per
+            # series, loader.js HOLD_LIMIT) is the data; growth beyond it would be a leak
+            samples: list[tuple[float, float, int]] = []
+            t_start = time.monotonic()
+            while (left := seconds - (time.monotonic() - t_start)) > 0:
+                time.sleep(min(30.0, left))
+                if left > 30.0:
+                    samples.append((round(time.monotonic() - t_start), round(heap(), 1), held_points(page)))
             frames = page.evaluate("() => window.__frames.slice(1)")
             draws = page.evaluate("() => window.lightningStream.drawTimes().slice(window.__draws0)")
             snap = page.evaluate("() => window.lightningStream.snapshot()")
@@ -352,8 +359,18 @@ def stream_case(browser: Any, seconds: float, rate: int) -> dict[str, Any]:
         "zoom_after": zoomed["zoom"]["x"],
         "x_range_after": zoomed["xRange"],
         "heap_mib": [round(heap_before, 1), round(heap_after, 1)],
+        "heap_every_30s": [f"{t}s {h} MiB {p} pts" for t, h, p in samples],
+        "points_held": sum(s["points"] for c in snap["charts"] for s in c["series"]),
         "steps_written": written[0],
     }
+
+
+def held_points(page: Any) -> int:
+    """Points the page holds in all its series (live series are capped, loader.js HOLD_LIMIT)."""
+    held: int = page.evaluate(
+        "() => window.lightningStream.snapshot().charts.reduce((a, c) => a + c.series.reduce((b, s) => b + s.points, 0), 0)"
+    )
+    return held
 
 
 def quantile(values: list[float], q: float) -> float:

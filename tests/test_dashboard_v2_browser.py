@@ -90,6 +90,10 @@ def test_only_cards_on_screen_load_one_request_each(browser: Any, server: Stream
         assert w.console_errors == []
 
 
+SERIES_TIMINGS = """() => performance.getEntriesByType('resource').filter(e => e.name.includes('/api/series'))
+  .sort((a, b) => a.startTime - b.startTime).map(e => [e.startTime, e.responseEnd])"""
+
+
 def test_zoom_holds_while_points_stream_and_shows_exact_points(browser: Any, server: StreamServer) -> None:
     for step in range(20_000):
         server.publish("run", "loss", step, float(step % 7), wall_time=1_700_000_000.0 + step)

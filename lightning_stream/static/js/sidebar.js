@@ -71,6 +71,8 @@ export function buildRunRow(run) {
   hp.hidden = true;
   li.append(box, picker, name, meta, hp);
   Object.assign(run, { row: li, box, picker, stepEl: step, badge, hpEl: hp });
+  // the new nodes are empty: 300 runs need no 900 text writes until something is shown
+  Object.assign(run.shown, { step: "", badge: "", hp: "" });
   let before = null; // keep the list sorted by name without rebuilding it (runs mostly come sorted)
   const last = list.lastElementChild;
   if (last && last.dataset.run > run.name) {
@@ -129,7 +131,7 @@ function refreshRunRow(run) {
   if (run.row.title !== title) run.row.title = title;
   const hp = hparamsText(run.hparams);
   setText(run.hpEl, hp, "hp", run);
-  run.hpEl.hidden = !hp;
+  if (run.hpEl.hidden !== !hp) run.hpEl.hidden = !hp;
   if (hp) run.hpEl.title = JSON.stringify(run.hparams, null, 1);
   if (run.picker.value !== run.color) run.picker.value = run.color;
 }
