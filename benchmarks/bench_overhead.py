@@ -127,6 +127,8 @@ def main() -> None:
 
         def on_train_start(self, trainer: Any, pl_module: Any) -> None:
             self.cpu0 = {name: _cpu(proc) for name, proc in others.items()}
+            self.wakes0 = {name: _wakeups(proc) for name, proc in others.items()}
+            self.threads0 = _thread_cpu_s()
             self.t0, self.p0 = time.perf_counter(), time.process_time()
             self.wait0, self.sys0 = _run_queue_wait_s(), os.times().system
 
@@ -138,6 +140,10 @@ def main() -> None:
             self.others_pct = {
                 name: 100 * (_cpu(proc) - self.cpu0[name]) / self.elapsed for name, proc in others.items()
             }
+            self.others_wakeups = {
+                name: (_wakeups(proc) - self.wakes0[name]) / self.elapsed for name, proc in others.items()
+            }
+            self.thread_ms_per_step = _per_thread(self.threads0, _thread_cpu_s(), args.steps)
 
     x = torch.randn(args.steps * 8, 8)
     data = DataLoader(TensorDataset(x, x.sum(1, keepdim=True)), batch_size=8)
@@ -234,6 +240,29 @@ def main() -> None:
         if label.startswith("server") and server.pid == os.getpid() and not args.bare_reader:
             continue
         print(f"{label:46} {median(a, value):14{fmt}} {median(b, value):14{fmt}}")
+    # Added 2026-12-03: where the training process's CPU goes (per thread), the paired difference of
+    # its CPU per step (the per-side medians above can differ by more than the pairs do), and how
+    # often the server and the clients woke up. Reporting only: A and B run exactly as before.
+    names = sorted({n for c in a + b for n in c.thread_ms_per_step}, key=lambda n: (n != "main thread", n))
+    for name in names:
+        label = f"  {name}, CPU ms per step"
+        a_ms = statistics.median(c.thread_ms_per_step.get(name, 0.0) for c in a)
+        b_ms = statistics.median(c.thread_ms_per_step.get(name, 0.0) for c in b)
+        if max(a_ms, b_ms) >= 0.0005:
+            print(f"{label[:46]:46} {a_ms:14.4f} {b_ms:14.4f}")
+    for name in others:
+        if name == "server" and server.pid == os.getpid() and not args.bare_reader:
+            continue
+        label = f"{name} process wake-ups per second"
+        a_wakes = statistics.median(c.others_wakeups[name] for c in a)
+        b_wakes = statistics.median(c.others_wakeups[name] for c in b)
+        print(f"{label:46} {a_wakes:14.1f} {b_wakes:14.1f}")
+    cpu_diffs = [bi.cpu_ms_per_step - ai.cpu_ms_per_step for ai, bi in zip(a, b, strict=True)]
+    cpu_low, cpu_high = _bootstrap_median(cpu_diffs)
+    print(
+        f"{'training CPU per step, B - A of each round, median':52} {statistics.median(cpu_diffs):+7.3f} ms "
+        f"[90 %: {cpu_low:+.3f} .. {cpu_high:+.3f}]"
+    )
     print(f"{'slowdown (wall time per step), median of the rounds':52} {statistics.median(slowdowns):7.2f} %")
     print(f"{'  90 % bootstrap interval of that median':52} {low:7.2f} % .. {high:.2f} %")
     print(f"{'  rounds':52} " + " ".join(f"{x:.1f}" for x in slowdowns))
@@ -255,6 +284,67 @@ def _cpu(proc: Any) -> float:
         return 0.0
     times = proc.cpu_times()
     return float(times.user + times.system)
+
+
+def _wakeups(proc: Any) -> int:
+    """Voluntary context switches of all of a process's threads: how often it slept and woke."""
+    if proc is None:
+        return 0
+    total = 0
+    for task in proc.threads():
+        try:
+            with open(f"/proc/{proc.pid}/task/{task.id}/status") as f:
+                total += sum(int(line.split()[1]) for line in f if line.startswith("voluntary_ctxt_switches"))
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+def _thread_cpu_s() -> dict[int, float]:
+    """CPU seconds (user + system) of each thread of this process, by native thread id (Linux; else {})."""
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    out: dict[int, float] = {}
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return out
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            out[int(task)] = (int(fields[11]) + int(fields[12])) / ticks
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
+def _per_thread(before: dict[int, float], after: dict[int, float], steps: int) -> dict[str, float]:
+    """CPU ms per step of this process's threads, by a name stable across rounds.
+
+    Python threads go by their name with digits dropped ("lightning-stream-to-PID"), or by their
+    class when unnamed (TensorBoard's "_AsyncWriterThread"); threads Python does not know (torch's)
+    by their kernel name.
+    """
+    import re
+    import threading
+
+    known = {t.native_id: t for t in threading.enumerate()}
+    out: dict[str, float] = {}
+    for tid, cpu in after.items():
+        thread = known.get(tid)
+        if thread is threading.main_thread():
+            name = "main thread"
+        elif thread is not None:
+            generic = re.fullmatch(r"Thread-\d+( \(.*\))?", thread.name)
+            name = type(thread).__name__ if generic else re.sub(r"\d+", "N", thread.name)
+        else:
+            try:
+                with open(f"/proc/self/task/{tid}/comm") as f:
+                    name = "native " + f.read().strip()
+            except OSError:
+                name = "native"
+        out[name] = out.get(name, 0.0) + 1000 * (cpu - before.get(tid, 0.0)) / steps
+    return out
 
 
 def _run_queue_wait_s() -> float:
