@@ -253,7 +253,7 @@ def main() -> None:
     for name in others:
         if name == "server" and server.pid == os.getpid() and not args.bare_reader:
             continue
-        label = f"{name} process wake-ups per second"
+        label = f"{'server (or bare reader)' if name == 'server' else 'SSE clients'} wake-ups per second"
         a_wakes = statistics.median(c.others_wakeups[name] for c in a)
         b_wakes = statistics.median(c.others_wakeups[name] for c in b)
         print(f"{label:46} {a_wakes:14.1f} {b_wakes:14.1f}")
