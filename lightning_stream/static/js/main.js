@@ -163,8 +163,7 @@ function frame() {
     chart.urgent = false;
     chart.drawnAt = t0;
     const d0 = performance.now();
-    drawChart(chart);
-    frameTimes.push(performance.now() - d0);
+    if (drawChart(chart)) frameTimes.push(performance.now() - d0);
     if (frameTimes.length > 2000) frameTimes.splice(0, 1000);
     if (chart.hover || chart.drag) drawHover(chart, tooltip);
     if (chart.zoom() && !chart.window && chart.loadState === "loaded" && !chart.windowKeyInFlight && !chart.windowTimer) scheduleWindow(chart, 0);
@@ -234,6 +233,7 @@ function chartSnapshot(c) {
     loadState: c.loadState,
     loads: c.loads,
     draws: c.draws,
+    skips: c.skips,
     drawnPoints: c.drawnPoints || 0,
     clipped: c.clipped,
     pinned: view.pins.includes(c.tag),
