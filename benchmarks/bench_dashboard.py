@@ -340,7 +340,9 @@ def stream_case(browser: Any, seconds: float, rate: int, trace_s: float = 0.0) -
             if trace_s > 0:
                 browser.start_tracing(page=page, categories=trace_summary.CATEGORIES)
                 time.sleep(min(trace_s, seconds))
-                trace = trace_summary.summarize(json.loads(browser.stop_tracing()))
+                raw = browser.stop_tracing()
+                (DATA / "stream-trace.json").write_bytes(raw)  # for chrome://tracing or Perfetto
+                trace = trace_summary.summarize(json.loads(raw))
             while (left := seconds - (time.monotonic() - t_start)) > 0:
                 time.sleep(min(30.0, left))
                 if left > 30.0:
