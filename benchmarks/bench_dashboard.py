@@ -378,6 +378,8 @@ def stream_case(browser: Any, seconds: float, rate: int, trace_s: float = 0.0) -
         **({"trace": trace} if trace is not None else {}),
         "draw_p99_ms": quantile(draws, 0.99),
         "draws": len(draws),
+        # per chart: draws since the page opened, and data redraws left out (nothing drawn had changed)
+        "chart_draws": {c["tag"]: [c["draws"], c.get("skips")] for c in snap["charts"]},
         "zoom_after": zoomed["zoom"]["x"],
         "x_range_after": zoomed["xRange"],
         "heap_mib": [round(heap_before, 1), round(heap_after, 1)],

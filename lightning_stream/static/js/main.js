@@ -132,12 +132,43 @@ function makeChart(tag) {
 // ---------------------------------------------------------------- scheduling
 
 let frameQueued = false;
+let wakeTimer = null;
+let wakeAt = Infinity;
 
+/* Ask for a frame, unless every chart waiting to be drawn is a streaming one inside its
+ * DATA_REDRAW_MS: then one timer asks when the first of them is due. Streamed messages come 50 to
+ * 200 times a second; without this each one ran a whole frame (animation callbacks, style, layout,
+ * paint, commit) that had nothing to draw. */
 function scheduleFrame() {
-  if (!frameQueued) {
-    frameQueued = true;
-    requestAnimationFrame(frame);
+  if (frameQueued) return;
+  const wake = state.layoutDirty ? 0 : nextDue();
+  const now = performance.now();
+  if (wake > now && wake !== Infinity) {
+    if (wake < wakeAt) {
+      if (wakeTimer !== null) clearTimeout(wakeTimer);
+      wakeAt = wake;
+      wakeTimer = setTimeout(() => {
+        wakeTimer = null;
+        wakeAt = Infinity;
+        scheduleFrame();
+      }, wake - now);
+    }
+    return;
   }
+  frameQueued = true;
+  requestAnimationFrame(frame);
+}
+
+/* When the first chart that needs drawing may be drawn: now for a view change (urgent) or a chart
+ * drawn longer than DATA_REDRAW_MS ago, Infinity when none needs it. */
+function nextDue() {
+  let due = Infinity;
+  for (const chart of charts.values()) {
+    if (!chart.dirty || chart.card.hidden || !chart.onScreen) continue;
+    if (chart.urgent) return 0;
+    due = Math.min(due, chart.drawnAt + DATA_REDRAW_MS);
+  }
+  return due === Infinity ? 0 : due;
 }
 
 let drawCursor = 0; // round robin: charts left over by the budget go first next frame
@@ -188,8 +219,9 @@ function frame() {
   }
   if (deferred >= 0) {
     drawCursor = deferred; // the first chart that waited goes first
-    scheduleFrame();
-  } else if (wake !== Infinity) setTimeout(scheduleFrame, Math.max(0, wake - performance.now()));
+    frameQueued = true;
+    requestAnimationFrame(frame);
+  } else if (wake !== Infinity) scheduleFrame(); // sets the timer for the first chart due
 }
 
 const frameTimes = []; // ms per chart draw, for the benchmark
