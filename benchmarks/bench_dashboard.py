@@ -9,7 +9,8 @@ CRCs included, so 10 M points take about a minute instead of ten with ``SummaryW
   steps of the first chart: time until its exact points are drawn.
 * ``stream``: 10 runs x 2 tags written live at 1,000 points/s in total: draw time and animation
   frame interval p99 over ``--stream-s`` seconds, the zoom window of a zoomed chart after it, and
-  the tab's JS heap (Chrome DevTools protocol) at the start and the end.
+  the tab's JS heap (Chrome DevTools protocol) at the start and the end; and what makes long frames
+  (Long Animation Frames, the main thread's CPU time per second, with ``--trace-s`` a trace summary).
 
 The server is ``lightning-stream serve LOGDIR`` in a subprocess; the page is opened once the server
 holds every point (what is timed is the page, not the server's first scan). ``--tensorboard`` also
@@ -19,6 +20,7 @@ once its data server has loaded every run, and times it to network idle (no requ
 which is then subtracted): TensorBoard's cards have no "complete" signal we could read.
 
     .venv/bin/python benchmarks/bench_dashboard.py [--quick] [--case many|deep|stream] [--tensorboard]
+        [--stream-s S] [--trace-s S]
 """
 
 from __future__ import annotations

@@ -32,6 +32,8 @@ LONG_TASK_MS = 16.0
 # nested inside it: the first present is the task, the other is left out
 _TOPLEVEL = ("ThreadControllerImpl::RunTask", "RunTask")
 _GC = ("MinorGC", "MajorGC", "V8.GC_", "BlinkGC", "V8.GCScavenger", "V8.GCFinalizeMC", "V8.GCIncrementalMarking")
+#: one event per collection (the V8.GC* events nested in them are its phases: counted once, here)
+_GC_WHOLE = ("MinorGC", "MajorGC")
 
 
 def _main_thread(events: list[dict[str, Any]]) -> tuple[int, int] | None:
@@ -95,7 +97,7 @@ def _self_times(task: dict[str, Any], inside: Iterable[dict[str, Any]]) -> dict[
             totals[lab] += dur
             covered += dur
             end_of_outer = e["ts"] + e.get("dur", 0)
-        elif lab == "GC":
+        elif e.get("name") in _GC_WHOLE:
             totals["GC (inside script)"] += dur
     totals["(task, other)"] += max(0.0, task.get("dur", 0) / 1000.0 - covered)
     return totals
@@ -132,7 +134,7 @@ def summarize(trace: dict[str, Any] | list[dict[str, Any]], top: int = 12) -> di
             for lab, part in parts.items():
                 in_long[lab] += part
             longest.append((ms, parts))
-    gc = [e.get("dur", 0) / 1000.0 for e in inner if label(e) == "GC"]
+    gc = [e.get("dur", 0) / 1000.0 for e in inner if e.get("name") in _GC_WHOLE]
     longest.sort(key=lambda t: -t[0])
 
     def ranked(d: dict[str, float]) -> list[str]:
