@@ -159,8 +159,9 @@ function scheduleFrame() {
   requestAnimationFrame(frame);
 }
 
-/* When the first chart that needs drawing may be drawn: now for a view change (urgent) or a chart
- * drawn longer than DATA_REDRAW_MS ago, Infinity when none needs it. */
+/* When the first chart that needs drawing may be drawn: 0 (now) for a view change (urgent), the end
+ * of its DATA_REDRAW_MS for a streaming chart, and 0 too when no chart needs drawing (a caller that
+ * asks for a frame then has another reason: it gets one, as it always did). */
 function nextDue() {
   let due = Infinity;
   for (const chart of charts.values()) {
