@@ -9,7 +9,8 @@ CRCs included, so 10 M points take about a minute instead of ten with ``SummaryW
   steps of the first chart: time until its exact points are drawn.
 * ``stream``: 10 runs x 2 tags written live at 1,000 points/s in total: draw time and animation
   frame interval p99 over ``--stream-s`` seconds, the zoom window of a zoomed chart after it, and
-  the tab's JS heap (Chrome DevTools protocol) at the start and the end.
+  the tab's JS heap (Chrome DevTools protocol) at the start and the end; and what makes long frames
+  (Long Animation Frames, the main thread's CPU time per second, with ``--trace-s`` a trace summary).
 
 The server is ``lightning-stream serve LOGDIR`` in a subprocess; the page is opened once the server
 holds every point (what is timed is the page, not the server's first scan). ``--tensorboard`` also
@@ -19,6 +20,7 @@ once its data server has loaded every run, and times it to network idle (no requ
 which is then subtracted): TensorBoard's cards have no "complete" signal we could read.
 
     .venv/bin/python benchmarks/bench_dashboard.py [--quick] [--case many|deep|stream] [--tensorboard]
+        [--stream-s S] [--trace-s S]
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ HERE = Path(__file__).resolve().parent
 DATA = HERE / "data"
 sys.path.insert(0, str(HERE.parent / "tests"))
 
+import trace_summary  # noqa: E402
 from browser import CHROMIUM_ARGS, chromium_executable  # noqa: E402
 
 from lightning_stream.tfrecord import frame  # noqa: E402
@@ -272,8 +275,14 @@ def tensorboard_figures(browser: Any, url: str) -> dict[str, Any]:
 # ---------------------------------------------------------------- streaming
 
 
-def stream_case(browser: Any, seconds: float, rate: int) -> dict[str, Any]:
-    """10 runs x 2 tags written live (rate points/s in total) while the page shows them, one chart zoomed."""
+def stream_case(browser: Any, seconds: float, rate: int, trace_s: float = 0.0) -> dict[str, Any]:
+    """10 runs x 2 tags written live (rate points/s in total) while the page shows them, one chart zoomed.
+
+    What makes long frames: the Long Animation Frames API (frames > 50 ms, with the scripts that ran in
+    them), the main thread's CPU time per second by kind (Chrome DevTools protocol ``Performance``
+    metrics: CPU, not wall time, so less sensitive to a shared machine) and, with ``trace_s``, a Chromium
+    trace of the first ``trace_s`` seconds summarised by ``trace_summary.py`` (tasks > 16 ms and what was
+    in them, GC)."""
     logdir = DATA / "dashboard-stream"
     shutil.rmtree(logdir, ignore_errors=True)
     runs, tags = 10, [b"train/loss", b"train/acc"]
@@ -323,20 +332,28 @@ def stream_case(browser: Any, seconds: float, rate: int) -> dict[str, Any]:
 
             heap_before = heap()
             thread.start()
-            page.evaluate(
-                """() => { window.__frames = []; let last = performance.now();
-                   const tick = (t) => { window.__frames.push(t - last); last = t; requestAnimationFrame(tick); };
-                   requestAnimationFrame(tick); window.__draws0 = window.lightningStream.drawTimes().length; }"""
-            )
+            page.evaluate(OBSERVE_FRAMES)
+            busy = MainThreadTime(cdp)
+            trace = None
             # the heap and the points held every 30 s: growth that follows the held points (capped per
             # series, loader.js HOLD_LIMIT) is the data; growth beyond it would be a leak
             samples: list[tuple[float, float, int]] = []
             t_start = time.monotonic()
+            if trace_s > 0:
+                browser.start_tracing(page=page, categories=trace_summary.CATEGORIES)
+                time.sleep(min(trace_s, seconds))
+                raw = browser.stop_tracing()
+                (DATA / "stream-trace.json").write_bytes(raw)  # for chrome://tracing or Perfetto
+                trace = trace_summary.summarize(json.loads(raw))
             while (left := seconds - (time.monotonic() - t_start)) > 0:
                 time.sleep(min(30.0, left))
                 if left > 30.0:
+                    busy.pause()
                     samples.append((round(time.monotonic() - t_start), round(heap(), 1), held_points(page)))
+                    busy.resume()
+            busy.pause()
             frames = page.evaluate("() => window.__frames.slice(1)")
+            loaf = page.evaluate("() => window.__loafSummary()")
             draws = page.evaluate("() => window.lightningStream.drawTimes().slice(window.__draws0)")
             snap = page.evaluate("() => window.lightningStream.snapshot()")
             heap_after = heap()
@@ -354,8 +371,17 @@ def stream_case(browser: Any, seconds: float, rate: int) -> dict[str, Any]:
         "points_received": snap["pointsReceived"],
         "frame_interval_p99_ms": quantile(frames, 0.99),
         "frame_interval_p50_ms": quantile(frames, 0.5),
+        "frames": len(frames),
+        "frames_over_20ms": sum(1 for f in frames if f > 20),
+        "frames_over_50ms": sum(1 for f in frames if f > 50),
+        # load-insensitive: CPU time of the page's main thread (not wall time), and what kind of work
+        "main_thread": busy.per_second(),
+        "long_animation_frames": loaf,
+        **({"trace": trace} if trace is not None else {}),
         "draw_p99_ms": quantile(draws, 0.99),
         "draws": len(draws),
+        # per chart: draws since the page opened, and data redraws left out (nothing drawn had changed)
+        "chart_draws": {c["tag"]: [c["draws"], c.get("skips")] for c in snap["charts"]},
         "zoom_after": zoomed["zoom"]["x"],
         "x_range_after": zoomed["xRange"],
         "heap_mib": [round(heap_before, 1), round(heap_after, 1)],
@@ -363,6 +389,74 @@ def stream_case(browser: Any, seconds: float, rate: int) -> dict[str, Any]:
         "points_held": sum(s["points"] for c in snap["charts"] for s in c["series"]),
         "steps_written": written[0],
     }
+
+
+# rAF intervals, and the Long Animation Frames (> 50 ms) with the scripts that ran in them, summed by
+# script (invoker, function, file) so the page need not hold every entry for five minutes
+OBSERVE_FRAMES = """() => {
+  window.__frames = []; let last = performance.now();
+  const tick = (t) => { window.__frames.push(t - last); last = t; requestAnimationFrame(tick); };
+  requestAnimationFrame(tick); window.__draws0 = window.lightningStream.drawTimes().length;
+  const loaf = { count: 0, ms: 0, blockingMs: 0, renderMs: 0, styleLayoutMs: 0, scripts: {}, longest: [] };
+  const file = (u) => (u || "").split("/").pop() || "?";
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) {
+      loaf.count += 1; loaf.ms += e.duration; loaf.blockingMs += e.blockingDuration;
+      const end = e.startTime + e.duration;
+      if (e.renderStart) loaf.renderMs += end - e.renderStart;
+      if (e.styleAndLayoutStart) loaf.styleLayoutMs += end - e.styleAndLayoutStart;
+      const parts = [];
+      for (const s of e.scripts) {
+        const key = `${s.invokerType} ${s.invoker} ${s.sourceFunctionName || ""} (${file(s.sourceURL)})`;
+        const k = loaf.scripts[key] || (loaf.scripts[key] = { n: 0, ms: 0, layoutMs: 0 });
+        k.n += 1; k.ms += s.duration; k.layoutMs += s.forcedStyleAndLayoutDuration;
+        parts.push(`${key} ${s.duration.toFixed(0)}`);
+      }
+      loaf.longest.push([e.duration, parts.join("; ") || "(no script: rendering)"]);
+      loaf.longest.sort((a, b) => b[0] - a[0]); loaf.longest.length = Math.min(loaf.longest.length, 5);
+    }
+  }).observe({ type: "long-animation-frame" });
+  window.__loafSummary = () => ({
+    count: loaf.count, ms: Math.round(loaf.ms), blocking_ms: Math.round(loaf.blockingMs),
+    render_ms: Math.round(loaf.renderMs), style_layout_ms: Math.round(loaf.styleLayoutMs),
+    top_scripts: Object.entries(loaf.scripts).sort((a, b) => b[1].ms - a[1].ms).slice(0, 8)
+      .map(([k, v]) => `${Math.round(v.ms)} ms in ${v.n}: ${k}`),
+    longest: loaf.longest.map(([ms, what]) => `${Math.round(ms)} ms: ${what}`),
+  });
+}"""
+
+#: Performance.getMetrics durations (seconds, cumulative) worth a rate: ThreadTime is the main thread's
+#: CPU time; the others are wall time of that kind of work on it
+BUSY_METRICS = ("ThreadTime", "ProcessTime", "TaskDuration", "ScriptDuration", "LayoutDuration", "RecalcStyleDuration")
+
+
+class MainThreadTime:
+    """Sums the page's main-thread time per second over the streaming, leaving out the benchmark's own
+    probes (the forced GCs of the heap samples): ``pause()`` before them, ``resume()`` after."""
+
+    def __init__(self, cdp: Any) -> None:
+        self.cdp = cdp
+        self.totals = dict.fromkeys(BUSY_METRICS, 0.0)
+        self.seconds = 0.0
+        self.resume()
+
+    def _read(self) -> dict[str, float]:
+        metrics = {m["name"]: m["value"] for m in self.cdp.send("Performance.getMetrics")["metrics"]}
+        return {k: float(metrics.get(k, 0.0)) for k in BUSY_METRICS}
+
+    def resume(self) -> None:
+        self.since = (time.monotonic(), self._read())
+
+    def pause(self) -> None:
+        t0, before = self.since
+        now = self._read()
+        self.seconds += time.monotonic() - t0
+        for k in BUSY_METRICS:
+            self.totals[k] += now[k] - before[k]
+
+    def per_second(self) -> dict[str, float]:
+        """ms per second of each kind (``ThreadTime``: main-thread CPU, ``ProcessTime``: the renderer's)."""
+        return {f"{k}_ms_per_s": round(1000 * v / max(self.seconds, 1e-9), 1) for k, v in self.totals.items()}
 
 
 def held_points(page: Any) -> int:
@@ -439,6 +533,12 @@ def main() -> None:
     parser.add_argument("--tensorboard", action="store_true", help="also time TensorBoard's UI on the same logdirs")
     parser.add_argument("--stream-s", type=float, default=10.0)
     parser.add_argument(
+        "--trace-s",
+        type=float,
+        default=0.0,
+        help="stream case: record a Chromium trace of the first S seconds and summarise it (trace_summary.py)",
+    )
+    parser.add_argument(
         "--chart-libs", action="store_true", help="only compare redraw times: our canvas chart vs uPlot (npm)"
     )
     args = parser.parse_args()
@@ -458,7 +558,7 @@ def main() -> None:
                 results["chart_libs"] = chart_libs(browser)
             for case in cases:
                 if case == "stream":
-                    results[case] = stream_case(browser, 3.0 if args.quick else args.stream_s, 1000)
+                    results[case] = stream_case(browser, 3.0 if args.quick else args.stream_s, 1000, args.trace_s)
                     continue
                 runs, tags, steps = {"many": (300, 20, 200), "deep": (1, 100, 100_000)}[case]
                 if args.quick:

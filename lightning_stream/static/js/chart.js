@@ -68,6 +68,8 @@ export function buildChart(tag) {
     shown: {},
     draws: 0,
     drawnPoints: 0,
+    skips: 0, // data-driven redraws left out: nothing drawn had changed (drawKey)
+    drawKey: null,
     clipped: false,
     loadState: "unloaded", // unloaded | loading | loaded (loader.js)
     loadedAt: Infinity,
@@ -172,9 +174,10 @@ function span(part, mode, xoff, x0, x1) {
   return [Math.max(0, from), to];
 }
 
+/** Draw the chart; false when nothing was drawn (too small, or nothing changed since the last draw). */
 export function drawChart(chart) {
   const { ctx, width: W, height: H, dpr } = chart;
-  if (W < 10 || H < 10) return;
+  if (W < 10 || H < 10) return false;
   const log = chartOption(chart.tag, "log");
   const robust = chartOption(chart.tag, "outliers");
   const logX = view.logX && view.xMode !== "wall";
@@ -204,15 +207,16 @@ export function drawChart(chart) {
     xmin = Math.log10(Math.max(xmin, zoom ? 1e-12 : 1));
     xmax = Math.log10(Math.max(xmax, 1));
   }
-  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-  ctx.clearRect(0, 0, W, H);
-  chart.layout = null;
   if (!readyTheme() || !Number.isFinite(xmin) || drawn.length === 0) {
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, W, H);
+    chart.layout = null;
+    chart.drawKey = null;
     ctx.fillStyle = theme.muted;
     ctx.font = "12px system-ui, sans-serif";
     ctx.textAlign = "center";
     ctx.fillText(chart.loadState === "loaded" ? "no data" : "loading…", W / 2, H / 2);
-    return;
+    return true;
   }
   if (xmin === xmax) {
     xmin -= 1;
@@ -235,6 +239,16 @@ export function drawChart(chart) {
       }
     }
   }
+  // Points streamed in past a zoom window change nothing drawn: keep the picture (and the CPU).
+  const key = drawKey(chart, drawn, [W, H, dpr, theme, mode, log, robust, logX, w, xmin, xmax, ...(zoom && zoom.y ? zoom.y : [null, null]), ...(view.yLimits[chart.tag] || [null, null])]);
+  if (chart.layout && sameKey(chart.drawKey, key)) {
+    chart.skips += 1;
+    return false;
+  }
+  chart.drawKey = key;
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  ctx.clearRect(0, 0, W, H);
+  chart.layout = null;
   let r;
   if (fastPath) {
     r = { lo: Infinity, hi: -Infinity, clipped: false };
@@ -285,7 +299,7 @@ export function drawChart(chart) {
   const bottom = 34;
   const pw = W - left - right;
   const ph = H - top - bottom;
-  if (pw < 10 || ph < 10) return;
+  if (pw < 10 || ph < 10) return true;
   const L = { x0: xmin, x1: xmax, sx: pw / (xmax - xmin), y0: ymax, y1: ymin, sy: ph / (ymax - ymin), log, xlog: logX, left, top, pw, ph, dpr, mode };
   drawAxes(ctx, L, yTicks, yLabels, theme);
 
@@ -340,6 +354,30 @@ export function drawChart(chart) {
     chart.shown.meta = metaText;
     chart.meta.textContent = metaText;
   }
+  return true;
+}
+
+/**
+ * What a draw of `chart` depends on beyond `view` (the caller's `params`): per drawn series its
+ * identity, colour, x offset, the index range of each part and `cuts` (store.js: anything but an
+ * append), and the zoom window's data. Two equal keys draw the same picture: held arrays only grow,
+ * and an append past the drawn range leaves every drawn index (and its smoothed value) as it was.
+ */
+export function drawKey(chart, drawn, params) {
+  const key = params.slice();
+  key.push(chart.window, chart.loadState, drawn.length);
+  for (const d of drawn) {
+    key.push(d.s, d.s.cuts, d.s.run.color, d.xoff, d.parts.length);
+    for (const p of d.parts) key.push(p.range[0], p.range[1]);
+  }
+  return key;
+}
+
+/** Element-wise equality of two draw keys (null never equals). */
+export function sameKey(a, b) {
+  if (!a || !b || a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i] && !(a[i] !== a[i] && b[i] !== b[i])) return false;
+  return true;
 }
 
 function readyTheme() {

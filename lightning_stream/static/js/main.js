@@ -132,12 +132,44 @@ function makeChart(tag) {
 // ---------------------------------------------------------------- scheduling
 
 let frameQueued = false;
+let wakeTimer = null;
+let wakeAt = Infinity;
 
+/* Ask for a frame, unless every chart waiting to be drawn is a streaming one inside its
+ * DATA_REDRAW_MS: then one timer asks when the first of them is due. Streamed messages come 50 to
+ * 200 times a second; without this each one ran a whole frame (animation callbacks, style, layout,
+ * paint, commit) that had nothing to draw. */
 function scheduleFrame() {
-  if (!frameQueued) {
-    frameQueued = true;
-    requestAnimationFrame(frame);
+  if (frameQueued) return;
+  const wake = state.layoutDirty ? 0 : nextDue();
+  const now = performance.now();
+  if (wake > now && wake !== Infinity) {
+    if (wake < wakeAt) {
+      if (wakeTimer !== null) clearTimeout(wakeTimer);
+      wakeAt = wake;
+      wakeTimer = setTimeout(() => {
+        wakeTimer = null;
+        wakeAt = Infinity;
+        scheduleFrame();
+      }, wake - now);
+    }
+    return;
   }
+  frameQueued = true;
+  requestAnimationFrame(frame);
+}
+
+/* When the first chart that needs drawing may be drawn: 0 (now) for a view change (urgent), the end
+ * of its DATA_REDRAW_MS for a streaming chart, and 0 too when no chart needs drawing (a caller that
+ * asks for a frame then has another reason: it gets one, as it always did). */
+function nextDue() {
+  let due = Infinity;
+  for (const chart of charts.values()) {
+    if (!chart.dirty || chart.card.hidden || !chart.onScreen) continue;
+    if (chart.urgent) return 0;
+    due = Math.min(due, chart.drawnAt + DATA_REDRAW_MS);
+  }
+  return due === Infinity ? 0 : due;
 }
 
 let drawCursor = 0; // round robin: charts left over by the budget go first next frame
@@ -151,20 +183,32 @@ function frame() {
   const list = Array.from(charts.values());
   const t0 = performance.now();
   let wake = Infinity;
+  let dataDrawn = false;
+  let deferred = -1;
   for (let k = 0; k < list.length; k++) {
     const index = (drawCursor + k) % list.length;
     const chart = list[index];
     if (!chart.dirty || chart.card.hidden || !chart.onScreen) continue;
-    if (!chart.urgent && t0 - chart.drawnAt < DATA_REDRAW_MS) {
+    const dataOnly = !chart.urgent;
+    if (dataOnly && t0 - chart.drawnAt < DATA_REDRAW_MS) {
       wake = Math.min(wake, chart.drawnAt + DATA_REDRAW_MS);
+      continue;
+    }
+    // One redraw for new points per frame: the canvas is rasterised in the frame's commit (on the
+    // main thread without a GPU), which the script time below does not see; streaming charts that
+    // fell due together take turns over the next frames instead of all landing in one.
+    if (dataOnly && dataDrawn) {
+      if (deferred < 0) deferred = index;
       continue;
     }
     chart.dirty = false;
     chart.urgent = false;
     chart.drawnAt = t0;
     const d0 = performance.now();
-    drawChart(chart);
-    frameTimes.push(performance.now() - d0);
+    if (drawChart(chart)) {
+      frameTimes.push(performance.now() - d0);
+      if (dataOnly) dataDrawn = true;
+    }
     if (frameTimes.length > 2000) frameTimes.splice(0, 1000);
     if (chart.hover || chart.drag) drawHover(chart, tooltip);
     if (chart.zoom() && !chart.window && chart.loadState === "loaded" && !chart.windowKeyInFlight && !chart.windowTimer) scheduleWindow(chart, 0);
@@ -174,7 +218,11 @@ function frame() {
       return;
     }
   }
-  if (wake !== Infinity) setTimeout(scheduleFrame, Math.max(0, wake - performance.now()));
+  if (deferred >= 0) {
+    drawCursor = deferred; // the first chart that waited goes first
+    frameQueued = true;
+    requestAnimationFrame(frame);
+  } else if (wake !== Infinity) scheduleFrame(); // sets the timer for the first chart due
 }
 
 const frameTimes = []; // ms per chart draw, for the benchmark
@@ -234,6 +282,7 @@ function chartSnapshot(c) {
     loadState: c.loadState,
     loads: c.loads,
     draws: c.draws,
+    skips: c.skips,
     drawnPoints: c.drawnPoints || 0,
     clipped: c.clipped,
     pinned: view.pins.includes(c.tag),

@@ -26,6 +26,8 @@ export function newSeries(run, tag) {
     max: -Infinity,
     minPos: Infinity, // smallest value > 0, for the log scale
     rangeStale: false,
+    cuts: 0, // counts every change other than an append (purge, reset, reload, compaction): chart.js
+    // redraws a chart whose held points only grew past what it shows only when this moved
     rawBlocks: newBlocks(), // min/max per 16 values: a redraw skips blocks within one pixel column
     smoothBlocks: newBlocks(),
   };
@@ -58,6 +60,7 @@ export function lowerBound(arr, n, x) {
 export function truncate(s, n) {
   if (n >= s.n) return;
   s.n = n;
+  s.cuts += 1;
   s.rangeStale = true;
   truncateBlocks(s.rawBlocks, n);
   truncateBlocks(s.smoothBlocks, n);
