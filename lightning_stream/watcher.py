@@ -143,6 +143,12 @@ class LogdirWatcher:
         self.has_more = False
         """Set by ``scan(max_points=...)`` when it stopped before reading everything new."""
 
+    def nest(self, *, skip: Callable[[str], bool] | None, adopt: Callable[[str], Retired | None] | None) -> None:
+        """Set ``skip`` and ``adopt`` (see ``__init__``) after the fact: for a watcher whose first scan ran
+        before the server that now watches with it existed (``firstread.py``)."""
+        with self._scan_lock:
+            self._skip, self._adopt = skip, adopt
+
     def run_name(self, directory: str) -> str:
         """The run name of a directory under the logdir (relative path, ``/``-separated)."""
         if self.remote:
