@@ -123,14 +123,17 @@ def series_json(batch: ScalarBatch, *, decimated: bool) -> bytes:
     a million-point body). Floats stay orjson's (shortest round-trip, the SPEC's NaN rule), also
     when a name orjson refuses sends the names through the stdlib (``dumps``).
     """
-    steps = batch.steps
-    fast = _int64_json is not None and isinstance(steps, array) and steps.typecode == "q"
+    steps, int64_json = batch.steps, _int64_json
+    if int64_json is not None and isinstance(steps, array) and steps.typecode == "q":
+        steps_text = int64_json(steps)
+    else:
+        steps_text = dumps(steps.tolist())
     head = dumps({"run": batch.run, "tag": batch.tag})
     return b"".join(
         (
             head[:-1],
             b',"steps":',
-            _int64_json(steps) if fast else dumps(steps.tolist()),
+            steps_text,
             b',"wall_times":',
             dumps(json_floats(batch.wall_times)),
             b',"values":',
