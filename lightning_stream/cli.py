@@ -342,8 +342,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             logdirs.append(Path(name))
     from lightning_stream import firstread
 
-    for logdir in logdirs:  # read while the server imports (~0.2 s): the server's watch takes the points
-        if isinstance(logdir, Path):
+    for logdir in logdirs:  # read while the server imports (~0.2 s): its watch takes the points (same process)
+        if isinstance(logdir, Path) and not config.isolated:
             firstread.start(logdir, poll_interval_s=config.poll_interval_s)
 
     from lightning_stream.manager import get_stream_server_manager
