@@ -746,14 +746,20 @@ done:
 /* step_breaks(steps: array('q')) -> [i, ...] where steps[i] <= steps[i - 1]: series._breaks_python's
  * twin. The hub runs it on every batch it stores; in Python it costs ~30 ns a step (30 ms for the
  * first read of a million-point logdir, on the way to the first answer), here well under 1 ns. */
+/* The buffer of an array('q'), or -1 with TypeError naming `func`. */
+static int int64_buffer(PyObject *arg, Py_buffer *view, const char *func) {
+    if (PyObject_GetBuffer(arg, view, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) return -1;
+    if (view->itemsize != 8 || !view->format || strcmp(view->format, "q") != 0) {
+        PyBuffer_Release(view);
+        PyErr_Format(PyExc_TypeError, "%s() takes an array('q') of steps", func);
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *step_breaks(PyObject *self, PyObject *arg) {
     Py_buffer view;
-    if (PyObject_GetBuffer(arg, &view, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) return NULL;
-    if (view.itemsize != 8 || !view.format || strcmp(view.format, "q") != 0) {
-        PyBuffer_Release(&view);
-        PyErr_SetString(PyExc_TypeError, "step_breaks() takes an array('q') of steps");
-        return NULL;
-    }
+    if (int64_buffer(arg, &view, "step_breaks") < 0) return NULL;
     const int64_t *steps = view.buf;
     const Py_ssize_t n = view.len / 8;
     Py_ssize_t first = n; /* the first break, or n: the usual answer is none */
@@ -781,12 +787,7 @@ static PyObject *step_breaks(PyObject *self, PyObject *arg) {
  * Python int per step (making them cost more than writing them: ~30 ms a million). */
 static PyObject *int64_json(PyObject *self, PyObject *arg) {
     Py_buffer view;
-    if (PyObject_GetBuffer(arg, &view, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) return NULL;
-    if (view.itemsize != 8 || !view.format || strcmp(view.format, "q") != 0) {
-        PyBuffer_Release(&view);
-        PyErr_SetString(PyExc_TypeError, "int64_json() takes an array('q')");
-        return NULL;
-    }
+    if (int64_buffer(arg, &view, "int64_json") < 0) return NULL;
     const int64_t *items = view.buf;
     const Py_ssize_t n = view.len / 8;
     if (n > (PY_SSIZE_T_MAX - 2) / 21) {
