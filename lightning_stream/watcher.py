@@ -36,7 +36,6 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
-from lightning_stream import _inotify
 from lightning_stream.filesystem import DEFAULT_FILESYSTEM, EVENT_FILE_MARKER, FileSystem, LocalFileSystem
 from lightning_stream.objectstore import FsspecFileSystem, is_url, open_url
 from lightning_stream.reader import STAT_KEYS, EventFileReader
@@ -357,6 +356,8 @@ class LogdirWatcher:
 
     async def _notify(self, on_change: Callable[[set[str] | None], None]) -> None:
         """Call ``on_change`` with the event files that changed (``None``: rescan everything)."""
+        from lightning_stream import _inotify  # here: ctypes is not needed for a scan (``firstread.py``)
+
         use_inotify = self.change_detection in ("auto", "inotify") and _inotify.available()
         if self.change_detection == "inotify" and not use_inotify:
             log.warning("%s: inotify is not available here; polling instead", self.logdir)
@@ -386,6 +387,8 @@ class LogdirWatcher:
             await asyncio.sleep(self.poll_interval_s)  # the logdir went away: wait for it to come back
 
     async def _notify_inotify(self, on_change: Callable[[set[str] | None], None]) -> None:
+        from lightning_stream import _inotify
+
         gone = asyncio.Event()
         tree = _inotify.TreeWatch(self.logdir, on_change, marker=EVENT_FILE_MARKER, on_root_gone=gone.set)
         opening = asyncio.ensure_future(asyncio.to_thread(tree.open))
