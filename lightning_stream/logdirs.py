@@ -24,11 +24,11 @@ import os
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from lightning_stream import firstread
 from lightning_stream.hub import Hub
 from lightning_stream.scalars import ScalarBatch
 
 if TYPE_CHECKING:
+    from lightning_stream.firstread import Read
     from lightning_stream.watcher import LogdirWatcher, Retired
 
 logger = logging.getLogger(__name__)
@@ -69,6 +69,7 @@ class LogdirWatches:
 
     async def watch(self, path: str, prefix: str | None) -> str:
         """Watch ``path`` (its first scan read before this returns); the run name of ``path``."""
+        from lightning_stream import firstread
         from lightning_stream.watcher import LogdirWatcher  # lazily: the reader's imports are not light
 
         hub = self.hub
@@ -106,7 +107,7 @@ class LogdirWatches:
         self.watches[path] = (watcher, task, sink)
         return watcher.run_name(watcher.logdir)
 
-    async def _first_read(self, started: concurrent.futures.Future[firstread.Read], path: str) -> firstread.Read | None:
+    async def _first_read(self, started: concurrent.futures.Future[Read], path: str) -> Read | None:
         """The read ``firstread.start`` began for ``path``, if it is what a scan here would read now.
 
         It skipped no directory and adopted no reader: so only while no other watched logdir lies
