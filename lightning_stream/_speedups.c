@@ -1,5 +1,7 @@
 /* Optional C twin of lightning_stream.reader.decode_records_py: TFRecord framing, CRC32C checks and
- * the hand decoder of scalar Events, straight into per-tag columns.
+ * the hand decoder of scalar Events, straight into per-tag columns (and of series._breaks_python,
+ * the restart check of every stored batch: step_breaks below; and the JSON of a steps column for
+ * encoding.py: int64_json).
  *
  * It follows the Python reference rule for rule (same bounds checks, same declines, same errors),
  * and the tests run both on the same inputs and compare. Why it exists: the pure-Python decoder
@@ -8,6 +10,12 @@
  *
  * decode(buf, pos, scalar_tags, resync) -> (pos, stop, resync, records, {tag: (steps, wall_times,
  * values)}, [(kind, offset), ...]); see reader.decode_records_py for the meaning of each item.
+ *
+ * The GIL is released while records only touch C memory (framing, CRCs, known tags' points): the
+ * server's loop keeps answering during a big read, and `lightning-stream serve` reads its logdir
+ * while the rest of it imports (cli.py). A record that needs Python (a tag seen for the first time
+ * in this call, a tensor, an error to report, no memory) is decoded again with the GIL held: a
+ * decode has no effect until its points are pushed, so the second pass is the only one that counts.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -21,6 +29,7 @@
 #define MASK_DELTA 0xA282EAD8u
 #define STOP_END 0
 #define STOP_FALLBACK 1
+#define KEEP_GIL_RECORDS 64 /* records decoded holding the GIL before it is released (see decode) */
 
 #define DT_FLOAT 1
 #define DT_DOUBLE 2
@@ -234,10 +243,7 @@ static int column_push(Column *col, int64_t step, double wall, double value) {
         if (w) col->walls = w;
         double *v = realloc(col->values, (size_t)cap * sizeof(double));
         if (v) col->values = v;
-        if (!s || !w || !v) {
-            PyErr_NoMemory();
-            return -1;
-        }
+        if (!s || !w || !v) return -1; /* the caller sets MemoryError, holding the GIL */
         col->cap = cap;
     }
     col->steps[col->n] = step;
@@ -249,7 +255,7 @@ static int column_push(Column *col, int64_t step, double wall, double value) {
 
 /* ---------------------------------------------------------------- protobuf wire format */
 
-enum { OK = 0, DECLINE = 1, PYERR = -1 };
+enum { OK = 0, DECLINE = 1, PYERR = -1, NEED_GIL = 2 };
 
 /* Varint of at most 10 bytes ending before end, truncated to 64 bits. */
 static inline int read_varint(const uint8_t **pp, const uint8_t *end, uint64_t *out) {
@@ -418,11 +424,12 @@ typedef struct {
     Py_ssize_t n, cap;
 } PendingList;
 
-static int pending_push(PendingList *l, Py_ssize_t col, double value) {
+static int pending_push(PendingList *l, Py_ssize_t col, double value, int nogil) {
     if (l->n == l->cap) {
         Py_ssize_t cap = l->cap ? l->cap * 2 : 64;
         Pending *items = realloc(l->items, (size_t)cap * sizeof(Pending));
         if (!items) {
+            if (nogil) return NEED_GIL;
             PyErr_NoMemory();
             return PYERR;
         }
@@ -435,13 +442,14 @@ static int pending_push(PendingList *l, Py_ssize_t col, double value) {
     return OK;
 }
 
-/* Column index for a tag, creating it; DECLINE when the tag is not UTF-8. */
-static int tag_column(Columns *cols, const uint8_t *tag, Py_ssize_t len, Py_ssize_t *index) {
+/* Column index for a tag, creating it (NEED_GIL without the GIL); DECLINE when the tag is not UTF-8. */
+static int tag_column(Columns *cols, const uint8_t *tag, Py_ssize_t len, Py_ssize_t *index, int nogil) {
     Py_ssize_t i = columns_find(cols, tag, len);
     if (i >= 0) {
         *index = i;
         return OK;
     }
+    if (nogil) return NEED_GIL;
     PyObject *name = PyUnicode_DecodeUTF8((const char *)tag, len, NULL);
     if (!name) {
         if (PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
@@ -460,7 +468,8 @@ static int tag_column(Columns *cols, const uint8_t *tag, Py_ssize_t len, Py_ssiz
 #define HPARAMS_TAG "_hparams_/session_start_info"
 #define HPARAMS_TAG_LEN ((Py_ssize_t)(sizeof(HPARAMS_TAG) - 1))
 
-static int decode_value(const uint8_t *p, const uint8_t *end, PyObject *scalar_tags, Columns *cols, PendingList *out) {
+static int decode_value(const uint8_t *p, const uint8_t *end, PyObject *scalar_tags, Columns *cols, PendingList *out,
+                        int nogil) {
     uint64_t key, n;
     const uint8_t *tag = p; /* empty */
     Py_ssize_t taglen = 0;
@@ -506,10 +515,11 @@ static int decode_value(const uint8_t *p, const uint8_t *end, PyObject *scalar_t
     Py_ssize_t col;
     int rc;
     if (has_simple) {
-        if ((rc = tag_column(cols, tag, taglen, &col))) return rc;
-        return pending_push(out, col, (double)simple);
+        if ((rc = tag_column(cols, tag, taglen, &col, nogil))) return rc;
+        return pending_push(out, col, (double)simple, nogil);
     }
     /* A tensor: a scalar when this tag carried plugin "scalars" (TF2 writes the metadata only once). */
+    if (nogil) return NEED_GIL;
     PyObject *name;
     Py_ssize_t found = columns_find(cols, tag, taglen);
     if (found >= 0) {
@@ -554,11 +564,11 @@ static int decode_value(const uint8_t *p, const uint8_t *end, PyObject *scalar_t
         }
     }
     Py_DECREF(name);
-    return pending_push(out, found, value);
+    return pending_push(out, found, value, 0);
 }
 
 static int decode_event(const uint8_t *p, const uint8_t *end, PyObject *scalar_tags, Columns *cols, PendingList *out,
-                        int64_t *step_out, double *wall_out) {
+                        int64_t *step_out, double *wall_out, int nogil) {
     uint64_t key, n, step = 0;
     double wall = 0.0;
     int rc;
@@ -577,7 +587,7 @@ static int decode_event(const uint8_t *p, const uint8_t *end, PyObject *scalar_t
                 if (read_key(&p, sub_end, &key)) return DECLINE;
                 if (key == 0x0A) {
                     if (read_length(&p, sub_end, &n)) return DECLINE;
-                    if ((rc = decode_value(p, p + n, scalar_tags, cols, out))) return rc;
+                    if ((rc = decode_value(p, p + n, scalar_tags, cols, out, nogil))) return rc;
                     p += n;
                 } else if (skip_field(&p, sub_end, key)) {
                     return DECLINE;
@@ -628,12 +638,25 @@ static PyObject *decode(PyObject *self, PyObject *args) {
     PyObject *series = NULL, *result = NULL;
     Py_ssize_t records = 0;
     int stop = STOP_END;
+    /* GIL: released (`released` set) once KEEP_GIL_RECORDS records in a row needed no Python, taken
+     * back for one that does. The first records of a call meet its tags: they keep the GIL, so a
+     * call does not trade it back and forth (each take may wait for the other thread's turn). */
+    PyThreadState *released = NULL;
+    Py_ssize_t keep = KEEP_GIL_RECORDS;
+#define HOLD_GIL()                                                                                                     \
+    do {                                                                                                               \
+        if (released) {                                                                                                \
+            PyEval_RestoreThread(released);                                                                            \
+            released = NULL;                                                                                           \
+        }                                                                                                              \
+    } while (0)
     if (!errors) goto done;
     if (pos < 0 || pos > size) {
         PyErr_Format(PyExc_ValueError, "pos %zd is outside the buffer of %zd bytes", pos, size);
         goto done;
     }
     for (;;) {
+        if (!released && keep-- <= 0) released = PyEval_SaveThread();
         if (resync) {
             Py_ssize_t last = size - HEADER_SIZE, p = pos;
             while (p <= last && masked_crc32c(buf + p, 8) != load_u32(buf + p + 8)) p++;
@@ -648,6 +671,7 @@ static PyObject *decode(PyObject *self, PyObject *args) {
         const uint8_t *h = buf + pos;
         uint64_t length = load_u64(h);
         if (masked_crc32c(h, 8) != load_u32(h + 8)) {
+            HOLD_GIL();
             if (add_error(errors, str_bad_lengths, pos) < 0) goto done;
             resync = 1;
             pos += 1;
@@ -657,6 +681,7 @@ static PyObject *decode(PyObject *self, PyObject *args) {
             break; /* not complete in this buffer */
         const uint8_t *start = h + HEADER_SIZE, *end = start + length;
         if (masked_crc32c(start, (size_t)length) != load_u32(end)) {
+            HOLD_GIL();
             if (add_error(errors, str_crc_errors, pos) < 0) goto done;
             pos += HEADER_SIZE + (Py_ssize_t)length + FOOTER_SIZE;
             records++;
@@ -665,7 +690,13 @@ static PyObject *decode(PyObject *self, PyObject *args) {
         int64_t step = 0;
         double wall = 0.0;
         pending.n = 0;
-        int rc = decode_event(start, end, scalar_tags, &cols, &pending, &step, &wall);
+        int rc = decode_event(start, end, scalar_tags, &cols, &pending, &step, &wall, released != NULL);
+        if (rc == NEED_GIL) { /* nothing of it was kept: decode it again, with Python at hand */
+            HOLD_GIL();
+            keep = KEEP_GIL_RECORDS;
+            pending.n = 0;
+            rc = decode_event(start, end, scalar_tags, &cols, &pending, &step, &wall, 0);
+        }
         if (rc == PYERR) goto done;
         if (rc == DECLINE) {
             stop = STOP_FALLBACK;
@@ -674,8 +705,13 @@ static PyObject *decode(PyObject *self, PyObject *args) {
         records++;
         pos += HEADER_SIZE + (Py_ssize_t)length + FOOTER_SIZE;
         for (Py_ssize_t i = 0; i < pending.n; i++)
-            if (column_push(&cols.cols[pending.items[i].col], step, wall, pending.items[i].value) < 0) goto done;
+            if (column_push(&cols.cols[pending.items[i].col], step, wall, pending.items[i].value) < 0) {
+                HOLD_GIL();
+                PyErr_NoMemory();
+                goto done;
+            }
     }
+    HOLD_GIL();
     series = PyDict_New();
     if (!series) goto done;
     for (Py_ssize_t i = 0; i < cols.n; i++) {
@@ -695,12 +731,95 @@ static PyObject *decode(PyObject *self, PyObject *args) {
     }
     result = Py_BuildValue("(niOnOO)", pos, stop, resync ? Py_True : Py_False, records, series, errors);
 done:
+    HOLD_GIL(); /* every error path holds it already; this keeps it so if one ever does not */
+#undef HOLD_GIL
     Py_XDECREF(series);
     Py_XDECREF(errors);
     columns_free(&cols);
     free(pending.items);
     PyBuffer_Release(&view);
     return result;
+}
+
+/* ---------------------------------------------------------------- series.py's restart check */
+
+/* step_breaks(steps: array('q')) -> [i, ...] where steps[i] <= steps[i - 1]: series._breaks_python's
+ * twin. The hub runs it on every batch it stores; in Python it costs ~30 ns a step (30 ms for the
+ * first read of a million-point logdir, on the way to the first answer), here well under 1 ns. */
+/* The buffer of an array('q'), or -1 with TypeError naming `func`. */
+static int int64_buffer(PyObject *arg, Py_buffer *view, const char *func) {
+    if (PyObject_GetBuffer(arg, view, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) return -1;
+    if (view->itemsize != 8 || !view->format || strcmp(view->format, "q") != 0) {
+        PyBuffer_Release(view);
+        PyErr_Format(PyExc_TypeError, "%s() takes an array('q') of steps", func);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *step_breaks(PyObject *self, PyObject *arg) {
+    Py_buffer view;
+    if (int64_buffer(arg, &view, "step_breaks") < 0) return NULL;
+    const int64_t *steps = view.buf;
+    const Py_ssize_t n = view.len / 8;
+    Py_ssize_t first = n; /* the first break, or n: the usual answer is none */
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 1; i < n; i++)
+        if (steps[i] <= steps[i - 1]) {
+            first = i;
+            break;
+        }
+    Py_END_ALLOW_THREADS
+    PyObject *out = PyList_New(0);
+    for (Py_ssize_t i = first; out && i < n; i++) {
+        if (steps[i] > steps[i - 1]) continue;
+        PyObject *index = PyLong_FromSsize_t(i);
+        if (!index || PyList_Append(out, index) < 0) Py_CLEAR(out);
+        Py_XDECREF(index);
+    }
+    PyBuffer_Release(&view);
+    return out;
+}
+
+/* ---------------------------------------------------------------- encoding.py's steps column */
+
+/* int64_json(steps: array('q')) -> b"[0,1,...]": the bytes orjson writes for steps.tolist(), without a
+ * Python int per step (making them cost more than writing them: ~30 ms a million). */
+static PyObject *int64_json(PyObject *self, PyObject *arg) {
+    Py_buffer view;
+    if (int64_buffer(arg, &view, "int64_json") < 0) return NULL;
+    const int64_t *items = view.buf;
+    const Py_ssize_t n = view.len / 8;
+    if (n > (PY_SSIZE_T_MAX - 2) / 21) {
+        PyBuffer_Release(&view);
+        return PyErr_NoMemory();
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, 2 + 21 * (n ? n : 1)); /* "-9223372036854775808," */
+    if (!out) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    char *start = PyBytes_AS_STRING(out), *w = start;
+    Py_BEGIN_ALLOW_THREADS
+    *w++ = '[';
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (i) *w++ = ',';
+        int64_t x = items[i];
+        uint64_t u = x < 0 ? (uint64_t)0 - (uint64_t)x : (uint64_t)x;
+        if (x < 0) *w++ = '-';
+        char digits[20];
+        int k = 0;
+        do {
+            digits[k++] = (char)('0' + u % 10);
+            u /= 10;
+        } while (u);
+        while (k) *w++ = digits[--k];
+    }
+    *w++ = ']';
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    if (_PyBytes_Resize(&out, w - start) < 0) return NULL;
+    return out;
 }
 
 static PyObject *hw_crc(PyObject *self, PyObject *unused) { return PyBool_FromLong(use_hw_crc); }
@@ -715,6 +834,8 @@ static PyObject *masked_crc(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"decode", decode, METH_VARARGS, "decode(buf, pos, scalar_tags, resync): see reader.decode_records_py."},
+    {"step_breaks", step_breaks, METH_O, "step_breaks(steps): see series._breaks_python."},
+    {"int64_json", int64_json, METH_O, "int64_json(steps): the bytes of orjson.dumps(steps.tolist())."},
     {"hw_crc", hw_crc, METH_NOARGS, "Whether CRC32C uses the CPU's instruction."},
     {"masked_crc32c", masked_crc, METH_VARARGS, "masked_crc32c(data): TFRecord's masked CRC32C."},
     {NULL, NULL, 0, NULL},

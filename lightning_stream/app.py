@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -42,6 +43,9 @@ from lightning_stream.security import Handler, json_error, security_middleware, 
 from lightning_stream.seriesapi import handle_series
 from lightning_stream.sse import SSEStreams
 from lightning_stream.websocket import WebSockets
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 log = logging.getLogger(__name__)
 
@@ -96,17 +100,16 @@ class _Routes:
         self.sse = sse
         self.ws = ws
         self.static_files = _static_files(STATIC_DIR)
-        self.registry = make_registry(
-            MetricSources(
-                hub_stats=state.hub.stats,
-                clients=self.clients,
-                loop_lag=state.loop_lag,
-                uptime_s=self.uptime_s,
-                restarts=state.restarts,
-                reader_errors=state.reader_errors,
-                ws_errors=lambda: ws.errors_sent,
-            )
+        self.metric_sources = MetricSources(
+            hub_stats=state.hub.stats,
+            clients=self.clients,
+            loop_lag=state.loop_lag,
+            uptime_s=self.uptime_s,
+            restarts=state.restarts,
+            reader_errors=state.reader_errors,
+            ws_errors=lambda: ws.errors_sent,
         )
+        self.registry: CollectorRegistry | None = None  # made at the first scrape (metrics.py)
 
     def clients(self) -> dict[str, int]:
         return {"sse": self.sse.count, "ws": self.ws.count}
@@ -174,6 +177,8 @@ class _Routes:
         return web.json_response(openapi_document(token=self.state.config.token is not None))
 
     async def metrics(self, request: web.Request) -> web.Response:
+        if self.registry is None:
+            self.registry = make_registry(self.metric_sources)
         body, content_type = render(self.registry)
         response = web.Response(body=body)
         response.headers["Content-Type"] = content_type

@@ -340,6 +340,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             return _usage_error("serve", f"LOGDIR {name!r} is not a directory; create it or fix the path")
         else:
             logdirs.append(Path(name))
+    from lightning_stream import firstread
+
+    for logdir in logdirs:  # read while the server imports (~0.2 s): its watch takes the points (same process)
+        if isinstance(logdir, Path) and not config.isolated:
+            firstread.start(logdir, poll_interval_s=config.poll_interval_s)
 
     from lightning_stream.manager import get_stream_server_manager
 

@@ -17,6 +17,7 @@ so a run is neither renamed nor sent twice. Directories are compared resolved (s
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import logging
 import os
@@ -27,6 +28,7 @@ from lightning_stream.hub import Hub
 from lightning_stream.scalars import ScalarBatch
 
 if TYPE_CHECKING:
+    from lightning_stream.firstread import Read
     from lightning_stream.watcher import LogdirWatcher, Retired
 
 logger = logging.getLogger(__name__)
@@ -67,21 +69,25 @@ class LogdirWatches:
 
     async def watch(self, path: str, prefix: str | None) -> str:
         """Watch ``path`` (its first scan read before this returns); the run name of ``path``."""
+        from lightning_stream import firstread
         from lightning_stream.watcher import LogdirWatcher  # lazily: the reader's imports are not light
 
         hub = self.hub
+        started = firstread.take(path, prefix=prefix, poll_interval_s=self._poll_interval_s)
         owner = _covering_watch(self, path)
         if owner is not None:  # already read by an outer watch: one directory, one run
             self.aliases[path] = owner
             return _name_in(self.watches[owner][0], path, owner)
         local = not _is_url(path)
-        watcher = LogdirWatcher(
-            path,
-            prefix=prefix,
-            poll_interval_s=self._poll_interval_s,
-            skip=functools.partial(_left_to_inner_watch, self, path) if local else None,
-            adopt=functools.partial(_adopt_retired, self) if local else None,
-        )
+        skip = functools.partial(_left_to_inner_watch, self, path) if local else None
+        adopt = functools.partial(_adopt_retired, self) if local else None
+        early = await self._first_read(started, path) if started is not None and local else None
+        if early is not None:  # read before this server existed (the CLI): the same watcher, the same points
+            watcher, first = early
+            watcher.nest(skip=skip, adopt=adopt)
+        else:
+            watcher = LogdirWatcher(path, prefix=prefix, poll_interval_s=self._poll_interval_s, skip=skip, adopt=adopt)
+            first = await asyncio.to_thread(watcher.scan)
         noted: set[str] = set()
 
         def sink(batches: list[ScalarBatch]) -> None:
@@ -93,13 +99,27 @@ class LogdirWatches:
                 hub.note_hparams(run, hparams)
             hub.ingest(batches, coalesced=True)
 
-        sink(await asyncio.to_thread(watcher.scan))
+        sink(first)
         task = asyncio.get_running_loop().create_task(
             watcher.watch(sink, max_busy_gap_s=hub.broadcast_gap_s), name=f"lightning-stream-watch {path}"
         )
         task.add_done_callback(_log_watch_end)
         self.watches[path] = (watcher, task, sink)
         return watcher.run_name(watcher.logdir)
+
+    async def _first_read(self, started: concurrent.futures.Future[Read], path: str) -> Read | None:
+        """The read ``firstread.start`` began for ``path``, if it is what a scan here would read now.
+
+        It skipped no directory and adopted no reader: so only while no other watched logdir lies
+        inside ``path`` and no stopped watcher left readers behind. A failed read is scanned again.
+        """
+        if self.retired or any(_inside(_real(other), _real(path)) for other in self.watches):
+            return None
+        try:
+            return await asyncio.wrap_future(started)
+        except Exception as error:
+            logger.debug("the first read of %s, started early, failed (%s); reading it again", path, error)
+            return None
 
     async def unwatch(self, path: str, *, final_scan: bool = True) -> None:
         """Stop watching ``path``; with ``final_scan`` read what was flushed last and hand its runs on."""

@@ -36,7 +36,6 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
-from lightning_stream import _inotify
 from lightning_stream.filesystem import DEFAULT_FILESYSTEM, EVENT_FILE_MARKER, FileSystem, LocalFileSystem
 from lightning_stream.objectstore import FsspecFileSystem, is_url, open_url
 from lightning_stream.reader import STAT_KEYS, EventFileReader
@@ -142,6 +141,12 @@ class LogdirWatcher:
         self._resume_notify: Callable[[], None] = _nothing
         self.has_more = False
         """Set by ``scan(max_points=...)`` when it stopped before reading everything new."""
+
+    def nest(self, *, skip: Callable[[str], bool] | None, adopt: Callable[[str], Retired | None] | None) -> None:
+        """Set ``skip`` and ``adopt`` (see ``__init__``) after the fact: for a watcher whose first scan ran
+        before the server that now watches with it existed (``firstread.py``)."""
+        with self._scan_lock:
+            self._skip, self._adopt = skip, adopt
 
     def run_name(self, directory: str) -> str:
         """The run name of a directory under the logdir (relative path, ``/``-separated)."""
@@ -351,6 +356,8 @@ class LogdirWatcher:
 
     async def _notify(self, on_change: Callable[[set[str] | None], None]) -> None:
         """Call ``on_change`` with the event files that changed (``None``: rescan everything)."""
+        from lightning_stream import _inotify  # here: ctypes is not needed for a scan (``firstread.py``)
+
         use_inotify = self.change_detection in ("auto", "inotify") and _inotify.available()
         if self.change_detection == "inotify" and not use_inotify:
             log.warning("%s: inotify is not available here; polling instead", self.logdir)
@@ -380,6 +387,8 @@ class LogdirWatcher:
             await asyncio.sleep(self.poll_interval_s)  # the logdir went away: wait for it to come back
 
     async def _notify_inotify(self, on_change: Callable[[set[str] | None], None]) -> None:
+        from lightning_stream import _inotify
+
         gone = asyncio.Event()
         tree = _inotify.TreeWatch(self.logdir, on_change, marker=EVENT_FILE_MARKER, on_root_gone=gone.set)
         opening = asyncio.ensure_future(asyncio.to_thread(tree.open))

@@ -32,7 +32,7 @@ from lightning_stream.encoding import (
     number_text,
     points_json,
     rows_json,
-    series_columns,
+    series_json,
 )
 from lightning_stream.hub import Message, Subscription, View
 from lightning_stream.scalars import ScalarBatch
@@ -145,7 +145,7 @@ def series_json_chunks(seq: int, windows: Iterable[Window]) -> Iterator[bytes]:
     for i, (batch, decimated) in enumerate(windows):
         if i:
             yield b","
-        yield dumps(series_columns(batch, decimated=decimated))
+        yield series_json(batch, decimated=decimated)
     yield b"]}"
 
 

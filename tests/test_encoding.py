@@ -6,9 +6,13 @@ import json
 from array import array
 
 import aiohttp
+import pytest
 from apptools import TIMEOUT, RawSSE, ingest, running_app
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from lightning_stream.encoding import dumps, json_floats, points_json, rows_json, series_columns
+from lightning_stream import encoding
+from lightning_stream.encoding import dumps, json_floats, points_json, rows_json, series_columns, series_json
 from lightning_stream.scalars import ScalarBatch
 
 NAN, INF = float("nan"), float("inf")
@@ -38,6 +42,44 @@ def test_non_finite_floats_are_strings_in_every_shape() -> None:
         b'{"run":"r","tag":"x","steps":[1,2,3],"wall_times":[1.5,"NaN",3.5],'
         b'"values":["NaN","Infinity","-Infinity"],"decimated":false}'
     )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    steps=st.lists(st.integers(-(2**63), 2**63 - 1), max_size=40),
+    floats=st.lists(st.floats(), max_size=40),
+    run=st.text(max_size=5) | st.just(b"bad\xff".decode("utf-8", "surrogateescape")),
+    decimated=st.booleans(),
+)
+def test_a_series_entry_has_the_bytes_of_its_columns_whichever_writer(
+    steps: list[int], floats: list[float], run: str, decimated: bool
+) -> None:
+    """``/api/series`` writes its steps with the C extension when built: the bytes of the orjson path.
+
+    A name orjson refuses (a lone surrogate) goes through the stdlib, and then only the names do: the
+    numbers keep orjson's spelling (``0.00001``, not ``1e-05``), as in every other body.
+    """
+    n = min(len(steps), len(floats))
+    batch = series(run, "t\u00e9", steps[:n], floats[:n], floats[::-1][:n])
+    body = series_json(batch, decimated=decimated)
+    columns = series_columns(batch, decimated=decimated)
+    if "\udcff" not in run:
+        assert body == dumps(columns)
+    assert json.loads(body) == json.loads(json.dumps(columns))
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(encoding, "_int64_json", None)
+        assert series_json(batch, decimated=decimated) == body
+
+
+def test_the_c_extension_writes_steps_as_orjson_does() -> None:
+    _speedups = pytest.importorskip("lightning_stream._speedups", reason="C extension not built")
+    edge = [0, -1, 9, 10, 99, 100, 2**63 - 1, -(2**63), 1_000_000]
+    assert (
+        _speedups.int64_json(array("q", edge)) == b"[0,-1,9,10,99,100,9223372036854775807,-9223372036854775808,1000000]"
+    )
+    assert _speedups.int64_json(array("q")) == b"[]"
+    with pytest.raises(TypeError, match=r"array\('q'\)"):
+        _speedups.int64_json(array("d", [1.0]))
 
 
 def test_huge_finite_values_whose_sum_overflows_stay_numbers() -> None:

@@ -36,7 +36,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
     ),
     (
         "reader",
-        frozenset({"tfrecord", "filesystem", "_inotify", "_speedups", "objectstore", "reader", "watcher"}),
+        frozenset({"tfrecord", "filesystem", "_inotify", "_speedups", "objectstore", "reader", "watcher", "firstread"}),
     ),
     ("hub", frozenset({"series", "hub"})),
     ("wire", frozenset({"wire", "encoding"})),

@@ -6,6 +6,8 @@ import logging
 import math
 import os
 import struct
+import sys
+import threading
 import tracemalloc
 from array import array
 from pathlib import Path
@@ -385,11 +387,18 @@ def test_half_written_garbage_tail_is_not_reported_twice(tmp_path: Path, decoder
 
 @pytest.mark.torch
 @pytest.mark.skipif(_speedups is None, reason="C decoder not built")
-@given(data=st.binary(max_size=400), seed_records=st.lists(st.integers(0, 9), max_size=6), cut=st.integers(0, 400))
+@given(
+    data=st.binary(max_size=400),
+    seed_records=st.lists(st.integers(0, 9), max_size=6),
+    cut=st.integers(0, 400),
+    lead=st.sampled_from([0, 70]),
+)
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_c_and_python_decoders_give_identical_results_on_any_bytes(
-    data: bytes, seed_records: list[int], cut: int
+    data: bytes, seed_records: list[int], cut: int, lead: int
 ) -> None:
+    """``lead`` records of a known tag first: past 64 of them the C decoder runs without the GIL, and
+    what follows (new tags, tensors, errors) takes the way back to it."""
     payloads = [
         simple_event("a", 1, WALL, 0.5),
         tensor_event("t", 2, WALL, scalar_tensor("half", 1.5), metadata=scalars_metadata()),
@@ -404,7 +413,7 @@ def test_c_and_python_decoders_give_identical_results_on_any_bytes(
         b"\x09" + struct.pack("<d", WALL) + b"\x10\x05\x2a\x0b\x0a\x09\x0a\x02\xff\xfe\x15" + struct.pack("<f", 6.0),
     ]
     buf = records(payloads[i] for i in seed_records)
-    buf = buf[:cut] + data + buf[cut:]
+    buf = records([payloads[0]] * lead) + buf[:cut] + data + buf[cut:]
     for resync in (False, True):
         py_tags: set[str] = set()
         c_tags: set[str] = set()
@@ -412,6 +421,32 @@ def test_c_and_python_decoders_give_identical_results_on_any_bytes(
         c = _speedups.decode(buf, 0, c_tags, resync)
         assert _comparable(py) == _comparable(c)
         assert py_tags == c_tags
+
+
+@pytest.mark.skipif(_speedups is None, reason="C decoder not built")
+def test_the_c_decoder_lets_other_threads_run_while_it_decodes() -> None:
+    """``lightning-stream serve`` reads its logdir while it imports the server (``firstread.py``)."""
+    buf = records(simple_event("loss", step, WALL, 0.5) for step in range(1000)) * 200  # ~6 MB
+    go, ran = threading.Event(), []
+
+    def other() -> None:
+        go.wait()
+        ran.append(True)
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(100.0)  # no forced hand-over: the other thread runs only if the GIL is let go
+    thread = threading.Thread(target=other)
+    try:
+        thread.start()
+        go.set()
+        for _ in range(50):  # bounded: the other thread must be scheduled while one of these calls runs
+            _speedups.decode(buf, 0, set(), False)
+            if ran:
+                break
+        assert ran, "the other thread never ran during a decode: the C decoder holds the GIL"
+    finally:
+        sys.setswitchinterval(switch)
+        thread.join()
 
 
 def _comparable(result: tuple[object, ...]) -> tuple[object, ...]:

@@ -194,6 +194,22 @@ def test_restart_points_are_found_alike_with_and_without_numpy(steps: list[int])
         assert _breaks_numpy(numpy, as_array) == expected
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(-(2**63), 2**63 - 1) | st.integers(-5, 5), max_size=100))
+def test_restart_points_are_found_alike_by_the_c_extension(steps: list[int]) -> None:
+    _speedups = pytest.importorskip("lightning_stream._speedups", reason="C extension not built")
+    from lightning_stream.series import _breaks_python
+
+    as_array = array("q", steps)
+    assert _speedups.step_breaks(as_array) == _breaks_python(as_array)
+
+
+def test_the_c_restart_check_takes_only_arrays_of_steps() -> None:
+    _speedups = pytest.importorskip("lightning_stream._speedups", reason="C extension not built")
+    with pytest.raises(TypeError, match=r"array\('q'\)"):
+        _speedups.step_breaks(array("d", [1.0, 2.0]))
+
+
 # -- windowed queries (GET /api/series) --------------------------------------------------------
 
 
