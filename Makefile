@@ -16,7 +16,7 @@ MATRIX := torchfree-3.10 torchfree-3.13 artifacts
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile lightning_stream/_speedups.c  # the C extension is built by the editable install
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
