@@ -14,9 +14,9 @@ import { addTools, refreshTools } from "./cardtools.js";
 import { buildChart, drawChart, readTheme, resizeChart } from "./chart.js";
 import { bindControls } from "./controls.js";
 import { initLayout, placeChart, refreshLayout } from "./layout.js";
-import { requestChart, requestWindow } from "./loader.js";
+import { firstPaint, requestChart, requestWindow } from "./loader.js";
 import { charts, hooks, markAllDirty, runVisible, runs, series, seriesKey, setFilters, state, view } from "./model.js";
-import { buildRunRow, initSidebar, lifecycle, pointsPerSecond, refreshRunFilter, renderStatus } from "./sidebar.js";
+import { buildRunRow, flushRunRows, initSidebar, lifecycle, pointsPerSecond, refreshRunFilter, renderStatus } from "./sidebar.js";
 import { smoothed } from "./smooth.js";
 import { parseView, prefsOf, viewFromPrefs, viewToParams } from "./state.js";
 import { startSync } from "./sync.js";
@@ -164,6 +164,7 @@ function frame() {
     chart.drawnAt = t0;
     const d0 = performance.now();
     drawChart(chart);
+    if (state.draws === 1) performance.mark("ls:first-draw"); // PROFILE
     frameTimes.push(performance.now() - d0);
     if (frameTimes.length > 2000) frameTimes.splice(0, 1000);
     if (chart.hover || chart.drag) drawHover(chart, tooltip);
@@ -332,12 +333,15 @@ hooks.layoutChanged = () => {
 initSidebar({
   runsChanged: () => changed("runs"),
   colorChanged: () => changed("colors"),
+  rowsBuilt: scheduleStatus,
 });
+firstPaint.then(flushRunRows);
 initLayout(document.getElementById("charts"), document.getElementById("empty"), (group) => {
   for (const chart of group.charts) chart.dirty = chart.urgent = true;
   refreshLayout();
   scheduleFrame();
 });
+performance.mark("ls:modules"); // PROFILE
 loadView();
 bindControls(changed);
 readTheme();
