@@ -15,9 +15,10 @@ const HOLD_RAW = 10000; // newest points kept exact
 const HOLD_BUCKETS = 5000; // older points become min/max of this many buckets
 const CONCURRENCY = 2; // the server answers one at a time: more in flight only delays the first chart
 const BATCH_TAGS = 8; // charts per request past the first (the server takes up to 64 tag= parameters)
-const BATCH_POINTS = 250000; // ... and about this many points: one answer is parsed while the next is written
+const BATCH_POINTS = 130000; // ... and about this many points: one answer is parsed while the next is written
 const queue = []; // charts waiting for a history request, in page order
 let inFlight = 0;
+let viewportBusy = 0; // loads of charts inside the viewport (chart.inViewport, sync.js) not yet on screen
 let firstSent = false; // the page's first request is the top chart alone, so it paints first
 let painted = null;
 /* Resolved two frames after the first answer was applied (its chart is drawn in the first of them):
@@ -27,8 +28,27 @@ export const firstPaint = new Promise((resolve) => {
   painted = resolve;
 });
 
+function afterTwoFrames(fn) {
+  requestAnimationFrame(() => requestAnimationFrame(() => setTimeout(fn, 0)));
+}
+
+/* Once every loaded chart in the viewport has drawn its data (a draw per chart per frame, within a
+ * frame budget), and two frames later. */
+function whenViewportDrawn(fn) {
+  const check = () => {
+    for (const c of charts.values()) {
+      if (c.inViewport && c.onScreen && !c.card.hidden && c.loadState === "loaded" && !(c.drawnAt >= c.loadedAt)) {
+        requestAnimationFrame(check);
+        return;
+      }
+    }
+    afterTwoFrames(fn);
+  };
+  requestAnimationFrame(check);
+}
+
 function openGate() {
-  requestAnimationFrame(() => requestAnimationFrame(() => setTimeout(painted, 0)));
+  afterTwoFrames(painted);
 }
 
 /** Points per series to ask for: about two (a min and a max) per pixel column of the plot. */
@@ -68,7 +88,8 @@ export function takeBatch(pending, first, limits = { tags: BATCH_TAGS, points: B
       continue;
     }
     const cost = estimatePoints(chart, maxPointsFor(chart));
-    if (batch.length && (first || batch.length >= limits.tags || points + cost > limits.points)) break;
+    const full = first || batch.length >= limits.tags || points + cost > limits.points;
+    if (batch.length && (full || !!chart.inViewport !== !!batch[0].inViewport)) break; // the viewport's own first
     pending.shift();
     chart.queued = false;
     batch.push(chart);
@@ -86,16 +107,26 @@ function pageOrder(a, b) {
 
 function pump() {
   while (inFlight < CONCURRENCY && queue.length) {
-    // the chart highest on the page first: the top of the screen fills in first
-    queue.sort(pageOrder);
+    // the viewport's charts first (cards in the 200 px margin wait until those are in), then the
+    // chart highest on the page first: the top of the screen fills in first
+    queue.sort((a, b) => !!b.inViewport - !!a.inViewport || pageOrder(a, b));
+    if (viewportBusy > 0 && !queue[0].inViewport) return; // pumped again once the viewport is drawn
     const first = !firstSent;
     const batch = takeBatch(queue, first);
     if (batch.length === 0) continue;
     firstSent = true;
     inFlight += 1;
+    const viewport = !!batch[0].inViewport;
+    if (viewport) viewportBusy += 1;
     loadCharts(batch, first).finally(() => {
       if (first) openGate();
       inFlight -= 1;
+      if (viewport) {
+        whenViewportDrawn(() => {
+          viewportBusy -= 1; // the margin's cards may load now
+          pump();
+        });
+      }
       pump();
     });
   }
@@ -126,7 +157,6 @@ async function loadCharts(batch, first) {
     });
     return;
   }
-  performance.mark("ls:answer"); // PROFILE
   const byTag = new Map(batch.map((chart) => [chart.tag, []]));
   for (const entry of body.series) {
     const list = byTag.get(entry.tag);
@@ -137,7 +167,6 @@ async function loadCharts(batch, first) {
     if (chart.generation === generations[i]) applyHistory(chart, seq, byTag.get(chart.tag));
     // else reset meanwhile: a newer load follows
   });
-  performance.mark("ls:applied"); // PROFILE
   hooks.scheduleFrame();
 }
 

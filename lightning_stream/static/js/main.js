@@ -164,7 +164,6 @@ function frame() {
     chart.drawnAt = t0;
     const d0 = performance.now();
     drawChart(chart);
-    if (state.draws === 1) performance.mark("ls:first-draw"); // PROFILE
     frameTimes.push(performance.now() - d0);
     if (frameTimes.length > 2000) frameTimes.splice(0, 1000);
     if (chart.hover || chart.drag) drawHover(chart, tooltip);
@@ -341,7 +340,6 @@ initLayout(document.getElementById("charts"), document.getElementById("empty"), 
   refreshLayout();
   scheduleFrame();
 });
-performance.mark("ls:modules"); // PROFILE
 loadView();
 bindControls(changed);
 readTheme();

@@ -93,7 +93,6 @@ async function start() {
     if (boot) applyRuns(boot.runs);
     else await loadRuns();
     state.lastSeq = Number.isFinite(startSeq) ? startSeq : 0;
-    performance.mark("ls:runs"); // PROFILE
   } catch (err) {
     noteError(explain(err));
     showBanner(explain(err));
@@ -111,12 +110,12 @@ async function start() {
   for (const chart of charts.values()) {
     if (chart.card.hidden) continue;
     const r = chart.card.getBoundingClientRect();
-    if (r.bottom > 0 && r.top < innerHeight) {
+    chart.inViewport = r.bottom > 0 && r.top < innerHeight; // loaded before the cards of the margin
+    if (chart.inViewport) {
       chart.onScreen = true;
       requestChart(chart);
     }
   }
-  performance.mark("ls:started"); // PROFILE
   connect();
 }
 
