@@ -33,7 +33,7 @@ function afterTwoFrames(fn) {
 }
 
 /* Once every loaded chart in the viewport has drawn its data (a draw per chart per frame, within a
- * frame budget), and two frames later. */
+ * frame budget), and the page is idle: the margin's cards are a prefetch for scrolling. */
 function whenViewportDrawn(fn) {
   const check = () => {
     for (const c of charts.values()) {
@@ -42,9 +42,14 @@ function whenViewportDrawn(fn) {
         return;
       }
     }
-    afterTwoFrames(fn);
+    afterTwoFrames(() => whenIdle(fn));
   };
   requestAnimationFrame(check);
+}
+
+function whenIdle(fn) {
+  if (typeof requestIdleCallback === "function") requestIdleCallback(fn, { timeout: 1000 });
+  else setTimeout(fn, 50);
 }
 
 function openGate() {

@@ -164,6 +164,7 @@ function frame() {
     chart.drawnAt = t0;
     const d0 = performance.now();
     drawChart(chart);
+    if (firstDrawAt === null && state.draws > 0) firstDrawAt = performance.now();
     frameTimes.push(performance.now() - d0);
     if (frameTimes.length > 2000) frameTimes.splice(0, 1000);
     if (chart.hover || chart.drag) drawHover(chart, tooltip);
@@ -178,6 +179,7 @@ function frame() {
 }
 
 const frameTimes = []; // ms per chart draw, for the benchmark
+let firstDrawAt = null; // performance.now() when the first chart with data was drawn (the benchmark's first paint)
 
 const resizeObserver = new ResizeObserver((entries) => {
   for (const entry of entries) {
@@ -293,7 +295,9 @@ window.lightningStream = Object.freeze({
     return view.smoothing > 0 ? Array.from(smoothed(s, view.smoothing).subarray(0, s.n)) : Array.from(s.values.subarray(0, s.n));
   },
   /** Cheap progress probe for the benchmark: cards inside the viewport, and how many of them hold
-   * their loaded data on screen (drawn after the load, and after the zoom window's load if zoomed). */
+   * their loaded data on screen (drawn after the load, and after the zoom window's load if zoomed), and
+   * when the first chart with data was drawn (a poll may start after that: the page can draw before
+   * Playwright's `goto` returns). */
   progress() {
     let inView = 0;
     let complete = 0;
@@ -306,7 +310,7 @@ window.lightningStream = Object.freeze({
       const windowDone = !z || (c.window && c.window.from === z[0] && c.window.to === z[1] && c.drawnAt >= c.window.at);
       if (c.loadState === "loaded" && c.drawnAt >= c.loadedAt && windowDone) complete += 1;
     }
-    return { draws: state.draws, inView, complete, requests: { ...requestStats }, now: performance.now() };
+    return { draws: state.draws, firstDrawAt, inView, complete, requests: { ...requestStats }, now: performance.now() };
   },
   /** Per-draw times in ms (the benchmark's frame-time figure). */
   drawTimes() {
