@@ -216,7 +216,11 @@ def load_figures(browser: Any, url: str) -> dict[str, Any]:
     """First paint and all-visible-complete, in ms since navigation start, and requests until then."""
     context, page, requests = open_dashboard(browser, url)
     try:
-        first = wait_page(page, f"() => {{ const p = ({PROGRESS})(); return p && p.draws > 0 && p.now; }}")
+        # the page's own time of its first draw (older pages: the poll's time, which is late when the page
+        # drew before goto() returned and the poll started)
+        first = wait_page(
+            page, f"() => {{ const p = ({PROGRESS})(); return p && p.draws > 0 && (p.firstDrawAt || p.now); }}"
+        )
         done = wait_page(
             page, f"() => {{ const p = ({PROGRESS})(); return p && p.inView > 0 && p.complete === p.inView && p; }}"
         )

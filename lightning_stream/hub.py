@@ -67,6 +67,8 @@ from lightning_stream.globs import MAX_GLOB_LEN, GlobFilter, validate_glob
 from lightning_stream.scalars import ScalarBatch
 from lightning_stream.series import BYTES_PER_POINT, MIN_DECIMATE, Series, Window
 
+_GLOB_CHARS = frozenset("*?[")  # a pattern without them matches only itself (fnmatch)
+
 __all__ = [
     "FORMATS",
     "MAX_GLOB_LEN",
@@ -686,6 +688,10 @@ class Hub:
     def select(self, run_glob: str = "*", tag_glob: str = "*") -> list[tuple[str, str]]:
         """(run, tag) of every held series matching both globs (the rules of :meth:`subscribe`), sorted."""
         flt = GlobFilter(validate_glob(run_glob, name="run"), validate_glob(tag_glob, name="tag"))
+        if _GLOB_CHARS.isdisjoint(tag_glob):  # one tag (a chart's): a lookup per run, not fnmatch per series
+            return [
+                (run, tag_glob) for run in sorted(self._runs) if tag_glob in self._runs[run].series and flt.run(run)
+            ]
         return [
             (run, tag)
             for run in sorted(self._runs)

@@ -13,6 +13,7 @@ from typing import Any
 from lightning_stream._version import __version__
 from lightning_stream.globs import MAX_GLOB_LEN
 from lightning_stream.params import MAX_LIMIT
+from lightning_stream.seriesapi import MAX_TAGS
 
 #: a float on the wire: a JSON number, or TensorBoard's strings for values JSON cannot hold
 FLOAT = {"anyOf": [{"type": "number"}, {"type": "string", "enum": ["NaN", "Infinity", "-Infinity"]}]}
@@ -128,7 +129,16 @@ def openapi_document(*, token: bool = False) -> dict[str, Any]:
                     ),
                     "parameters": [
                         _query("run", glob_param, "run name or fnmatch glob (default *)"),
-                        _query("tag", glob_param, "tag name or fnmatch glob (default *)"),
+                        {
+                            **_query(
+                                "tag",
+                                {"type": "array", "items": glob_param, "maxItems": MAX_TAGS},
+                                f"tag name or fnmatch glob (default *); repeat it (at most {MAX_TAGS} times) "
+                                "for the union of what each matches",
+                            ),
+                            "style": "form",
+                            "explode": True,
+                        },
                         _query("start_step", INT64, "first step of the window (inclusive)"),
                         _query("end_step", INT64, "last step of the window (inclusive); not below start_step"),
                         _query(
@@ -150,7 +160,7 @@ def openapi_document(*, token: bool = False) -> dict[str, Any]:
                                 "text/csv": {"schema": {"type": "string"}},
                             },
                         },
-                        "400": _error("a parameter is malformed or unknown, or start_step > end_step"),
+                        "400": _error("a parameter is malformed or unknown, start_step > end_step, or too many tag="),
                         "404": _error("an exact run (or an exact tag of an exact run) is unknown"),
                         **unauthorized,
                     },

@@ -2,7 +2,8 @@
 
 Query (every parameter optional)::
 
-    run=GLOB  tag=GLOB          which series (fnmatch, as on /stream; absent means '*')
+    run=GLOB  tag=GLOB          which series (fnmatch, as on /stream; absent means '*'); tag= may be
+                                repeated (at most MAX_TAGS times): the union of what each matches
     start_step=A  end_step=B    inclusive step window (either side may be open)
     max_points=N                per series, at most N points (2 <= N <= 1,000,000): min/max buckets,
                                 first and last point of the window kept (``Series.window``)
@@ -38,9 +39,11 @@ from lightning_stream.params import MAX_LIMIT, BadRequest, parse_glob, parse_int
 from lightning_stream.security import cors_headers_for, json_error
 from lightning_stream.wire import CSV_HEADER, csv_chunks, series_json_chunks
 
-__all__ = ["FORMATS", "PARAMS", "SeriesQuery", "handle_series", "parse_series_query"]
+__all__ = ["FORMATS", "MAX_TAGS", "PARAMS", "SeriesQuery", "handle_series", "parse_series_query"]
 
 FORMATS = ("json", "csv")
+#: tag= parameters one request may repeat (the dashboard asks for a screenful of charts at once)
+MAX_TAGS = 64
 PARAMS = ("run", "tag", "start_step", "end_step", "max_points", "format", "token")
 GLOB_CHARS = frozenset("*?[")
 
@@ -55,6 +58,7 @@ class SeriesQuery:
     end_step: int | None = None
     max_points: int | None = None
     format: str = "json"
+    tags: tuple[str, ...] = ("*",)  # every tag= given (``tag`` is the first): the union is selected
 
 
 def is_glob(name: str) -> bool:
@@ -78,9 +82,17 @@ def parse_series_query(query: MultiMapping[str]) -> SeriesQuery:
     fmt = query.get("format", "json")
     if fmt not in FORMATS:
         raise BadRequest(f"format={fmt!r} is not known; use format=json (default) or format=csv")
+    given = query.getall("tag", [])
+    if len(given) > MAX_TAGS:
+        raise BadRequest(
+            f"{len(given)} tag= parameters; /api/series takes at most {MAX_TAGS} (a glob such as tag=train/* "
+            "selects many tags in one)"
+        )
+    tags = tuple(parse_glob(t, "tag") for t in given) or ("*",)
     return SeriesQuery(
         run=parse_glob(query.get("run"), "run"),
-        tag=parse_glob(query.get("tag"), "tag"),
+        tag=tags[0],
+        tags=tags,
         start_step=start,
         end_step=end,
         max_points=max_points,
@@ -97,10 +109,18 @@ def _lookup_error(hub: Hub, q: SeriesQuery) -> web.Response | None:
         return json_error(
             404, f"unknown run {q.run!r}; known runs: {known} (GET /api/runs), or pass a glob such as run=*"
         )
-    if not is_glob(q.tag) and q.tag not in hub.tags(q.run):
-        tags = ", ".join(repr(t) for t in hub.tags(q.run)[:50]) or "none yet"
-        return json_error(404, f"unknown tag {q.tag!r} in run {q.run!r}; its tags: {tags}")
+    for tag in q.tags:
+        if not is_glob(tag) and tag not in hub.tags(q.run):
+            tags = ", ".join(repr(t) for t in hub.tags(q.run)[:50]) or "none yet"
+            return json_error(404, f"unknown tag {tag!r} in run {q.run!r}; its tags: {tags}")
     return None
+
+
+def _select(hub: Hub, q: SeriesQuery) -> list[tuple[str, str]]:
+    """(run, tag) of every held series the query selects, sorted: the union over its tag globs."""
+    if len(q.tags) == 1:
+        return hub.select(q.run, q.tag)
+    return sorted({pair for tag in q.tags for pair in hub.select(q.run, tag)})
 
 
 async def handle_series(request: web.Request, hub: Hub, config: ServerConfig) -> web.StreamResponse:
@@ -116,7 +136,7 @@ async def handle_series(request: web.Request, hub: Hub, config: ServerConfig) ->
     # Queued points become messages first, so `seq` covers exactly what is returned (no await below).
     hub.flush()
     seq = hub.seq
-    windows = [hub.window(run, tag, q.start_step, q.end_step, q.max_points) for run, tag in hub.select(q.run, q.tag)]
+    windows = [hub.window(run, tag, q.start_step, q.end_step, q.max_points) for run, tag in _select(hub, q)]
     response = web.StreamResponse(
         headers={hdrs.CONTENT_TYPE: "application/json; charset=utf-8", **cors_headers_for(request, config)}
     )
@@ -137,7 +157,7 @@ async def _stream_csv(request: web.Request, hub: Hub, config: ServerConfig, q: S
     await response.prepare(request)
     try:
         await response.write(CSV_HEADER)
-        for run, tag in hub.select(q.run, q.tag):
+        for run, tag in _select(hub, q):
             try:
                 window = hub.window(run, tag, q.start_step, q.end_step, q.max_points)
             except KeyError:  # the hub closed while we were writing

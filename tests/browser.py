@@ -93,6 +93,7 @@ class Watched:
     context: Any
     console_errors: list[str] = field(default_factory=list)
     page_errors: list[str] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)  # every URL the page asked for, in order
 
     def snapshot(self) -> dict[str, Any]:
         result: dict[str, Any] = self.page.evaluate("window.lightningStream.snapshot()")
@@ -120,6 +121,7 @@ def open_page(browser: Any, url: str, *, color_scheme: str = "dark", **context_o
     watched = Watched(page, context)
     page.on("console", lambda msg: watched.console_errors.append(msg.text) if msg.type == "error" else None)
     page.on("pageerror", lambda exc: watched.page_errors.append(str(exc)))
+    page.on("request", lambda request: watched.requests.append(request.url))
     try:
         page.goto(url)
         page.wait_for_function("window.lightningStream !== undefined", timeout=WAIT_S * 1000)

@@ -85,7 +85,15 @@ def test_rest_api_conforms_to_its_openapi_document(case: schemathesis.Case, live
         response = case.call(base_url=live_url)
         assert response.status_code == 400, response.text
         return
-    case.call_and_validate(base_url=live_url)
+    response = case.call(base_url=live_url)
+    if response.status_code == 400 and LINE_TOO_LONG in response.text:
+        # up to 64 tag= globs of 256 characters can pass aiohttp's 8,190-byte request line: its parser
+        # answers 400 in text here; the served app (connections.CappedSockSite) answers it in JSON
+        return
+    case.validate_response(response)
+
+
+LINE_TOO_LONG = "Got more than 8190 bytes when reading"
 
 
 def _reversed_window(query: dict[str, Any] | None) -> bool:

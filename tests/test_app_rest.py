@@ -6,7 +6,9 @@ import asyncio
 import json
 import math
 import os
+import re
 import time
+from typing import Any
 
 import aiohttp
 import pytest
@@ -15,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lightning_stream._version import __version__
 from lightning_stream.app import STATIC_DIR
+from lightning_stream.indexpage import BOOT_ELEMENT, first_tag
 
 
 async def get(url: str, **kw: object) -> tuple[int, object, aiohttp.typedefs.LooseHeaders]:
@@ -217,9 +220,58 @@ async def test_index_serves_the_dashboard_or_a_placeholder() -> None:
     assert headers["Content-Type"].startswith("text/html")
     index = STATIC_DIR / "index.html"
     if index.is_file():
-        assert body == index.read_text()
+        assert isinstance(body, str)
+        assert BOOT_ELEMENT in index.read_text()
+        assert re.sub(BOOT_DATA, BOOT_ELEMENT, body) == index.read_text()  # the page, with the data in it
     else:
         assert "lightning-stream" in str(body)
+
+
+BOOT_DATA = r'<script id="boot-data" type="application/json">.*?</script>'
+
+
+def boot_of(page: str) -> Any:
+    found = re.search(r'<script id="boot-data" type="application/json">(.*?)</script>', page, re.S)
+    assert found is not None, page[:500]
+    return json.loads(found.group(1))
+
+
+async def test_index_embeds_health_runs_and_the_top_tag_taken_at_one_seq_no_store() -> None:
+    async with running_app() as app:
+        ingest(app.hub, batch("b", "val/loss", [1, 2]), batch("a", "train/loss", [1]), batch("a", "lr", [1]))
+        status, page, headers = await get(app.url + "/")
+        _, runs, _ = await get(app.url + "/api/runs")
+        seq = app.hub.seq
+    assert status == 200
+    assert headers["Cache-Control"] == "no-store"
+    assert isinstance(page, str)
+    boot = boot_of(page)
+    assert boot["runs"] == runs
+    assert boot["health"]["seq"] == seq > 0  # queued points were flushed before: seq covers the runs listed
+    assert boot["health"]["pid"] == os.getpid()
+    assert boot["first"] == "lr"  # tags without a prefix come first (layout.js), then groups by name
+
+
+async def test_index_data_cannot_end_its_script_element_and_needs_the_token() -> None:
+    token = "index-token-123"
+    async with running_app(token=token) as app:
+        ingest(app.hub, batch("</script><script>alert(1)</script><!--", "loss", [1]))
+        denied, refusal, _ = await get(app.url + "/")
+        status, page, _ = await get(app.url + "/?token=" + token)
+    assert denied == 401  # the runs in the page are for token holders, as /api/runs is
+    assert "boot-data" not in str(refusal)
+    assert status == 200
+    assert isinstance(page, str)
+    assert "<script>alert" not in page
+    assert "<" not in page.split('<script id="boot-data" type="application/json">')[1].split("</script>")[0]
+    assert boot_of(page)["runs"][0]["run"] == "</script><script>alert(1)</script><!--"
+
+
+def test_first_tag_follows_the_cards_order() -> None:
+    assert first_tag([]) is None
+    assert first_tag([{"tags": ["z/a", "b/x", "b/c"]}, {"tags": ["c/a"]}]) == "b/c"
+    assert first_tag([{"tags": ["b/x", "zz", "/lead"]}]) == "/lead"  # a leading slash is no prefix
+    assert first_tag([{"tags": ["a/b", "a", "a0"]}]) == "a"
 
 
 async def test_openapi_document_describes_the_rest_routes() -> None:

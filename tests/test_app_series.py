@@ -15,12 +15,15 @@ import pytest
 from apptools import TIMEOUT, RunningApp, batch, ingest, running_app
 
 from lightning_stream.hub import Hub
+from lightning_stream.seriesapi import MAX_TAGS
 from lightning_stream.wire import CSV_ROWS_PER_CHUNK
 
 TOKEN = "s3cret-token-123"
 
 
-async def fetch(app: RunningApp, params: dict[str, str] | None = None, **kw: Any) -> tuple[int, str, Any]:
+async def fetch(
+    app: RunningApp, params: dict[str, str] | list[tuple[str, str]] | None = None, **kw: Any
+) -> tuple[int, str, Any]:
     async with (
         aiohttp.ClientSession(timeout=TIMEOUT) as s,
         s.get(app.url + "/api/series", params=params or {}, **kw) as r,
@@ -91,6 +94,41 @@ async def test_an_exact_unknown_run_or_tag_is_404_listing_what_exists() -> None:
     assert "unknown tag 'nope' in run 'a'" in json.loads(tag404)["error"]
     assert "'acc', 'loss'" in json.loads(tag404)["error"]
     assert "unknown run 'nope'" in json.loads(csv404)["error"]
+
+
+async def test_repeated_tag_selects_the_union_once_each_sorted_in_json_and_csv() -> None:
+    async with running_app() as app:
+        two_runs(app.hub)
+        ingest(app.hub, batch("b/v0", "acc", [7]))
+        status, text, _ = await fetch(app, [("tag", "loss"), ("tag", "a*"), ("tag", "l?ss")])
+        _, csv_text, _ = await fetch(app, [("tag", "acc"), ("tag", "loss"), ("run", "b*"), ("format", "csv")])
+    assert status == 200
+    pairs = [(s["run"], s["tag"]) for s in json.loads(text)["series"]]
+    assert pairs == [("a", "acc"), ("a", "loss"), ("b/v0", "acc"), ("b/v0", "loss")]  # no pair twice
+    assert [row[:3] for row in csv.reader(io.StringIO(csv_text))][1:] == [
+        ["b/v0", "acc", "7"],
+        ["b/v0", "loss", "5"],
+        ["b/v0", "loss", "6"],
+    ]
+
+
+async def test_repeated_tag_keeps_the_rules_of_one_bad_globs_unknown_exact_tags_and_a_limit() -> None:
+    async with running_app() as app:
+        two_runs(app.hub)
+        s1, bad, _ = await fetch(app, [("tag", "loss"), ("tag", "[abc")])
+        s2, empty, _ = await fetch(app, [("tag", "loss"), ("tag", "")])
+        s3, unknown, _ = await fetch(app, [("run", "a"), ("tag", "loss"), ("tag", "nope")])
+        many = [("tag", f"t{i}") for i in range(MAX_TAGS + 1)]
+        s4, too_many, _ = await fetch(app, many)
+        s5, at_limit, _ = await fetch(app, many[:MAX_TAGS])
+    assert (s1, s2, s3, s4, s5) == (400, 400, 404, 400, 200)
+    assert "unclosed '['" in json.loads(bad)["error"]
+    assert "tag is empty" in json.loads(empty)["error"]
+    assert "unknown tag 'nope' in run 'a'" in json.loads(unknown)["error"]
+    assert json.loads(too_many)["error"].startswith(
+        f"{MAX_TAGS + 1} tag= parameters; /api/series takes at most {MAX_TAGS}"
+    )
+    assert json.loads(at_limit)["series"] == []
 
 
 async def test_the_step_window_is_inclusive_at_both_ends() -> None:

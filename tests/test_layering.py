@@ -42,7 +42,21 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
     ("wire", frozenset({"wire", "encoding"})),
     (
         "app",
-        frozenset({"params", "security", "connections", "metrics", "sse", "websocket", "seriesapi", "openapi", "app"}),
+        frozenset(
+            {
+                "params",
+                "security",
+                "connections",
+                "metrics",
+                "sse",
+                "websocket",
+                "seriesapi",
+                "openapi",
+                "indexpage",
+                "staticfiles",
+                "app",
+            }
+        ),
     ),
     ("server", frozenset({"registry", "ports", "processhooks", "logdirs", "threaded", "server", "child", "isolated"})),
     ("manager", frozenset({"manager"})),

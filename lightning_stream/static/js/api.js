@@ -13,7 +13,8 @@ export function pageToken() {
 export function apiUrl(path, query) {
   const url = new URL(path, document.baseURI);
   for (const [k, v] of Object.entries(query || {})) {
-    if (v !== null && v !== undefined) url.searchParams.set(k, String(v));
+    if (Array.isArray(v)) for (const item of v) url.searchParams.append(k, String(item)); // repeated: tag=a&tag=b
+    else if (v !== null && v !== undefined) url.searchParams.set(k, String(v));
   }
   return url;
 }
@@ -49,22 +50,27 @@ async function request(path, query, timeoutMs) {
   requestStats.total += 1;
   try {
     const res = await fetch(apiUrl(path, query), { headers, signal: ctrl.signal, cache: "no-store" });
-    const text = await res.text();
-    if (!res.ok) {
-      let message = text;
-      try {
-        message = parseJSON(text).error || text;
-      } catch (_) {
-        /* not JSON: keep the text */
-      }
-      const err = new Error(`HTTP ${res.status} from ${path}: ${message}`);
-      err.status = res.status;
-      throw err;
-    }
-    return text;
+    return await answerText(res, path);
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** The text of an answer, or an Error with its status and the server's message. */
+export async function answerText(res, path) {
+  const text = await res.text();
+  if (!res.ok) {
+    let message = text;
+    try {
+      message = parseJSON(text).error || text;
+    } catch (_) {
+      /* not JSON: keep the text */
+    }
+    const err = new Error(`HTTP ${res.status} from ${path}: ${message}`);
+    err.status = res.status;
+    throw err;
+  }
+  return text;
 }
 
 export async function getJSON(path, query, timeoutMs = HISTORY_TIMEOUT_MS) {
@@ -77,11 +83,28 @@ export async function getText(path, query, timeoutMs = HISTORY_TIMEOUT_MS) {
 
 /**
  * GET /api/series: {seq, series: [{run, tag, steps, wall_times, values, decimated}]}.
- * query: {run, tag} globs, and optional start_step, end_step, max_points.
+ * query: {run, tag} globs (tag may be a list: their union), and optional start_step, end_step, max_points;
+ * `gate`: a promise to wait for between the answer's arrival and its parsing.
  */
-export async function getSeries(query) {
+export async function getSeries(query, gate = null) {
   requestStats.series += 1;
-  const body = await getJSON("api/series", query);
+  const text = await getText("api/series", query);
+  if (gate) await gate; // parsing megabytes blocks the page: not before the first chart is on screen
+  return seriesBody(parseJSON(text));
+}
+
+/** The answer to the request index.html made for the top chart before the modules loaded:
+ * {ok, body} or {ok: false, status, text} (counted here, when it is used). */
+export async function earlySeries(answer) {
+  requestStats.total += 1;
+  requestStats.series += 1;
+  const a = await answer;
+  if (a.ok) return seriesBody(a.body);
+  if (a.status >= 400) await answerText(new Response(a.text, { status: a.status }), "api/series"); // throws
+  throw new Error(`api/series: ${a.text}`);
+}
+
+function seriesBody(body) {
   return { seq: body.seq, series: Array.isArray(body.series) ? body.series : [] };
 }
 

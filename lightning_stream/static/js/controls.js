@@ -73,7 +73,7 @@ export function bindControls(changed) {
   const setAll = (checked) => {
     for (const run of runs.values()) {
       run.checked = checked;
-      run.box.checked = checked;
+      if (run.box) run.box.checked = checked; // a row not built yet is built with run.checked
     }
     changed("runs");
   };

@@ -5,7 +5,7 @@
  * newer than the answer's `seq` (so nothing is lost or doubled); an unloaded chart drops them
  * (its history, loaded later, holds them). */
 
-import { getSeries as fetchSeries } from "./api.js";
+import { earlySeries, getSeries as fetchSeries } from "./api.js";
 import { escapeGlob } from "./glob.js";
 import { charts, getSeries, hooks, noteError, rateBuckets, state, touched } from "./model.js";
 import { appendColumns, clearSeries, compact, num, replaceColumns, resetFrom } from "./store.js";
@@ -14,8 +14,47 @@ const HOLD_LIMIT = 40000; // points per series before older ones are summarised 
 const HOLD_RAW = 10000; // newest points kept exact
 const HOLD_BUCKETS = 5000; // older points become min/max of this many buckets
 const CONCURRENCY = 2; // the server answers one at a time: more in flight only delays the first chart
+const BATCH_TAGS = 8; // charts per request past the first (the server takes up to 64 tag= parameters)
+const BATCH_POINTS = 130000; // ... and about this many points: one answer is parsed while the next is written
 const queue = []; // charts waiting for a history request, in page order
 let inFlight = 0;
+let viewportBusy = 0; // loads of charts inside the viewport (chart.inViewport, sync.js) not yet on screen
+let firstSent = false; // the page's first request is the top chart alone, so it paints first
+let painted = null;
+/* Resolved two frames after the first answer was applied (its chart is drawn in the first of them):
+ * the answers of the other requests are parsed after that, so a long parse (megabytes of JSON) holds
+ * back neither that frame nor the next. */
+export const firstPaint = new Promise((resolve) => {
+  painted = resolve;
+});
+
+function afterTwoFrames(fn) {
+  requestAnimationFrame(() => requestAnimationFrame(() => setTimeout(fn, 0)));
+}
+
+/* Once every loaded chart in the viewport has drawn its data (a draw per chart per frame, within a
+ * frame budget), and the page is idle: the margin's cards are a prefetch for scrolling. */
+function whenViewportDrawn(fn) {
+  const check = () => {
+    for (const c of charts.values()) {
+      if (c.inViewport && c.onScreen && !c.card.hidden && c.loadState === "loaded" && !(c.drawnAt >= c.loadedAt)) {
+        requestAnimationFrame(check);
+        return;
+      }
+    }
+    afterTwoFrames(() => whenIdle(fn));
+  };
+  requestAnimationFrame(check);
+}
+
+function whenIdle(fn) {
+  if (typeof requestIdleCallback === "function") requestIdleCallback(fn, { timeout: 1000 });
+  else setTimeout(fn, 50);
+}
+
+function openGate() {
+  afterTwoFrames(painted);
+}
 
 /** Points per series to ask for: about two (a min and a max) per pixel column of the plot. */
 export function maxPointsFor(chart) {
@@ -28,44 +67,128 @@ export function requestChart(chart) {
   if (chart.loadState !== "unloaded" || chart.queued) return;
   chart.queued = true;
   queue.push(chart);
-  pump();
+  if (queue.length === 1) queueMicrotask(pump); // after the caller has queued every chart it wants now
+}
+
+/* About how many points a chart's history holds: per series, its run's last listed step + 1 (steps
+ * usually start at 0), capped by max_points. An estimate, only used to size a request. */
+function estimatePoints(chart, maxPoints) {
+  let total = 0;
+  for (const s of chart.series) {
+    const last = s.run.listedStep;
+    total += Number.isFinite(last) && last >= 0 ? Math.min(maxPoints, last + 1) : maxPoints;
+  }
+  return total;
+}
+
+/** Charts for the next request: the top chart alone first, then the next ones on the page together. */
+export function takeBatch(pending, first, limits = { tags: BATCH_TAGS, points: BATCH_POINTS }) {
+  const batch = [];
+  let points = 0;
+  while (pending.length) {
+    const chart = pending[0];
+    if (chart.loadState !== "unloaded" || !chart.onScreen) {
+      pending.shift();
+      chart.queued = false;
+      continue;
+    }
+    const cost = estimatePoints(chart, maxPointsFor(chart));
+    const full = first || batch.length >= limits.tags || points + cost > limits.points;
+    if (batch.length && (full || !!chart.inViewport !== !!batch[0].inViewport)) break; // the viewport's own first
+    pending.shift();
+    chart.queued = false;
+    batch.push(chart);
+    points += cost;
+  }
+  return batch;
+}
+
+/* Cards sit in page order in one container (layout.js), so document order is page order, and
+ * comparing it needs no layout (offsetTop would force one). */
+function pageOrder(a, b) {
+  if (a.card === b.card) return 0;
+  return a.card.compareDocumentPosition(b.card) & Node.DOCUMENT_POSITION_FOLLOWING ? -1 : 1;
 }
 
 function pump() {
   while (inFlight < CONCURRENCY && queue.length) {
-    // the chart highest on the page first: the top of the screen fills in first
-    queue.sort((a, b) => a.order() - b.order());
-    const chart = queue.shift();
-    chart.queued = false;
-    if (chart.loadState !== "unloaded" || !chart.onScreen) continue;
+    // the viewport's charts first (cards in the 200 px margin wait until those are in), then the
+    // chart highest on the page first: the top of the screen fills in first
+    queue.sort((a, b) => !!b.inViewport - !!a.inViewport || pageOrder(a, b));
+    if (viewportBusy > 0 && !queue[0].inViewport) return; // pumped again once the viewport is drawn
+    const first = !firstSent;
+    const batch = takeBatch(queue, first);
+    if (batch.length === 0) continue;
+    firstSent = true;
     inFlight += 1;
-    loadChart(chart).finally(() => {
+    const viewport = !!batch[0].inViewport;
+    if (viewport) viewportBusy += 1;
+    loadCharts(batch, first).finally(() => {
+      if (first) openGate();
       inFlight -= 1;
+      if (viewport) {
+        whenViewportDrawn(() => {
+          viewportBusy -= 1; // the margin's cards may load now
+          pump();
+        });
+      }
       pump();
     });
   }
 }
 
-async function loadChart(chart) {
-  chart.loadState = "loading";
-  const generation = chart.generation;
+/* One GET /api/series for the histories of `batch` (tag= repeated: a union), at the largest
+ * max_points any of them needs. */
+async function loadCharts(batch, first) {
+  const generations = batch.map((chart) => {
+    chart.loadState = "loading";
+    return chart.generation;
+  });
+  const tags = batch.map((chart) => escapeGlob(chart.tag));
+  const maxPoints = Math.max(...batch.map(maxPointsFor));
+  const early = first ? takeEarly(batch[0], maxPoints) : null;
   let body;
   try {
-    body = await fetchSeries({ run: "*", tag: escapeGlob(chart.tag), max_points: maxPointsFor(chart) });
+    if (early) body = await earlySeries(early);
+    else body = await fetchSeries({ run: "*", tag: tags.length === 1 ? tags[0] : tags, max_points: maxPoints }, first ? null : firstPaint);
   } catch (err) {
-    noteError(`loading ${chart.tag}: ${err.message}`);
-    for (const s of chart.series) s.pending = [];
-    if (chart.generation === generation) {
-      chart.loadState = "unloaded";
-      setTimeout(() => chart.onScreen && requestChart(chart), 2000); // the health probe shows why
-    }
+    batch.forEach((chart, i) => {
+      noteError(`loading ${chart.tag}: ${err.message}`);
+      for (const s of chart.series) s.pending = [];
+      if (chart.generation === generations[i]) {
+        chart.loadState = "unloaded";
+        setTimeout(() => chart.onScreen && requestChart(chart), 2000); // the health probe shows why
+      }
+    });
     return;
   }
-  if (chart.generation !== generation) return; // reset meanwhile: a newer load follows
-  const seq = num(body.seq);
-  const answered = new Set();
+  const byTag = new Map(batch.map((chart) => [chart.tag, []]));
   for (const entry of body.series) {
-    if (entry.tag !== chart.tag || typeof entry.run !== "string") continue;
+    const list = byTag.get(entry.tag);
+    if (list && typeof entry.run === "string") list.push(entry);
+  }
+  const seq = num(body.seq);
+  batch.forEach((chart, i) => {
+    if (chart.generation === generations[i]) applyHistory(chart, seq, byTag.get(chart.tag));
+    // else reset meanwhile: a newer load follows
+  });
+  hooks.scheduleFrame();
+}
+
+/* The answer index.html asked for before the modules loaded (window.lightningStreamBoot.early), for
+ * the page's first request if that is the same chart at no more points; else it is dropped. */
+function takeEarly(chart, maxPoints) {
+  const boot = window.lightningStreamBoot;
+  const early = boot && boot.early;
+  if (!early) return null;
+  boot.early = null;
+  return early.tag === chart.tag && early.maxPoints >= maxPoints ? early.answer : null;
+}
+
+/* A chart's loaded history: its series replaced, stream points buffered meanwhile replayed. */
+function applyHistory(chart, seq, entries) {
+  const answered = new Set();
+  for (const entry of entries) {
     const s = getSeries(entry.run, entry.tag);
     answered.add(s);
     replaceColumns(s, entry.steps || [], entry.wall_times || [], entry.values || []);
@@ -90,7 +213,6 @@ async function loadChart(chart) {
   chart.loadedAt = performance.now();
   chart.loads += 1;
   chart.urgent = true;
-  hooks.scheduleFrame();
 }
 
 /** "Last update" before any live point: when the newest loaded point was written. */

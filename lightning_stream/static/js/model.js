@@ -66,6 +66,7 @@ export function getRun(name) {
     fields: {},
     checked: !view.hidden.includes(name),
     lastStep: null,
+    listedStep: null, // last_step in /api/runs (sizes history requests)
     shown: {},
     row: null,
     rowDirty: true,

@@ -7,8 +7,9 @@ import { rateBuckets, runMatchesFilter, runs, state, view } from "./model.js";
 
 const RATE_WINDOW_MS = 5000;
 const $ = (id) => document.getElementById(id);
-let actions = null; // {runsChanged(), colorChanged(run)}
+let actions = null; // {runsChanged(), colorChanged(run), rowsBuilt()}
 
+/** a: {runsChanged(), colorChanged(run), rowsBuilt()} */
 export function initSidebar(a) {
   actions = a;
 }
@@ -24,7 +25,34 @@ export function hparamsText(hp) {
   return parts.join(" · ");
 }
 
+const ROWS_LATEST_MS = 1000; // at load, rows wait for the first chart, at most this long
+let pendingRows = []; // runs whose row is not built yet
+let deferRows = true; // until the first flush: rows of the runs listed at load are built together, later
+let rowsTimer = null;
+
+/** A row for a new run. At load, 300 rows of inputs would be styled, laid out and painted in the
+ * frame of the first chart: they are built once it is on screen (`flushRunRows`), or after 1 s. */
 export function buildRunRow(run) {
+  if (!deferRows) {
+    makeRunRow(run);
+    return;
+  }
+  pendingRows.push(run);
+  if (rowsTimer === null) rowsTimer = setTimeout(flushRunRows, ROWS_LATEST_MS);
+}
+
+/** Build the rows held back at load; from now on a new run gets its row at once. */
+export function flushRunRows() {
+  deferRows = false;
+  if (rowsTimer !== null) clearTimeout(rowsTimer);
+  rowsTimer = null;
+  const list = pendingRows;
+  pendingRows = [];
+  for (const run of list) makeRunRow(run);
+  if (list.length) actions.rowsBuilt();
+}
+
+function makeRunRow(run) {
   const list = $("run-list");
   const li = document.createElement("li");
   li.className = "run";
@@ -93,7 +121,7 @@ export function showOnly(run) {
   const alone = run.checked && [...runs.values()].every((r) => r === run || !r.checked);
   for (const r of runs.values()) {
     r.checked = alone || r === run;
-    r.box.checked = r.checked;
+    if (r.box) r.box.checked = r.checked;
   }
   actions.runsChanged();
 }
@@ -137,7 +165,7 @@ function refreshRunRow(run) {
 }
 
 export function refreshRunFilter() {
-  for (const run of runs.values()) run.row.dataset.filtered = String(!runMatchesFilter(run.name));
+  for (const run of runs.values()) if (run.row) run.row.dataset.filtered = String(!runMatchesFilter(run.name));
 }
 
 export function pointsPerSecond(now) {
@@ -180,7 +208,7 @@ export function renderStatus() {
   const info = h ? `v${h.version} · pid ${h.pid} · up ${formatDuration(h.uptime_s)} · ${clientsText(h.clients)}` : "—";
   setText(el("server-info"), info, "server", statusShown);
   for (const run of runs.values()) {
-    if (run.rowDirty) {
+    if (run.rowDirty && run.row) {
       run.rowDirty = false;
       refreshRunRow(run);
     }

@@ -2,7 +2,7 @@
  * status), the live stream with resume from the last id and backoff, /health probes that notice a
  * restarted server, and a full reload after `reset`. History itself is loaded lazily (loader.js). */
 
-import { HEALTH_TIMEOUT_MS, explain, getJSON } from "./api.js";
+import { HEALTH_TIMEOUT_MS, explain, getJSON, parseJSON } from "./api.js";
 import { ingest, requestChart, resetCharts, seriesReset } from "./loader.js";
 import { charts, getRun, getSeries, hooks, noteError, state, view } from "./model.js";
 import { showBanner } from "./sidebar.js";
@@ -10,6 +10,7 @@ import { num } from "./store.js";
 import { openStream } from "./stream.js";
 
 const HEALTH_EVERY_MS = 2000;
+const HEALTH_FIRST_MS = 5000; // a failing stream probes at once (resume); the page load needs no probe
 const RUNS_EVERY_MS = 10000;
 let stream = null;
 let reconnectTimer = null;
@@ -26,13 +27,17 @@ function setStreamState(s) {
 
 /** Runs and their tags from /api/runs: every (run, tag) gets its series (empty until its chart loads). */
 async function loadRuns() {
-  const list = await getJSON("api/runs");
+  applyRuns(await getJSON("api/runs"));
+}
+
+function applyRuns(list) {
   const entries = Array.isArray(list) ? list : list.runs || [];
   entries.sort((a, b) => (a.run < b.run ? -1 : a.run > b.run ? 1 : 0)); // colours are assigned in name order
   for (const entry of entries) {
     if (!entry || typeof entry.run !== "string") continue;
     const run = getRun(entry.run);
     run.logdir = entry.logdir || null;
+    run.listedStep = typeof entry.last_step === "number" ? entry.last_step : null;
     if (entry.hparams && typeof entry.hparams === "object") run.hparams = entry.hparams;
     const st = entry.status;
     if (typeof st === "string") run.state = st;
@@ -47,20 +52,46 @@ async function loadRuns() {
   hooks.statusChanged();
 }
 
+/* /health and /api/runs as the server wrote them into the page (indexpage.py), once: a reload after a
+ * reset asks the routes again. null when the page came without them (a static copy, an old server). */
+function takeBootData() {
+  const el = document.getElementById("boot-data");
+  const parsed = window.lightningStreamBoot; // index.html's inline script parsed it already
+  if (!el && !parsed) return null;
+  let boot = null;
+  try {
+    boot = parsed ? parsed.data : parseJSON(el.textContent || "null");
+  } catch (_) {
+    boot = null;
+  }
+  if (el) el.remove();
+  if (parsed) parsed.data = null;
+  return boot && typeof boot === "object" && boot.health && Array.isArray(boot.runs) ? boot : null;
+}
+
+/** The page's own request: time to its first byte, the round trip the embedded answers took. */
+function pageRtt() {
+  const nav = performance.getEntriesByType("navigation")[0];
+  return nav && nav.responseStart > nav.requestStart ? nav.responseStart - nav.requestStart : 0;
+}
+
 async function start() {
   state.loading = true;
   hooks.layoutChanged();
+  const boot = takeBootData();
   try {
     const t0 = performance.now();
-    const health = await getJSON("health", null, HEALTH_TIMEOUT_MS);
-    const rtt = performance.now() - t0;
+    const health = boot ? boot.health : await getJSON("health", null, HEALTH_TIMEOUT_MS);
+    // embedded: its age is at most the time since navigation (the slack of the start-time estimate)
+    const rtt = boot ? t0 : performance.now() - t0;
     state.server = health;
     state.restState = "ok";
-    state.restDetail = `${Math.round(rtt)} ms`;
+    state.restDetail = `${Math.round(boot ? pageRtt() : rtt)} ms`;
     state.dataOrigin = serverIdentity(health, rtt);
     // Resume point: the seq before /api/runs, so a series born while we load is replayed too.
     const startSeq = num(health.seq);
-    await loadRuns();
+    if (boot) applyRuns(boot.runs);
+    else await loadRuns();
     state.lastSeq = Number.isFinite(startSeq) ? startSeq : 0;
   } catch (err) {
     noteError(explain(err));
@@ -79,7 +110,8 @@ async function start() {
   for (const chart of charts.values()) {
     if (chart.card.hidden) continue;
     const r = chart.card.getBoundingClientRect();
-    if (r.bottom > 0 && r.top < innerHeight) {
+    chart.inViewport = r.bottom > 0 && r.top < innerHeight; // loaded before the cards of the margin
+    if (chart.inViewport) {
       chart.onScreen = true;
       requestChart(chart);
     }
@@ -263,7 +295,7 @@ async function runsLoop() {
 }
 
 export function startSync() {
-  start(); // asks /health itself: the probes start one period later
-  setTimeout(healthLoop, HEALTH_EVERY_MS);
+  start(); // /health came with the page (or start asks it): no probe while the first charts load
+  setTimeout(healthLoop, HEALTH_FIRST_MS);
   setTimeout(runsLoop, RUNS_EVERY_MS);
 }
