@@ -212,7 +212,7 @@ class ColumnsTally(Tally):
 
     def feed(self, data: bytes, now: float) -> None:
         if not self.sse:
-            self._frame(data, 0, len(data), data[:24])
+            self._frame(data, 0, len(data), data[:48])
         else:
             data = self.rest + data if self.rest else data
             cut = data.rfind(b"\n\n") + 2
@@ -410,7 +410,7 @@ class WSProtocol(SSEProtocol):
                     assert b'"subscribed"' in buf[start:end], buf[start:end]
                     self.ready.set()
                 elif self.columns:
-                    tally._frame(buf, start, end, buf[start : start + 24])  # type: ignore[attr-defined]
+                    tally._frame(buf, start, end, buf[start : start + 48])  # type: ignore[attr-defined]
                 else:
                     tally.feed(buf[start:end], now)
             elif opcode == 0x9:  # ping: pong with the same payload

@@ -15,6 +15,11 @@ after the last frame received; the hub answers with the missed batches or an
 "wall_times", "values"}, ...]}`` (one entry per series touched) instead of ``{"points": [...]}``;
 ids, resume and resets are the same.
 
+A client that keeps up is written to from inside the hub's broadcast (``direct.py``), the frame
+already in the connection's framing (HTTP/1.1 chunks, which this route turns on itself, or the
+bare stream of HTTP/1.0); its pump task only runs for a client that fell behind, for keep-alives
+and for the liveness check.
+
 Why not ``aiohttp-sse`` (3.0)? Its ``send()`` formats and line-splits every
 event per client and runs a ping task per connection; here the payload JSON is
 built once per filter by the hub and a client's frames go out in one write,

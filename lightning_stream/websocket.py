@@ -20,7 +20,9 @@ Server → client::
 Frames larger than ``config.ws_max_msg_size`` close the connection with 1009
 (aiohttp's rule: the frame cannot be skipped safely). Protocol pings every
 ``config.keepalive_s`` detect dead peers. Per-message compression is off: it
-would cost CPU per client per message, which is what fan-out cannot afford.
+would cost CPU per client per message, which is what fan-out cannot afford. For the same reason a
+client that keeps up gets whole frames (header built once per frame for all clients) written from
+inside the hub's broadcast (``direct.py``); ``send_frame`` is the path of a client that fell behind.
 """
 
 from __future__ import annotations
