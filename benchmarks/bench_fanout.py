@@ -200,6 +200,11 @@ class ColumnsTally(Tally):
     SSE bytes are cut at the last frame end (``\n\n``) and the rest kept for the next read; a
     WebSocket message is always whole. Each scalars frame's id (SSE ``id:``, WS ``"seq":``) must be
     above the one before: ``out_of_order`` counts those that are not (a repeated or reordered frame).
+
+    Reading ~0.5 GB/s of frames on 2 cores is the clients' main cost, so a frame is walked with
+    one-byte searches (``memchr``: ``\n`` for an SSE frame's end, ``[`` and ``]`` for its arrays),
+    which run ~50 x faster than a search for a longer marker; a ``steps`` array is told by the
+    8 bytes before its ``[`` (the benchmark's run and tag names hold no brackets).
     """
 
     def __init__(self, sse: bool) -> None:
@@ -212,16 +217,24 @@ class ColumnsTally(Tally):
 
     def feed(self, data: bytes, now: float) -> None:
         if not self.sse:
-            self._frame(data, 0, len(data), data[:48])
+            self.frame(data, 0, len(data))
         else:
-            data = self.rest + data if self.rest else data
-            cut = data.rfind(b"\n\n") + 2
-            data, self.rest = (data, b"") if cut == len(data) else (data[:cut], data[cut:])
+            if self.rest:
+                data = self.rest + data
+            n = len(data)
+            cut = n if data.endswith(b"\n\n") else data.rfind(b"\n\n") + 2
+            if cut < 2:  # no whole frame yet
+                self.rest = data
+                return
+            self.rest = data[cut:] if cut < n else b""
             p = 0
-            while p < cut:  # each frame's kind from its head, so a frame is scanned about once
-                end = data.find(b"\n\n", p) + 2
-                self._frame(data, p, end, data[p : p + 40])
-                p = end
+            while p < cut:
+                if data.startswith(b"id: ", p):  # id, event, then one data line (the JSON holds no newline)
+                    end = data.find(b"\n", data.find(b"\ndata: ", p) + 7)
+                    self.frame(data, p, end)
+                    p = end + 2
+                else:  # retry: or a keep-alive comment
+                    p = data.find(b"\n\n", p) + 2
         self.read_done(now)
 
     def read_done(self, now: float) -> None:
@@ -230,7 +243,9 @@ class ColumnsTally(Tally):
             self.latencies.append(now - self.first_wall)
             self.first_wall = None
 
-    def _frame(self, data: bytes, start: int, end: int, head: bytes) -> None:
+    def frame(self, data: bytes, start: int, end: int) -> None:
+        """Count one whole frame in ``data[start:end]`` (SSE from its ``id:`` line, or a WS message)."""
+        head = data[start : start + 48]
         if b"scalars" not in head:
             if b"reset" in head:
                 self.resets += 1
@@ -246,17 +261,21 @@ class ColumnsTally(Tally):
         if frame_id <= self.last_id:
             self.out_of_order += 1
         self.last_id = frame_id
-        i = data.find(STEPS, start, end)
-        if self.first_wall is None:  # the oldest point of this read
-            j = data.find(WALLS, i, end) + len(WALLS)
-            k = min(x for x in (data.find(b",", j, end), data.find(b"]", j, end)) if x >= 0)
-            self.first_wall = float(data[j:k])
-        while i >= 0:
-            i += len(STEPS)
+        want_wall = self.first_wall is None  # the oldest point of this read
+        i = data.index(b"[", start, end)  # "series":[
+        while True:
+            i = data.find(b"[", i + 1, end)
+            if i < 0:
+                break
             close = data.index(b"]", i, end)
-            if close > i:
-                self.points += data.count(b",", i, close) + 1
-            i = data.find(STEPS, close, end)
+            if data[i - 8 : i] == b'"steps":':
+                if close > i + 1:
+                    self.points += data.count(b",", i, close) + 1
+            elif want_wall and data[i - 13 : i] == b'"wall_times":':
+                comma = data.find(b",", i, close)
+                self.first_wall = float(data[i + 1 : close if comma < 0 else comma])
+                want_wall = False
+            i = close
 
 
 async def sse_client(port: int, tally: Tally, ready: asyncio.Event, deadline: float, fmt: str) -> None:
@@ -410,7 +429,7 @@ class WSProtocol(SSEProtocol):
                     assert b'"subscribed"' in buf[start:end], buf[start:end]
                     self.ready.set()
                 elif self.columns:
-                    tally._frame(buf, start, end, buf[start : start + 48])  # type: ignore[attr-defined]
+                    tally.frame(buf, start, end)  # type: ignore[attr-defined]
                 else:
                     tally.feed(buf[start:end], now)
             elif opcode == 0x9:  # ping: pong with the same payload
