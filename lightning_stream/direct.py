@@ -111,7 +111,8 @@ class DirectSender:
         if self.held is not None:
             return True
         loop = asyncio.get_running_loop()
-        wakeup = self._wakeup = loop.create_future()
+        wakeup: asyncio.Future[bool] = loop.create_future()
+        self._wakeup = wakeup
         timer = None if timeout is None else loop.call_later(timeout, _resolve, wakeup, False)
         self.sub.listen(self._on_ready)
         try:
@@ -140,18 +141,21 @@ class DirectSender:
         transport = self.transport
         sub = self.sub
         try:
-            if transport is None or transport.is_closing() or (self._usable is not None and not self._usable()):
-                self._hand_over(wakeup)  # the pump's write fails and ends the connection
-                return
             while True:
                 message = sub.get_nowait()
                 if message is None:
-                    return
+                    return  # nothing to send: stay parked, whatever the transport's state
                 data = self._frame(message)
                 if not data:
                     continue
                 size = len(data)
-                if size > self._max_frame or transport.get_write_buffer_size() + size > HIGH_WATER:
+                if (
+                    transport is None  # no direct path for this connection
+                    or transport.is_closing()  # the pump's write fails and ends the handler
+                    or (self._usable is not None and not self._usable())
+                    or size > self._max_frame
+                    or transport.get_write_buffer_size() + size > HIGH_WATER  # a slow client
+                ):
                     self.held = message
                     self._hand_over(wakeup)
                     return
