@@ -17,7 +17,7 @@ from apptools import TIMEOUT, RunningApp, batch, ingest, running_app, until
 
 from lightning_stream.app import SSE, WS
 from lightning_stream.config import ServerConfig
-from lightning_stream.direct import HIGH_WATER, chunked, ws_text_frame
+from lightning_stream.direct import HIGH_WATER, DirectSender, DirectStats, chunked, ws_text_frame
 from lightning_stream.hub import Hub
 
 
@@ -190,3 +190,19 @@ def test_listener_is_called_per_broadcast_and_on_close_and_a_failing_one_is_clos
     hub.ingest([batch("r", "loss", [2])])
     hub.flush()
     assert len(calls) == 3
+
+
+async def test_without_a_direct_path_the_pump_stays_parked_until_a_message_is_ready() -> None:
+    hub = Hub(ServerConfig(registry=False, watchdog_interval_s=0))
+    sub = hub.subscribe()
+    sender = DirectSender(sub, None, lambda message: b"frame", DirectStats())  # None: every message to the pump
+    assert await sender.park(0.01) is False  # nothing to send, no hand-over (it once spun the pump)
+    parked = asyncio.ensure_future(sender.park(None))
+    await until(lambda: sender.parked)
+    ingest(hub, batch("r", "loss", [1]))
+    hub.flush()
+    assert await asyncio.wait_for(parked, 10) is True
+    message = sender.take()
+    assert message is not None
+    assert message.kind == "scalars"
+    assert sender.take() is None
