@@ -56,6 +56,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import json
+import logging
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -96,6 +97,7 @@ FORMATS = ("points", "columns")
 
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 class View(NamedTuple):
@@ -222,6 +224,7 @@ class Subscription:
         self._attach_seq = attach_seq  # messages <= this were replay, not live backlog
         self._reset = reset
         self._waiter: asyncio.Future[None] | None = None
+        self._listener: Callable[[], None] | None = None
         self._closed = False
 
     @property
@@ -265,6 +268,22 @@ class Subscription:
                 self._waiter = None
                 self._hub._waiting.discard(self)
 
+    def listen(self, listener: Callable[[], None] | None) -> None:
+        """Have the hub call ``listener()`` whenever messages may be ready, or stop with None.
+
+        The call is synchronous, from inside the hub's broadcast (``flush``, ``publish_status``) and
+        once from :meth:`close`: the listener reads with :meth:`get_nowait` and must not raise or
+        await. This is how a transport writes to a fast client without a task wake-up per message
+        (``direct.py``); ``get()`` keeps working for everyone else.
+        """
+        if self._closed:
+            return
+        self._listener = listener
+        if listener is None:
+            self._hub._listening.pop(self, None)
+        else:
+            self._hub._listening[self] = listener
+
     def close(self) -> None:
         """Stop the subscription; a pending or later ``get()`` raises HubClosed. Idempotent."""
         if self._closed:
@@ -272,6 +291,9 @@ class Subscription:
         self._closed = True
         self._hub._detach(self)
         self._wake()
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener()  # its get_nowait() raises HubClosed now: that is how it learns
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
@@ -301,6 +323,7 @@ class Hub:
         self._flush_handle: asyncio.TimerHandle | None = None
         self._subs: dict[Subscription, None] = {}
         self._waiting: set[Subscription] = set()
+        self._listening: dict[Subscription, Callable[[], None]] = {}
         self._closed = False
         self._points_held = 0
         self._max_points = max(MIN_DECIMATE, config.memory_budget_bytes // BYTES_PER_POINT)
@@ -509,6 +532,14 @@ class Hub:
             old._cache.clear()  # its encodings are re-made if a lagging reader still asks
 
     def _wake(self) -> None:
+        if self._listening:
+            for sub, listener in list(self._listening.items()):  # a listener may stop listening
+                try:
+                    listener()
+                except Exception:  # a transport's bug must not stop the broadcast to everyone else
+                    logger.exception("a subscription's listener failed; the subscription is closed")
+                    sub.listen(None)
+                    sub.close()
         if not self._waiting:
             return
         waiting, self._waiting = self._waiting, set()
@@ -623,6 +654,7 @@ class Hub:
     def _detach(self, sub: Subscription) -> None:
         self._subs.pop(sub, None)
         self._waiting.discard(sub)
+        self._listening.pop(sub, None)
 
     async def close(self) -> None:
         """End every subscription (their ``get()`` raises HubClosed) and stop the tick."""

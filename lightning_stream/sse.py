@@ -15,6 +15,11 @@ after the last frame received; the hub answers with the missed batches or an
 "wall_times", "values"}, ...]}`` (one entry per series touched) instead of ``{"points": [...]}``;
 ids, resume and resets are the same.
 
+A client that keeps up is written to from inside the hub's broadcast (``direct.py``), the frame
+already in the connection's framing (HTTP/1.1 chunks, which this route turns on itself, or the
+bare stream of HTTP/1.0); its pump task only runs for a client that fell behind, for keep-alives
+and for the liveness check.
+
 Why not ``aiohttp-sse`` (3.0)? Its ``send()`` formats and line-splits every
 event per client and runs a ping task per connection; here the payload JSON is
 built once per filter by the hub and a client's frames go out in one write,
@@ -31,11 +36,12 @@ import logging
 import sys
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from aiohttp import hdrs, web
+from aiohttp import HttpVersion11, hdrs, web
 
 from lightning_stream.config import ServerConfig
+from lightning_stream.direct import DirectSender, DirectStats, chunked
 from lightning_stream.hub import Hub, HubClosed, Message, Subscription
 from lightning_stream.params import BadRequest, parse_format, parse_glob, parse_seq
 from lightning_stream.security import cors_headers_for, json_error
@@ -104,7 +110,7 @@ class _Stream:
     request: web.Request
     sub: Subscription
     task: asyncio.Task[object] | None
-    last_write: float = field(default_factory=time.monotonic)
+    direct: DirectSender | None = None
 
 
 class SSEStreams:
@@ -116,7 +122,10 @@ class SSEStreams:
         self._streams: set[_Stream] = set()
         self._closing = False
         self._frames = FrameCache(_sse_bytes)
-        self.bytes_sent = 0
+        # the same frames as HTTP/1.1 chunks, for the direct path (it writes to the socket itself)
+        self._chunked = FrameCache(lambda message, sub: chunked(self._frames.get(message, sub)))
+        self.direct = DirectStats()
+        self.bytes_sent = 0  # by the pumps; the direct path counts in self.direct.bytes
 
     @property
     def count(self) -> int:
@@ -150,6 +159,9 @@ class SSEStreams:
                     **cors_headers_for(request, self._config),
                 }
             )
+            if request.version >= HttpVersion11:
+                # what aiohttp would pick anyway, chosen here so the direct path knows the framing to write
+                response.enable_chunked_encoding()
             await response.prepare(request)
             await response.write(f"retry: {RETRY_MS}\n\n".encode())
             await self._pump(stream, response)
@@ -161,27 +173,31 @@ class SSEStreams:
         return response
 
     async def _pump(self, stream: _Stream, response: web.StreamResponse) -> None:
+        """Park on the direct path (``direct.py``) while the client keeps up; write with flow control otherwise."""
         sub = stream.sub
         keepalive_s = self._config.keepalive_s
         wait_s = min(keepalive_s, LIVENESS_CHECK_S)
+        frames = self._chunked if response.chunked else self._frames
+        # a compressed response (not ours, but a middleware could ask) takes the pump's path every time
+        transport = None if response.compression else stream.request.transport
+        direct = DirectSender(sub, transport, lambda m: frames.get(m, sub), self.direct, max_frame=WRITE_SLICE)
+        stream.direct = direct
         while True:
-            message = sub.get_nowait()  # no timer at all while the client has messages waiting
+            message = direct.take()
             if message is None:
-                try:
-                    async with _timeout(wait_s):
-                        message = await sub.get()
-                except TimeoutError:
-                    transport = stream.request.transport
-                    if transport is None or transport.is_closing():
-                        return
-                    if time.monotonic() - stream.last_write >= keepalive_s:
-                        await response.write(KEEPALIVE)
-                        stream.last_write = time.monotonic()
-                    continue
+                if await direct.park(wait_s):
+                    continue  # the client fell behind (or the subscription closed): write below
+                transport = stream.request.transport
+                if transport is None or transport.is_closing():
+                    return
+                if time.monotonic() - direct.last_write >= keepalive_s:
+                    await response.write(KEEPALIVE)
+                    direct.last_write = time.monotonic()
+                continue
             chunks = [self._encode(message, sub)]
             size = len(chunks[0])
             while size < COALESCE_BYTES:  # a client that is behind gets what is ready in one write
-                more = sub.get_nowait()
+                more = direct.take()
                 if more is None:
                     break
                 chunks.append(self._encode(more, sub))
@@ -195,7 +211,7 @@ class SSEStreams:
                     for offset in range(0, len(chunk), WRITE_SLICE):
                         await response.write(view[offset : offset + WRITE_SLICE])
             if size:
-                stream.last_write = time.monotonic()
+                direct.last_write = time.monotonic()
                 self.bytes_sent += size
 
     def _encode(self, message: Message, sub: Subscription) -> bytes:
@@ -217,3 +233,4 @@ class SSEStreams:
                         transport.abort()  # a client that stopped reading: the write would never finish
                     stream.task.cancel()
         self._frames.clear()
+        self._chunked.clear()

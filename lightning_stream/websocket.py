@@ -20,7 +20,9 @@ Server → client::
 Frames larger than ``config.ws_max_msg_size`` close the connection with 1009
 (aiohttp's rule: the frame cannot be skipped safely). Protocol pings every
 ``config.keepalive_s`` detect dead peers. Per-message compression is off: it
-would cost CPU per client per message, which is what fan-out cannot afford.
+would cost CPU per client per message, which is what fan-out cannot afford. For the same reason a
+client that keeps up gets whole frames (header built once per frame for all clients) written from
+inside the hub's broadcast (``direct.py``); ``send_frame`` is the path of a client that fell behind.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from lightning_stream.config import ServerConfig
+from lightning_stream.direct import DirectSender, DirectStats, ws_text_frame
 from lightning_stream.hub import Hub, HubClosed, Message, Subscription
 from lightning_stream.params import BadRequest, parse_format, parse_glob, parse_seq
 from lightning_stream.security import json_error
@@ -42,7 +45,6 @@ from lightning_stream.wire import FrameCache, ws_json
 log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT_S = 1.0
-MAX_COALESCE = 64
 OPS = ("subscribe", "unsubscribe", "ping")
 MAX_DEPTH = 32  # a control message is a flat object; deeper text is refused before the parser sees it
 
@@ -81,12 +83,16 @@ def _error(message: str) -> str:
 class _Connection:
     """One WebSocket client: a reader loop (this task) and a pump task per subscription."""
 
-    def __init__(self, ws: web.WebSocketResponse, hub: Hub, owner: WebSockets) -> None:
+    def __init__(
+        self, ws: web.WebSocketResponse, hub: Hub, owner: WebSockets, transport: asyncio.BaseTransport | None
+    ) -> None:
         self.ws = ws
+        self.transport = transport
         self.hub = hub
         self.owner = owner
         self.sub: Subscription | None = None
         self.pump: asyncio.Task[None] | None = None
+        self.direct: DirectSender | None = None
 
     async def on_text(self, text: str) -> None:
         # Depth first: json's C scanner recurses per level ("[" * 1000 raised RecursionError, which closed the
@@ -151,25 +157,31 @@ class _Connection:
                 await pump
 
     async def _pump(self, sub: Subscription) -> None:
+        """Park on the direct path (``direct.py``) while the client keeps up; ``send_frame`` otherwise."""
         ws = self.ws
+        owner = self.owner
+        transport = None if ws.compress else self.transport
+        direct = self.direct = DirectSender(
+            sub, transport, lambda m: owner.wire_frames.get(m, sub), owner.direct, usable=self.open
+        )
         try:
             while True:
-                message = await sub.get()
-                batch = [message]
-                for _ in range(MAX_COALESCE):
-                    more = sub.get_nowait()
-                    if more is None:
-                        break
-                    batch.append(more)
-                for item in batch:
-                    data = self.owner.frames.get(item, sub)
-                    if data:
-                        await ws.send_frame(data, WSMsgType.TEXT)  # bytes encoded once for all clients
-                        self.owner.messages_sent += 1
+                message = direct.take()
+                if message is None:
+                    await direct.park(None)
+                    continue
+                data = owner.frames.get(message, sub)
+                if data:
+                    await ws.send_frame(data, WSMsgType.TEXT)  # bytes encoded once for all clients
+                    owner.messages_sent += 1
         except (HubClosed, ConnectionError):
             pass
         finally:
             sub.close()
+
+    def open(self) -> bool:
+        """Whether data frames may still be sent (no close frame sent yet)."""
+        return not self.ws.closed
 
     async def close(self) -> None:
         await self.unsubscribe()
@@ -184,6 +196,9 @@ class WebSockets:
         self._connections: set[_Connection] = set()
         self._closing = False
         self.frames = FrameCache(_ws_bytes)
+        # the same as whole WebSocket frames (header included), for the direct path
+        self.wire_frames = FrameCache(lambda message, sub: ws_text_frame(self.frames.get(message, sub)))
+        self.direct = DirectStats()
         self.messages_sent = 0
         self.errors_sent = 0
 
@@ -204,7 +219,7 @@ class WebSockets:
         if not ready.ok:
             return json_error(400, "this is a WebSocket endpoint; connect with a WebSocket client (Upgrade: websocket)")
         await ws.prepare(request)
-        conn = _Connection(ws, self._hub, self)
+        conn = _Connection(ws, self._hub, self, request.transport)
         self._connections.add(conn)
         try:
             async for msg in ws:
@@ -234,3 +249,4 @@ class WebSockets:
             return_exceptions=True,
         )
         self.frames.clear()
+        self.wire_frames.clear()

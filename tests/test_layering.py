@@ -40,6 +40,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
     ),
     ("hub", frozenset({"series", "hub"})),
     ("wire", frozenset({"wire", "encoding"})),
+    ("send", frozenset({"direct"})),
     (
         "app",
         frozenset(
