@@ -29,8 +29,6 @@ from array import array
 from collections.abc import Callable
 from typing import Any
 
-from crc32c import crc32c
-
 from lightning_stream.filesystem import DEFAULT_FILESYSTEM, FileStat, FileSystem
 from lightning_stream.scalars import ScalarBatch
 from lightning_stream.tfrecord import (
@@ -330,6 +328,8 @@ def decode_records_py(buf: bytes, pos: int, scalar_tags: set[str], resync: bool)
     whether it is inside garbage looking for the next valid header, how many well-framed records it
     consumed, the points by tag, and ``(kind, offset)`` of each error (offsets relative to ``buf``).
     """
+    from crc32c import crc32c  # here, not at the top: with the C decoder a server never imports it (~15 ms)
+
     series: PointsByTag = {}
     errors: list[tuple[str, int]] = []
     records = 0

@@ -20,6 +20,7 @@ from lightning_stream.cli import main
 from lightning_stream.client import StreamClient
 from lightning_stream.config import ServerConfig
 from lightning_stream.errors import ClientError
+from lightning_stream.reader import has_speedups
 from lightning_stream.registry import list_servers
 from lightning_stream.server import StreamServer
 from tests.proctools import WAIT_S, Proc, wait_until
@@ -137,6 +138,31 @@ def test_help_does_not_import_torch_lightning_or_aiohttp() -> None:
         "print(sorted({m.split('.')[0] for m in sys.modules} & heavy))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=WAIT_S, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.skipif(not has_speedups(), reason="the pure-Python reader checks CRCs with the crc32c package")
+def test_a_server_reading_a_logdir_imports_neither_crc32c_nor_prometheus_client(logdir: Path) -> None:
+    # both cost start-up time (~15 ms, ~10 ms) that `serve` need not pay: the C decoder checks CRCs
+    # itself, and /metrics imports prometheus_client at its first scrape
+    code = (
+        "import sys, json, time, urllib.request\n"
+        "from lightning_stream.server import StreamServer\n"
+        "from lightning_stream.config import ServerConfig\n"
+        "with StreamServer(ServerConfig(port=0, watchdog_interval_s=0)) as server:\n"
+        f"    server.watch({str(logdir)!r})\n"
+        "    deadline = time.monotonic() + 30\n"
+        "    while time.monotonic() < deadline:\n"
+        "        runs = json.load(urllib.request.urlopen(server.url + '/api/runs'))\n"
+        "        if sum(r['last_step'] == 9 for r in runs) == 2:\n"
+        "            break\n"
+        "        time.sleep(0.05)\n"
+        "    else:\n"
+        "        raise SystemExit('the runs were not read')\n"
+        "    print(sorted({m.split('.')[0] for m in sys.modules} & {'crc32c', 'prometheus_client'}))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=WAIT_S)
+    assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
 
 
