@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
+import time
 from array import array
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
@@ -217,3 +219,16 @@ class RawSSE:
         self.writer.close()
         with contextlib.suppress(ConnectionError):
             await self.writer.wait_closed()
+
+
+def read_until(sock: socket.socket, marker: bytes, limit_s: float = 20.0) -> bytes:
+    """Blocking read of a raw socket (run it in a thread) until ``marker`` shows up, the peer closes, or ``limit_s``."""
+    deadline = time.monotonic() + limit_s
+    sock.settimeout(limit_s)
+    data = b""
+    while marker not in data and time.monotonic() < deadline:
+        chunk = sock.recv(1 << 16)
+        if not chunk:
+            break
+        data += chunk
+    return data

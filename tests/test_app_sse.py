@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import time
 from typing import Any
 
 import aiohttp
 import pytest
-from apptools import TIMEOUT, RawSSE, SSEReader, batch, ingest, running_app, until, wait_for_seq
+from apptools import TIMEOUT, RawSSE, SSEReader, batch, ingest, read_until, running_app, until, wait_for_seq
 
 from lightning_stream.app import SSE
 
@@ -151,19 +150,6 @@ async def test_bad_stream_parameters_are_400_json(query: str, headers: dict[str,
         assert fragment in (await r.json())["error"]
 
 
-def _read_until(sock: socket.socket, marker: bytes, limit_s: float = 20.0) -> bytes:
-    """Blocking read (run in a thread) until ``marker`` shows up."""
-    deadline = time.monotonic() + limit_s
-    sock.settimeout(limit_s)
-    data = b""
-    while marker not in data and time.monotonic() < deadline:
-        chunk = sock.recv(1 << 16)
-        if not chunk:
-            break
-        data += chunk
-    return data
-
-
 async def test_stalled_client_is_reset_without_growing_memory_or_slowing_others() -> None:
     async with running_app(subscriber_queue=8, replay_points=20_000) as app:
         # A client that sends its request, then stops reading: its receive window fills up.
@@ -195,7 +181,7 @@ async def test_stalled_client_is_reset_without_growing_memory_or_slowing_others(
                 assert max(buffered) < 1024 * 1024
                 assert app.hub.stats()["replay_points"] <= 20_000
                 # once it reads again, it is told to re-sync instead of receiving the whole backlog
-                data = await asyncio.to_thread(_read_until, stalled, b"event: reset")
+                data = await asyncio.to_thread(read_until, stalled, b"event: reset")
                 assert b"event: reset" in data
                 assert app.hub.stats()["resets"] == 1
         finally:

@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import WSMsgType
-from apptools import TIMEOUT, RunningApp, batch, ingest, running_app, until
+from apptools import TIMEOUT, RunningApp, batch, ingest, read_until, running_app, until
 
 from lightning_stream.app import SSE, WS
 from lightning_stream.config import ServerConfig
@@ -115,17 +115,6 @@ def test_websocket_frame_headers_use_the_shortest_length_form() -> None:
     assert chunked(b"") == b""  # nothing to send is never an empty chunk (that would end the body)
 
 
-def _drain(sock: socket.socket, marker: bytes) -> bytes:
-    sock.settimeout(10)
-    data = b""
-    while marker not in data:
-        chunk = sock.recv(1 << 16)
-        if not chunk:
-            break
-        data += chunk
-    return data
-
-
 async def test_stalled_client_is_handed_to_its_pump_while_a_fast_one_stays_direct() -> None:
     async with running_app(subscriber_queue=8, replay_points=50_000) as app:
         stalled = socket.socket()
@@ -153,7 +142,7 @@ async def test_stalled_client_is_handed_to_its_pump_while_a_fast_one_stays_direc
             buffered = [t.get_write_buffer_size() for st in app.app[SSE]._streams if (t := st.request.transport)]
             assert max(buffered) < 4 * HIGH_WATER  # (the pump's own bound: aiohttp's drain plus one write)
             # once it reads again it is told to re-sync (it fell more than subscriber_queue behind)
-            data = await asyncio.to_thread(_drain, stalled, b"event: reset")
+            data = await asyncio.to_thread(read_until, stalled, b"event: reset", 10.0)
             assert b"event: reset" in data
         finally:
             stalled.close()
