@@ -232,3 +232,12 @@ def read_until(sock: socket.socket, marker: bytes, limit_s: float = 20.0) -> byt
             break
         data += chunk
     return data
+
+
+def stalled_sse_client(app: RunningApp) -> socket.socket:
+    """A raw ``GET /stream`` that never reads: with a 4 KiB receive window, its socket soon fills up."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
+    sock.connect((app.host, app.port))
+    sock.sendall(f"GET /stream HTTP/1.1\r\nHost: {app.host_header}\r\n\r\n".encode())
+    return sock

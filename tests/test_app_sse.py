@@ -9,7 +9,18 @@ from typing import Any
 
 import aiohttp
 import pytest
-from apptools import TIMEOUT, RawSSE, SSEReader, batch, ingest, read_until, running_app, until, wait_for_seq
+from apptools import (
+    TIMEOUT,
+    RawSSE,
+    SSEReader,
+    batch,
+    ingest,
+    read_until,
+    running_app,
+    stalled_sse_client,
+    until,
+    wait_for_seq,
+)
 
 from lightning_stream.app import SSE
 
@@ -153,10 +164,7 @@ async def test_bad_stream_parameters_are_400_json(query: str, headers: dict[str,
 async def test_stalled_client_is_reset_without_growing_memory_or_slowing_others() -> None:
     async with running_app(subscriber_queue=8, replay_points=20_000) as app:
         # A client that sends its request, then stops reading: its receive window fills up.
-        stalled = socket.socket()
-        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
-        stalled.connect((app.host, app.port))
-        stalled.sendall(f"GET /stream HTTP/1.1\r\nHost: {app.host_header}\r\n\r\n".encode())
+        stalled = stalled_sse_client(app)
         try:
             async with aiohttp.ClientSession(timeout=TIMEOUT) as s, s.get(app.url + "/stream") as r:
                 reader = SSEReader(r)

@@ -8,12 +8,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 from typing import Any
 
 import aiohttp
 from aiohttp import WSMsgType
-from apptools import TIMEOUT, RunningApp, batch, ingest, read_until, running_app, until
+from apptools import TIMEOUT, RunningApp, batch, ingest, read_until, running_app, stalled_sse_client, until
 
 from lightning_stream.app import SSE, WS
 from lightning_stream.config import ServerConfig
@@ -117,10 +116,7 @@ def test_websocket_frame_headers_use_the_shortest_length_form() -> None:
 
 async def test_stalled_client_is_handed_to_its_pump_while_a_fast_one_stays_direct() -> None:
     async with running_app(subscriber_queue=8, replay_points=50_000) as app:
-        stalled = socket.socket()
-        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
-        stalled.connect((app.host, app.port))
-        stalled.sendall(f"GET /stream HTTP/1.1\r\nHost: {app.host_header}\r\n\r\n".encode())
+        stalled = stalled_sse_client(app)
         reader, writer, _ = await _open_stream(app, "1.1")
         try:
             await until(lambda: _parked(app, 2))
