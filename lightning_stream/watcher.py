@@ -343,9 +343,7 @@ class LogdirWatcher:
                         await wake.wait()  # notifications only
                         continue
                     interval = self.poll_interval_s  # notifications are fast: the poll is only a safety net
-                try:
-                    await asyncio.wait_for(wake.wait(), interval)
-                except asyncio.TimeoutError:
+                if not await _wait(wake, interval):
                     full = True  # a poll: look at everything
         finally:
             if notifier is not None:
@@ -449,6 +447,20 @@ def busy_gap_for(steps: int, elapsed_s: float, sink_gap_s: float = 0.0) -> float
 
 def _never() -> bool:
     return False
+
+
+async def _wait(event: asyncio.Event, timeout: float) -> bool:
+    """Wait for ``event`` at most ``timeout`` s; whether it is set.
+
+    Not ``asyncio.wait_for``: before Python 3.12 it can swallow a cancellation that arrives in the
+    same loop pass as the event (cpython gh-86296), and ``watch`` then never stops: the stop hangs.
+    """
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait((waiter,), timeout=timeout)
+    finally:
+        waiter.cancel()
+    return event.is_set()
 
 
 def _deliver(done: asyncio.Future[list[ScalarBatch]], sink: Callable[[list[ScalarBatch]], None]) -> None:
