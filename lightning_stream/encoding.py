@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from array import array
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import orjson
 
+from lightning_stream.reader import speedup
 from lightning_stream.scalars import ScalarBatch
 
 __all__ = [
@@ -143,18 +143,7 @@ def series_json(batch: ScalarBatch, *, decimated: bool) -> bytes:
     )
 
 
-def _load_int64_json() -> Callable[[array[int]], bytes] | None:
-    """``_speedups.int64_json``, unless it is not built or ``LIGHTNING_STREAM_PURE_PYTHON`` is set (as the reader)."""
-    if os.environ.get("LIGHTNING_STREAM_PURE_PYTHON"):
-        return None
-    try:
-        from lightning_stream._speedups import int64_json
-    except ImportError:  # the reader says so, once
-        return None
-    return int64_json
-
-
-_int64_json = _load_int64_json()
+_int64_json: Callable[[array[int]], bytes] | None = speedup("int64_json")
 
 
 def columns_json(batches: Iterable[ScalarBatch]) -> bytes:

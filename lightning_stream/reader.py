@@ -48,6 +48,7 @@ __all__ = [
     "decode_records",
     "decode_records_py",
     "has_speedups",
+    "speedup",
 ]
 
 log = logging.getLogger(__name__)
@@ -458,6 +459,16 @@ _SPEEDUPS = _load_speedups()
 def has_speedups() -> bool:
     """Whether the C decoder was built and is in use (``LIGHTNING_STREAM_PURE_PYTHON=1`` disables it)."""
     return _SPEEDUPS is not None
+
+
+def speedup(name: str) -> Any:
+    """The C extension's function ``name`` when the C decoder is in use (so ``LIGHTNING_STREAM_PURE_PYTHON``
+    turns every one off together), else None."""
+    if _SPEEDUPS is None:
+        return None
+    from lightning_stream import _speedups
+
+    return getattr(_speedups, name, None)
 
 
 def decode_records(buf: bytes, pos: int, scalar_tags: set[str], resync: bool) -> DecodeResult:

@@ -32,7 +32,6 @@ progressively coarser while extrema and the live end stay exact.
 from __future__ import annotations
 
 import operator
-import os
 import sys
 from array import array
 from bisect import bisect_left, bisect_right
@@ -40,6 +39,7 @@ from collections.abc import Callable
 from itertools import islice
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from lightning_stream.reader import speedup
 from lightning_stream.scalars import ScalarBatch
 
 if TYPE_CHECKING:
@@ -277,18 +277,7 @@ def _breaks(steps: array[int]) -> list[int]:
     return _breaks_python(steps)
 
 
-def _load_step_breaks() -> Callable[[array[int]], list[int]] | None:
-    """``_speedups.step_breaks``, unless it is not built or ``LIGHTNING_STREAM_PURE_PYTHON`` is set (as the reader)."""
-    if os.environ.get("LIGHTNING_STREAM_PURE_PYTHON"):
-        return None
-    try:
-        from lightning_stream._speedups import step_breaks
-    except ImportError:  # the reader says so, once
-        return None
-    return step_breaks
-
-
-_step_breaks = _load_step_breaks()
+_step_breaks: Callable[[array[int]], list[int]] | None = speedup("step_breaks")
 
 
 def _breaks_python(steps: array[int]) -> list[int]:
