@@ -13,6 +13,7 @@ setup(
         Extension(
             "lightning_stream._speedups",
             ["lightning_stream/_speedups.c"],
+            include_dirs=["lightning_stream/_ryu"],  # Ryu's d2s.c, vendored (float_json): see its README
             optional=True,
             extra_compile_args=[] if sys.platform == "win32" else ["-O3", "-std=c99"],
         )

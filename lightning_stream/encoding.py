@@ -12,6 +12,10 @@ strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` (``Number(s)`` / ``float(s)``
 orjson itself would write ``null``, so every float column passes :func:`json_floats` first: one
 C-level ``sum`` tells a finite column (the usual case, sent as is) from one that needs the exact
 per-value pass.
+
+With the C extension the columns of ``/api/series`` and ``format=columns`` frames skip the Python
+numbers: ``_speedups.int64_json`` and ``float_json`` write orjson's bytes straight from the arrays
+(:func:`float_column_json`), without holding the GIL.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ __all__ = [
     "all_finite",
     "columns_json",
     "dumps",
+    "float_column_json",
     "json_floats",
     "number_text",
     "points_json",
@@ -118,11 +123,17 @@ def series_json(batch: ScalarBatch, *, decimated: bool) -> bytes:
     """``{"run","tag","steps","wall_times","values","decimated"}``, a ``/api/series`` entry: the bytes of
     ``dumps(series_columns(batch, decimated=decimated))``, column by column.
 
-    With the C extension the steps column is written from the array (``_speedups.int64_json``):
-    a Python int per step costs more than orjson's writing of it (~30 ms a million, of ~120 ms for
-    a million-point body). Floats stay orjson's (shortest round-trip, the SPEC's NaN rule), also
-    when a name orjson refuses sends the names through the stdlib (``dumps``).
+    With the C extension every column is written from its array, without the GIL: steps by
+    ``_speedups.int64_json`` (a Python int per step costs more than orjson's writing of it, ~30 ms a
+    million), floats by ``_speedups.float_json`` (orjson's bytes, see :func:`float_column_json`). Names
+    go through :func:`dumps`, so one orjson refuses is written by the stdlib and the numbers keep
+    orjson's spelling.
     """
+    return _columns_entry(batch, b',"decimated":true}' if decimated else b',"decimated":false}')
+
+
+def _columns_entry(batch: ScalarBatch, tail: bytes) -> bytes:
+    """``{"run","tag","steps","wall_times","values"`` + ``tail``: a series' columns, each from its array."""
     steps, int64_json = batch.steps, _int64_json
     if int64_json is not None and isinstance(steps, array) and steps.typecode == "q":
         steps_text = int64_json(steps)
@@ -135,17 +146,35 @@ def series_json(batch: ScalarBatch, *, decimated: bool) -> bytes:
             b',"steps":',
             steps_text,
             b',"wall_times":',
-            dumps(json_floats(batch.wall_times)),
+            float_column_json(batch.wall_times),
             b',"values":',
-            dumps(json_floats(batch.values)),
-            b',"decimated":true}' if decimated else b',"decimated":false}',
+            float_column_json(batch.values),
+            tail,
         )
     )
 
 
+def float_column_json(values: array[float] | Sequence[float]) -> bytes:
+    """``dumps(json_floats(values))``: a float column by the SPEC's rule, written by C when it can be.
+
+    ``_speedups.float_json`` writes an ``array('d')`` byte for byte as orjson does (Ryu's shortest
+    digits in orjson's spelling, ``tests/test_encoding.py`` compares them) in ~40% less CPU than
+    ``tolist()`` + orjson, and without holding the GIL (``benchmarks/bench_encode.py``, ``floats``).
+    """
+    float_json = _float_json
+    if float_json is not None and isinstance(values, array) and values.typecode == "d":
+        return float_json(values)
+    return dumps(json_floats(values))
+
+
 _int64_json: Callable[[array[int]], bytes] | None = speedup("int64_json")
+_float_json: Callable[[array[float]], bytes] | None = speedup("float_json")
 
 
 def columns_json(batches: Iterable[ScalarBatch]) -> bytes:
-    """``{"series": [{"run", "tag", "steps", "wall_times", "values"}, ...]}``: a ``format=columns`` frame."""
-    return dumps({"series": [series_columns(b) for b in batches]})
+    """``{"series": [{"run", "tag", "steps", "wall_times", "values"}, ...]}``: a ``format=columns`` frame.
+
+    The bytes of ``dumps({"series": [series_columns(b) for b in batches]})``, written series by series
+    as :func:`series_json` writes its entries (a name orjson refuses only sends the names through the stdlib).
+    """
+    return b'{"series":[' + b",".join([_columns_entry(b, b"}") for b in batches]) + b"]}"
