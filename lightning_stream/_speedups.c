@@ -832,7 +832,8 @@ static PyObject *int64_json(PyObject *self, PyObject *arg) {
  * non-finite values the SPEC's strings. */
 #include "ryu/d2s.c"
 
-#define FLOAT_JSON_MAX 25 /* "-1.2345678901234567e-308," */
+#define FLOAT_JSON_MAX 25   /* "-1.2345678901234567e-308," */
+#define FLOAT_JSON_SLACK 40 /* write_double's fixed-size copies may reach this far past a value's start */
 
 static char *write_exponent(int e, char *w) {
     *w++ = e < 0 ? '-' : '+';
@@ -851,70 +852,70 @@ static char *write_exponent(int e, char *w) {
     return w;
 }
 
+static void write8(uint32_t x, char *p) { /* x < 10^8 as exactly 8 digits: four independent table reads */
+    const uint32_t hi = x / 10000, lo = x % 10000;
+    memcpy(p, DIGIT_TABLE + 2 * (hi / 100), 2);
+    memcpy(p + 2, DIGIT_TABLE + 2 * (hi % 100), 2);
+    memcpy(p + 4, DIGIT_TABLE + 2 * (lo / 100), 2);
+    memcpy(p + 6, DIGIT_TABLE + 2 * (lo % 100), 2);
+}
+
+/* Writes one double as orjson does at w, returns its end. It may scribble up to FLOAT_JSON_SLACK bytes past its
+ * start (every copy has a fixed size: no memcpy call per value); later values overwrite that. */
 static char *write_double(double f, char *w) {
     uint64_t bits;
     memcpy(&bits, &f, 8);
     const uint64_t mantissa = bits & ((1ull << DOUBLE_MANTISSA_BITS) - 1);
     const uint32_t exponent = (uint32_t)((bits >> DOUBLE_MANTISSA_BITS) & ((1u << DOUBLE_EXPONENT_BITS) - 1));
-    const int sign = (int)(bits >> 63);
     if (exponent == (1u << DOUBLE_EXPONENT_BITS) - 1) {
         if (mantissa) {
             memcpy(w, "\"NaN\"", 5);
             return w + 5;
         }
-        if (sign) {
+        if (bits >> 63) {
             memcpy(w, "\"-Infinity\"", 11);
             return w + 11;
         }
         memcpy(w, "\"Infinity\"", 10);
         return w + 10;
     }
-    if (sign) *w++ = '-';
+    if (bits >> 63) *w++ = '-';
     if (exponent == 0 && mantissa == 0) {
         memcpy(w, "0.0", 3);
         return w + 3;
     }
     const floating_decimal_64 v = d2d(mantissa, exponent);
-    char digits[17];
-    const int length = (int)decimalLength17(v.mantissa);
-    uint64_t m = v.mantissa;
-    for (int i = length; i > 0;) { /* right to left, two at a time */
-        if (i >= 2) {
-            memcpy(digits + i - 2, DIGIT_TABLE + 2 * (m % 100), 2);
-            m /= 100;
-            i -= 2;
-        } else {
-            digits[0] = (char)('0' + m);
-            i = 0;
-        }
-    }
+    /* the 17 digits of v.mantissa (< 10^17), zero-padded, then 16 zeros; d: its first significant one */
+    char digits[33];
+    const uint64_t m = v.mantissa, q = m / 100000000;
+    digits[0] = (char)('0' + q / 100000000);
+    write8((uint32_t)(q % 100000000), digits + 1);
+    write8((uint32_t)(m % 100000000), digits + 9);
+    memset(digits + 17, '0', 16);
+    const int length = (int)decimalLength17(m);
+    const char *d = digits + 17 - length;
     const int k = v.exponent, kk = length + k; /* 10^(kk-1) <= |f| < 10^kk */
     if (0 <= k && kk <= 16) { /* 1234e7 -> 12340000000.0 */
-        memcpy(w, digits, (size_t)length);
-        memset(w + length, '0', (size_t)k);
-        w += kk;
-        memcpy(w, ".0", 2);
-        return w + 2;
+        memcpy(w, d, 16); /* the digits, then zeros */
+        w[kk] = '.';
+        w[kk + 1] = '0';
+        return w + kk + 2;
     }
     if (0 < kk && kk <= 16) { /* 1234e-2 -> 12.34 */
-        memcpy(w, digits, (size_t)kk);
+        memcpy(w, d, 16);
         w[kk] = '.';
-        memcpy(w + kk + 1, digits + kk, (size_t)(length - kk));
+        memcpy(w + kk + 1, d + kk, 16);
         return w + length + 1;
     }
     if (-5 < kk && kk <= 0) { /* 1234e-6 -> 0.001234 */
-        memcpy(w, "0.", 2);
-        memset(w + 2, '0', (size_t)-kk);
-        w += 2 - kk;
-        memcpy(w, digits, (size_t)length);
-        return w + length;
+        memcpy(w, "0.00000", 8);
+        memcpy(w + 2 - kk, d, 17);
+        return w + 2 - kk + length;
     }
-    *w++ = digits[0]; /* 1e30, 1234e30 -> 1.234e33 */
-    if (length > 1) {
-        *w++ = '.';
-        memcpy(w, digits + 1, (size_t)(length - 1));
-        w += length - 1;
-    }
+    w[0] = d[0]; /* 1e30, 1234e30 -> 1.234e33 */
+    w[1] = '.';
+    memcpy(w + 2, d + 1, 16);
+    w += length == 1 ? 1 : length + 1;
     *w++ = 'e';
     return write_exponent(kk - 1, w);
 }
@@ -929,11 +930,11 @@ static PyObject *float_json(PyObject *self, PyObject *arg) {
     }
     const double *items = view.buf;
     const Py_ssize_t n = view.len / 8;
-    if (n > (PY_SSIZE_T_MAX - 2) / FLOAT_JSON_MAX) {
+    if (n > (PY_SSIZE_T_MAX - 2 - FLOAT_JSON_SLACK) / FLOAT_JSON_MAX) {
         PyBuffer_Release(&view);
         return PyErr_NoMemory();
     }
-    PyObject *out = PyBytes_FromStringAndSize(NULL, 2 + FLOAT_JSON_MAX * (n ? n : 1));
+    PyObject *out = PyBytes_FromStringAndSize(NULL, 2 + FLOAT_JSON_MAX * n + FLOAT_JSON_SLACK);
     if (!out) {
         PyBuffer_Release(&view);
         return NULL;
