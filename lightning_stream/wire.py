@@ -41,6 +41,7 @@ from lightning_stream.series import Window
 __all__ = [
     "CSV_HEADER",
     "CSV_ROWS_PER_CHUNK",
+    "SERIES_CHUNK_BYTES",
     "FrameCache",
     "csv_chunks",
     "payload_json",
@@ -52,6 +53,8 @@ __all__ = [
 CSV_HEADER = b"run,tag,step,wall_time,value\n"
 #: rows per chunk of a streamed CSV (~50 bytes each): what one write holds in memory
 CSV_ROWS_PER_CHUNK = 4096
+#: bytes of series entries gathered into one chunk of an ``/api/series`` JSON body (whole series)
+SERIES_CHUNK_BYTES = 256 * 1024
 
 
 def _encode_points(batches: Iterable[ScalarBatch]) -> str:
@@ -137,16 +140,24 @@ class FrameCache:
         return frame
 
 
-def series_json_chunks(seq: int, windows: Iterable[Window]) -> Iterator[bytes]:
+def series_json_chunks(seq: int, windows: Iterable[Window], chunk_bytes: int = SERIES_CHUNK_BYTES) -> Iterator[bytes]:
     """``{"seq": N, "series": [{"run","tag","steps","wall_times","values","decimated"}, ...]}`` (compact)
-    in pieces, one series each, encoded when asked for: a server writing them one by one never holds a
-    million-point body (~42 MB) and its Python numbers (~100 MB) at once."""
-    yield b'{"seq":%d,"series":[' % seq
+    in pieces of whole series (as many as reach ``chunk_bytes``; a big series alone), encoded when asked
+    for: a server writing them one by one never holds a million-point body (~42 MB) and its Python
+    numbers (~100 MB) at once, and a logdir of many short series is not sent in thousands of tiny writes."""
+    parts = [b'{"seq":%d,"series":[' % seq]
+    size = 0
     for i, (batch, decimated) in enumerate(windows):
         if i:
-            yield b","
-        yield series_json(batch, decimated=decimated)
-    yield b"]}"
+            parts.append(b",")
+        entry = series_json(batch, decimated=decimated)
+        parts.append(entry)
+        size += len(entry)
+        if size >= chunk_bytes:
+            yield b"".join(parts)
+            parts, size = [], 0
+    parts.append(b"]}")
+    yield b"".join(parts)
 
 
 def _csv_num(x: float) -> str:

@@ -16,7 +16,7 @@ from apptools import TIMEOUT, RunningApp, batch, ingest, running_app
 
 from lightning_stream.hub import Hub
 from lightning_stream.seriesapi import MAX_TAGS
-from lightning_stream.wire import CSV_ROWS_PER_CHUNK
+from lightning_stream.wire import CSV_ROWS_PER_CHUNK, SERIES_CHUNK_BYTES
 
 TOKEN = "s3cret-token-123"
 
@@ -227,27 +227,48 @@ async def test_csv_honours_window_and_max_points_like_json() -> None:
     assert [float(r[4]) for r in rows[1:]] == only["values"]
 
 
+async def http_chunks(app: RunningApp, query: str) -> tuple[bytes, list[bytes]]:
+    """(head, chunks) of ``GET /api/series?query`` read off the socket: each HTTP chunk as the server wrote it."""
+    reader, writer = await asyncio.open_connection(app.host, app.port)
+    request = f"GET /api/series?{query} HTTP/1.1\r\nHost: {app.host_header}\r\nConnection: close\r\n\r\n"
+    writer.write(request.encode())
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    chunks = []
+    while True:
+        size = int((await asyncio.wait_for(reader.readuntil(b"\r\n"), 10)).split(b";")[0], 16)
+        chunks.append((await reader.readexactly(size + 2))[:-2])
+        if size == 0:
+            break
+    writer.close()
+    return head, chunks
+
+
 async def test_csv_is_streamed_in_chunks_not_built_whole() -> None:
     n = 3 * CSV_ROWS_PER_CHUNK + 5
     async with running_app() as app:
         ingest(app.hub, batch("r", "loss", range(n)))
-        reader, writer = await asyncio.open_connection(app.host, app.port)
-        request = f"GET /api/series?format=csv HTTP/1.1\r\nHost: {app.host_header}\r\nConnection: close\r\n\r\n"
-        writer.write(request.encode())
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-        chunks = []
-        while True:
-            size = int((await asyncio.wait_for(reader.readuntil(b"\r\n"), 10)).split(b";")[0], 16)
-            chunks.append((await reader.readexactly(size + 2))[:-2])
-            if size == 0:
-                break
-        writer.close()
+        head, chunks = await http_chunks(app, "format=csv")
     assert b"Transfer-Encoding: chunked" in head
     rows_per_chunk = [c.count(b"\n") for c in chunks if c]
     assert rows_per_chunk == [1, CSV_ROWS_PER_CHUNK, CSV_ROWS_PER_CHUNK, CSV_ROWS_PER_CHUNK, 5]
     text = b"".join(chunks).decode()
     steps = [int(row["step"]) for row in csv.DictReader(io.StringIO(text))]
     assert steps == list(range(n))
+
+
+async def test_json_is_written_in_chunks_of_whole_series_small_ones_gathered() -> None:
+    """Many short series go out in one write (not one each), a big one ends its chunk: few large writes."""
+    big = SERIES_CHUNK_BYTES // 8  # points: over SERIES_CHUNK_BYTES of text
+    async with running_app() as app:
+        ingest(app.hub, *(batch("a", f"t{i:03d}", [1, 2, 3]) for i in range(300)), batch("b", "big", range(big)))
+        ingest(app.hub, batch("c", "last", [7]))
+        _, chunks = await http_chunks(app, "")
+    body = json.loads(b"".join(chunks))
+    assert [len(s["steps"]) for s in body["series"]] == [3] * 300 + [big, 1]
+    assert chunks[0].startswith(b'{"seq":')
+    assert chunks[0].endswith(b'"decimated":false}')
+    last = b',{"run":"c","tag":"last","steps":[7],"wall_times":[1007.0],"values":[0.7],"decimated":false}]}'
+    assert chunks[1:] == [last, b""]
 
 
 @pytest.mark.parametrize(
