@@ -28,9 +28,6 @@ the run writes meanwhile.
 
 from __future__ import annotations
 
-import asyncio
-import functools
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from aiohttp import hdrs, web
@@ -42,7 +39,7 @@ from lightning_stream.params import MAX_LIMIT, BadRequest, parse_glob, parse_int
 from lightning_stream.security import cors_headers_for, json_error
 from lightning_stream.wire import CSV_HEADER, csv_chunks, series_json_chunks
 
-__all__ = ["FORMATS", "MAX_TAGS", "PARAMS", "SeriesQuery", "handle_series", "parse_series_query", "write_ahead"]
+__all__ = ["FORMATS", "MAX_TAGS", "PARAMS", "SeriesQuery", "handle_series", "parse_series_query"]
 
 FORMATS = ("json", "csv")
 #: tag= parameters one request may repeat (the dashboard asks for a screenful of charts at once)
@@ -145,32 +142,12 @@ async def handle_series(request: web.Request, hub: Hub, config: ServerConfig) ->
     )
     await response.prepare(request)
     try:
-        # a few series at a time (wire.series_json_chunks), each encoded while the one before is sent
-        await write_ahead(response, series_json_chunks(seq, windows))
+        for chunk in series_json_chunks(seq, windows):  # whole series at a time: see wire.series_json_chunks
+            await response.write(chunk)
         await response.write_eof()
     except ConnectionError:
         pass  # the client went away; nothing to answer
     return response
-
-
-async def write_ahead(response: web.StreamResponse, chunks: Iterator[bytes]) -> None:
-    """Write ``chunks``, each made in a worker thread while the one before it goes out.
-
-    The C column writers (``encoding.py``) release the GIL, so on a second core a million-point body is
-    encoded while the socket drains into the client instead of before (~0.1 s saved of ~0.2 s), and
-    the loop keeps answering meanwhile. One chunk in flight at a time: the generator is never run by
-    two threads at once, and the windows it encodes are copies (``Series.window``), not the live arrays.
-    """
-    loop = asyncio.get_running_loop()
-    make = functools.partial(next, chunks, None)
-    pending = loop.run_in_executor(None, make)
-    while (chunk := await pending) is not None:
-        pending = loop.run_in_executor(None, make)
-        try:
-            await response.write(chunk)
-        except BaseException:
-            pending.cancel()  # not started: dropped; started: its chunk is made and thrown away
-            raise
 
 
 async def _stream_csv(request: web.Request, hub: Hub, config: ServerConfig, q: SeriesQuery) -> web.StreamResponse:
