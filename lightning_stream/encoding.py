@@ -93,8 +93,19 @@ _COMPACT = (",", ":")
 
 
 def rows_json(batch: ScalarBatch) -> bytes:
-    """``[[step, wall_time, value], ...]``: the REST ``points`` of ``/api/scalars``."""
-    return dumps(list(zip(batch.steps.tolist(), json_floats(batch.wall_times), json_floats(batch.values), strict=True)))
+    """``[[step, wall_time, value], ...]``: the REST ``points`` of ``/api/scalars``.
+
+    With the C extension written straight from the arrays (``_speedups.rows_json``: the same bytes,
+    without a Python number per value).
+    """
+    rows, s, w, v = _rows_json, batch.steps, batch.wall_times, batch.values
+    if rows is not None and _typed(s, "q") and _typed(w, "d") and _typed(v, "d") and len(s) == len(w) == len(v):
+        return rows(s, w, v)
+    return dumps(list(zip(s.tolist(), json_floats(w), json_floats(v), strict=True)))
+
+
+def _typed(column: object, typecode: str) -> bool:
+    return isinstance(column, array) and column.typecode == typecode
 
 
 def points_json(batches: Iterable[ScalarBatch]) -> bytes:
@@ -135,10 +146,7 @@ def series_json(batch: ScalarBatch, *, decimated: bool) -> bytes:
 def _columns_entry(batch: ScalarBatch, tail: bytes) -> bytes:
     """``{"run","tag","steps","wall_times","values"`` + ``tail``: a series' columns, each from its array."""
     steps, int64_json = batch.steps, _int64_json
-    if int64_json is not None and isinstance(steps, array) and steps.typecode == "q":
-        steps_text = int64_json(steps)
-    else:
-        steps_text = dumps(steps.tolist())
+    steps_text = int64_json(steps) if int64_json is not None and _typed(steps, "q") else dumps(steps.tolist())
     head = dumps({"run": batch.run, "tag": batch.tag})
     return b"".join(
         (
@@ -169,12 +177,22 @@ def float_column_json(values: array[float] | Sequence[float]) -> bytes:
 
 _int64_json: Callable[[array[int]], bytes] | None = speedup("int64_json")
 _float_json: Callable[[array[float]], bytes] | None = speedup("float_json")
+_rows_json: Callable[[array[int], array[float], array[float]], bytes] | None = speedup("rows_json")
 
 
 def columns_json(batches: Iterable[ScalarBatch]) -> bytes:
     """``{"series": [{"run", "tag", "steps", "wall_times", "values"}, ...]}``: a ``format=columns`` frame.
 
-    The bytes of ``dumps({"series": [series_columns(b) for b in batches]})``, written series by series
-    as :func:`series_json` writes its entries (a name orjson refuses only sends the names through the stdlib).
+    The bytes of ``dumps({"series": [series_columns(b) for b in batches]})``; a big frame is written series
+    by series as :func:`series_json` writes its entries (then a name orjson refuses only sends the names
+    through the stdlib).
     """
+    batches = list(batches)
+    if sum(len(b.steps) for b in batches) < COLUMNS_FROM_ARRAYS_MIN_POINTS:  # a live frame: one orjson call is faster
+        return dumps({"series": [series_columns(b) for b in batches]})
     return b'{"series":[' + b",".join([_columns_entry(b, b"}") for b in batches]) + b"]}"
+
+
+COLUMNS_FROM_ARRAYS_MIN_POINTS = 512
+"""Points from which a ``format=columns`` frame is written column by column from the arrays (C when
+built): below, the calls per series cost more than the Python numbers (``benchmarks/bench_encode.py``)."""

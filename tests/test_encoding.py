@@ -78,14 +78,16 @@ def test_a_series_entry_has_the_bytes_of_its_columns_whichever_writer(
     if "\udcff" not in run:
         assert body == dumps(columns)
     assert json.loads(body) == json.loads(json.dumps(columns))
-    frame = columns_json([batch, batch])
+    frame, rows = columns_json([batch, batch]), rows_json(batch)
     if "\udcff" not in run:
         assert frame == dumps({"series": [series_columns(batch)] * 2})
     with pytest.MonkeyPatch.context() as patched:
         patched.setattr(encoding, "_int64_json", None)
         patched.setattr(encoding, "_float_json", None)
+        patched.setattr(encoding, "_rows_json", None)
         assert series_json(batch, decimated=decimated) == body
         assert columns_json([batch, batch]) == frame
+        assert rows_json(batch) == rows
 
 
 def test_the_c_extension_writes_steps_as_orjson_does() -> None:
@@ -137,12 +139,31 @@ def test_the_c_extension_writes_floats_as_orjson_does() -> None:
         _speedups.float_json(array("f", [1.0]))
 
 
-def test_a_float_column_is_the_same_bytes_with_or_without_the_c_extension() -> None:
+def test_a_float_column_and_rows_are_the_same_bytes_with_or_without_the_c_extension() -> None:
     values = float_edge_cases()
+    rows = series("r", "t", list(range(-len(values) // 2, len(values) - len(values) // 2)), values, values[::-1])
     with pytest.MonkeyPatch.context() as patched:
         patched.setattr(encoding, "_float_json", None)
-        pure = float_column_json(array("d", values))
+        patched.setattr(encoding, "_rows_json", None)
+        pure, pure_rows = float_column_json(array("d", values)), rows_json(rows)
     assert float_column_json(array("d", values)) == pure == float_column_json(values)
+    assert rows_json(rows) == pure_rows
+
+
+def test_the_c_extension_writes_rows_as_orjson_does() -> None:
+    _speedups = pytest.importorskip("lightning_stream._speedups", reason="C extension not built")
+    walls, values = random_floats(5_000, seed=3), float_edge_cases()
+    n = min(len(walls), len(values))
+    rnd = random.Random(5)
+    steps = [rnd.randint(-(2**63), 2**63 - 1) for _ in range(n)]
+    batch = series("r", "t", steps, walls[:n], values[:n])
+    want = dumps(list(zip(steps, json_floats(batch.wall_times), json_floats(batch.values), strict=True)))
+    assert _speedups.rows_json(batch.steps, batch.wall_times, batch.values) == want
+    assert _speedups.rows_json(array("q"), array("d"), array("d")) == b"[]"
+    with pytest.raises(ValueError, match="three columns of one length, not 1, 0 and 1"):
+        _speedups.rows_json(array("q", [1]), array("d"), array("d", [1.0]))
+    with pytest.raises(TypeError, match=r"array\('d'\)"):
+        _speedups.rows_json(array("q", [1]), array("f", [1.0]), array("d", [1.0]))
 
 
 def test_huge_finite_values_whose_sum_overflows_stay_numbers() -> None:
