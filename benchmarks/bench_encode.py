@@ -12,7 +12,10 @@ values), each shape timed with every candidate in this process (best of ``--repe
 Candidates: ``json`` = ``json.dumps`` of Python lists/dicts made with ``tolist()``; ``hand`` = the
 hand-built text (``repr`` per float, f-string per point, as ``hub.py`` wrote before this benchmark);
 ``orjson`` = ``orjson.dumps`` of the same Python objects; ``orjson+template``
-(points only) = numbers formatted by ``orjson`` in one call per column, joined into the point template.
+(points only) = numbers formatted by ``orjson`` in one call per column, joined into the point template;
+``C (server)`` (rows, columns) = the server's own writers, ``_speedups.rows_json`` / ``int64_json`` +
+``float_json`` from the arrays (orjson's bytes exactly, checked), when the C extension is built. The last
+line (``floats``) is CPU ms per million floats of one column, orjson's path against ``float_json``.
 Every candidate's output is checked to decode to the same values. NaN/Inf are not in these inputs: the
 server sends them as strings on a slower exact path (``encoding.py``), measured separately (``nonfinite``).
 
@@ -30,6 +33,7 @@ import sys
 import time
 from array import array
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 
@@ -156,11 +160,17 @@ def main() -> None:
     frame = [("run_00", f"metric/tag_{i:02d}", *make_series(200, i)) for i in range(10)]
     live = [("run_00", "train/loss", *make_series(10, 7))]
 
+    server = server_candidates(one, many, frame)
     shapes: list[tuple[str, int, dict[str, Callable[[], bytes]]]] = [
         (
             "rows (/api/scalars, 1 x 10k)",
             len(one[0]),
-            {"json": lambda: rows_json(*one), "hand": lambda: rows_hand(*one), "orjson": lambda: rows_orjson(*one)},
+            {
+                "json": lambda: rows_json(*one),
+                "hand": lambda: rows_hand(*one),
+                "orjson": lambda: rows_orjson(*one),
+                **server["rows"],
+            },
         ),
         (
             "columns (/api/series, 100 x 10k)",
@@ -169,6 +179,7 @@ def main() -> None:
                 "json": lambda: columns_json(many),
                 "hand": lambda: columns_hand(many),
                 "orjson": lambda: columns_orjson(many),
+                **server["columns"],
             },
         ),
         (
@@ -178,6 +189,7 @@ def main() -> None:
                 "json": lambda: columns_json(frame),
                 "hand": lambda: columns_hand(frame),
                 "orjson": lambda: columns_orjson(frame),
+                **server["frame"],
             },
         ),
         (
@@ -226,6 +238,66 @@ def main() -> None:
                 f"{len(out) / 1e6:>8.2f}{base / seconds:>8.1f}x"
             )
     print(nonfinite_line(one, args.repeat))
+    print(floats_line(args.repeat, 1_000_000 // scale))
+
+
+def _server_encoding() -> Any:
+    """``lightning_stream.encoding`` when its C writers are built (this checkout's), else None."""
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        from lightning_stream import encoding
+    except ImportError:
+        return None
+    return encoding if encoding._float_json is not None else None
+
+
+def server_candidates(
+    one: tuple[array[int], array[float], array[float]],
+    many: list[tuple[str, str, array[int], array[float], array[float]]],
+    frame: list[tuple[str, str, array[int], array[float], array[float]]],
+) -> dict[str, dict[str, Callable[[], bytes]]]:
+    """``C (server)``: the server's own writers (``encoding.py`` with ``_speedups``'s ``int64_json``,
+    ``float_json``, ``rows_json``), checked byte for byte against the ``orjson`` candidate."""
+    encoding = _server_encoding()
+    if encoding is None:
+        return {"rows": {}, "columns": {}, "frame": {}}
+    from lightning_stream.scalars import ScalarBatch
+
+    row = ScalarBatch("r", "t", *one)
+    batches = [ScalarBatch(*m) for m in many]
+    frames = [ScalarBatch(*f) for f in frame]
+
+    def columns() -> bytes:
+        return b'{"series":[' + b",".join([encoding._columns_entry(b, b"}") for b in batches]) + b"]}"
+
+    if encoding.rows_json(row) != rows_orjson(*one) or columns() != columns_orjson(many):
+        sys.exit("the server's C writers do not write orjson's bytes")
+    return {
+        "rows": {"C (server)": lambda: encoding.rows_json(row)},
+        "columns": {"C (server)": columns},
+        "frame": {"C (server)": lambda: encoding.columns_json(frames)},
+    }
+
+
+def floats_line(repeat: int, n: int) -> str:
+    """CPU ms per million floats of one column (float32 values widened, as logged): ``tolist()`` + orjson,
+    the server's path before ``_speedups.float_json``, against it (which also releases the GIL)."""
+    encoding = _server_encoding()
+    if encoding is None:
+        return "floats: the C extension is not built"
+    _, _, values = make_series(n, 3)
+    cpu: dict[str, float] = {}
+    for name, fn in {
+        "orjson": lambda: orjson.dumps(encoding.json_floats(values)),
+        "C float_json": lambda: encoding._float_json(values),
+    }.items():
+        best = float("inf")
+        for _ in range(repeat):
+            started = time.process_time()
+            fn()
+            best = min(best, time.process_time() - started)
+        cpu[name] = best * 1e6 / n * 1000
+    return "floats: CPU ms per 1M values: " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items())
 
 
 def nonfinite_line(one: tuple[array[int], array[float], array[float]], repeat: int) -> str:
