@@ -781,7 +781,7 @@ static PyObject *step_breaks(PyObject *self, PyObject *arg) {
     return out;
 }
 
-/* ---------------------------------------------------------------- encoding.py's steps column */
+/* ---------------------------------------------------------------- encoding.py's number columns (steps; floats below) */
 
 static char *write_int64(int64_t x, char *w) { /* at most 20 bytes */
     uint64_t u = x < 0 ? (uint64_t)0 - (uint64_t)x : (uint64_t)x;
@@ -794,36 +794,6 @@ static char *write_int64(int64_t x, char *w) { /* at most 20 bytes */
     } while (u);
     while (k) *w++ = digits[--k];
     return w;
-}
-
-/* int64_json(steps: array('q')) -> b"[0,1,...]": the bytes orjson writes for steps.tolist(), without a
- * Python int per step (making them cost more than writing them: ~30 ms a million). */
-static PyObject *int64_json(PyObject *self, PyObject *arg) {
-    Py_buffer view;
-    if (int64_buffer(arg, &view, "int64_json") < 0) return NULL;
-    const int64_t *items = view.buf;
-    const Py_ssize_t n = view.len / 8;
-    if (n > (PY_SSIZE_T_MAX - 2) / 21) {
-        PyBuffer_Release(&view);
-        return PyErr_NoMemory();
-    }
-    PyObject *out = PyBytes_FromStringAndSize(NULL, 2 + 21 * (n ? n : 1)); /* "-9223372036854775808," */
-    if (!out) {
-        PyBuffer_Release(&view);
-        return NULL;
-    }
-    char *start = PyBytes_AS_STRING(out), *w = start;
-    Py_BEGIN_ALLOW_THREADS
-    *w++ = '[';
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (i) *w++ = ',';
-        w = write_int64(items[i], w);
-    }
-    *w++ = ']';
-    Py_END_ALLOW_THREADS
-    PyBuffer_Release(&view);
-    if (_PyBytes_Resize(&out, w - start) < 0) return NULL;
-    return out;
 }
 
 /* ---------------------------------------------------------------- encoding.py's float columns */
@@ -934,32 +904,44 @@ static int float64_buffer(PyObject *arg, Py_buffer *view, const char *func) {
     return 0;
 }
 
+/* "[" the column's items "]" (int64 or double), written without the GIL; releases view. */
+static PyObject *column_json(Py_buffer *view, int floats) {
+    const Py_ssize_t n = view->len / 8, item_max = floats ? FLOAT_JSON_MAX : 21; /* "-9223372036854775808," */
+    PyObject *out = NULL;
+    if (n > (PY_SSIZE_T_MAX - 2 - FLOAT_JSON_SLACK) / item_max)
+        PyErr_NoMemory();
+    else
+        out = PyBytes_FromStringAndSize(NULL, 2 + item_max * n + FLOAT_JSON_SLACK);
+    if (out) {
+        char *start = PyBytes_AS_STRING(out), *w = start;
+        const double *doubles = view->buf;
+        const int64_t *ints = view->buf;
+        Py_BEGIN_ALLOW_THREADS
+        *w++ = '[';
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if (i) *w++ = ',';
+            w = floats ? write_double(doubles[i], w) : write_int64(ints[i], w);
+        }
+        *w++ = ']';
+        Py_END_ALLOW_THREADS
+        if (_PyBytes_Resize(&out, w - start) < 0) out = NULL;
+    }
+    PyBuffer_Release(view);
+    return out;
+}
+
 static PyObject *float_json(PyObject *self, PyObject *arg) {
     Py_buffer view;
     if (float64_buffer(arg, &view, "float_json") < 0) return NULL;
-    const double *items = view.buf;
-    const Py_ssize_t n = view.len / 8;
-    if (n > (PY_SSIZE_T_MAX - 2 - FLOAT_JSON_SLACK) / FLOAT_JSON_MAX) {
-        PyBuffer_Release(&view);
-        return PyErr_NoMemory();
-    }
-    PyObject *out = PyBytes_FromStringAndSize(NULL, 2 + FLOAT_JSON_MAX * n + FLOAT_JSON_SLACK);
-    if (!out) {
-        PyBuffer_Release(&view);
-        return NULL;
-    }
-    char *start = PyBytes_AS_STRING(out), *w = start;
-    Py_BEGIN_ALLOW_THREADS
-    *w++ = '[';
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (i) *w++ = ',';
-        w = write_double(items[i], w);
-    }
-    *w++ = ']';
-    Py_END_ALLOW_THREADS
-    PyBuffer_Release(&view);
-    if (_PyBytes_Resize(&out, w - start) < 0) return NULL;
-    return out;
+    return column_json(&view, 1);
+}
+
+/* int64_json(steps: array('q')) -> b"[0,1,...]": the bytes orjson writes for steps.tolist(), without a
+ * Python int per step (making them cost more than writing them: ~30 ms a million). */
+static PyObject *int64_json(PyObject *self, PyObject *arg) {
+    Py_buffer view;
+    if (int64_buffer(arg, &view, "int64_json") < 0) return NULL;
+    return column_json(&view, 0);
 }
 
 #define ROW_JSON_MAX 73 /* "[-9223372036854775808,-1.2345678901234567e-308,-1.2345678901234567e-308]," */
