@@ -746,15 +746,23 @@ done:
 /* step_breaks(steps: array('q')) -> [i, ...] where steps[i] <= steps[i - 1]: series._breaks_python's
  * twin. The hub runs it on every batch it stores; in Python it costs ~30 ns a step (30 ms for the
  * first read of a million-point logdir, on the way to the first answer), here well under 1 ns. */
-/* The buffer of an array('q'), or -1 with TypeError naming `func`. */
-static int int64_buffer(PyObject *arg, Py_buffer *view, const char *func) {
+/* The buffer of an array of 8-byte `typecode` items ("q" steps, "d" floats), or -1 with TypeError naming `func`. */
+static int array8_buffer(PyObject *arg, Py_buffer *view, const char *func, const char *typecode, const char *what) {
     if (PyObject_GetBuffer(arg, view, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) return -1;
-    if (view->itemsize != 8 || !view->format || strcmp(view->format, "q") != 0) {
+    if (view->itemsize != 8 || !view->format || strcmp(view->format, typecode) != 0) {
         PyBuffer_Release(view);
-        PyErr_Format(PyExc_TypeError, "%s() takes an array('q') of steps", func);
+        PyErr_Format(PyExc_TypeError, "%s() takes an array('%s') of %s", func, typecode, what);
         return -1;
     }
     return 0;
+}
+
+static int int64_buffer(PyObject *arg, Py_buffer *view, const char *func) {
+    return array8_buffer(arg, view, func, "q", "steps");
+}
+
+static int float64_buffer(PyObject *arg, Py_buffer *view, const char *func) {
+    return array8_buffer(arg, view, func, "d", "floats");
 }
 
 static PyObject *step_breaks(PyObject *self, PyObject *arg) {
@@ -892,16 +900,6 @@ static char *write_double(double f, char *w) {
     w += length == 1 ? 1 : length + 1;
     *w++ = 'e';
     return write_exponent(kk - 1, w);
-}
-
-static int float64_buffer(PyObject *arg, Py_buffer *view, const char *func) {
-    if (PyObject_GetBuffer(arg, view, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) return -1;
-    if (view->itemsize != 8 || !view->format || strcmp(view->format, "d") != 0) {
-        PyBuffer_Release(view);
-        PyErr_Format(PyExc_TypeError, "%s() takes an array('d') of floats", func);
-        return -1;
-    }
-    return 0;
 }
 
 /* "[" the column's items "]" (int64 or double), written without the GIL; releases view. */
