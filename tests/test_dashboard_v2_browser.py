@@ -159,7 +159,8 @@ def test_the_top_chart_is_drawn_before_the_cards_get_their_tools(browser: Any, s
         progress = w.wait_js(COMPLETE)
         tools_at = w.wait_js("() => window.__toolsAt")
         # the first frames lay out the plots only: every card's 7 buttons and y-range form come after
-        assert progress["firstDrawAt"] is not None and tools_at > progress["firstDrawAt"], (tools_at, progress)
+        assert progress["firstDrawAt"] is not None
+        assert tools_at > progress["firstDrawAt"], (tools_at, progress)
         counts = w.wait_js(
             """() => { const cards = [...document.querySelectorAll('.chart:not([hidden])')];
             const n = cards.map((c) => c.querySelectorAll('.tool').length + c.querySelectorAll('form.ylim').length);
