@@ -112,12 +112,17 @@ class Watched:
 
 
 @contextlib.contextmanager
-def open_page(browser: Any, url: str, *, color_scheme: str = "dark", **context_options: Any) -> Iterator[Watched]:
-    """A fresh browser context (no shared storage) with the dashboard at ``url``, closed afterwards."""
+def open_page(
+    browser: Any, url: str, *, color_scheme: str = "dark", init_script: str | None = None, **context_options: Any
+) -> Iterator[Watched]:
+    """A fresh browser context (no shared storage) with the dashboard at ``url``, closed afterwards;
+    ``init_script`` runs in the page before any of its own scripts (to observe its load)."""
     options: dict[str, Any] = {"viewport": {"width": 1400, "height": 900}, "color_scheme": color_scheme}
     options.update(context_options)
     context = browser.new_context(**options)
     page = context.new_page()
+    if init_script is not None:
+        page.add_init_script(init_script)
     watched = Watched(page, context)
     page.on("console", lambda msg: watched.console_errors.append(msg.text) if msg.type == "error" else None)
     page.on("pageerror", lambda exc: watched.page_errors.append(str(exc)))

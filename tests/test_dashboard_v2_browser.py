@@ -137,6 +137,42 @@ def test_a_pinned_chart_on_top_is_loaded_first_and_no_request_is_wasted(browser:
         assert w.page_errors == []
 
 
+# when the first tool button entered the document (page clock), seen from before the page's own scripts
+TOOLS_SEEN = """window.__toolsAt = null;
+new MutationObserver((records, observer) => {
+  for (const r of records) for (const n of r.addedNodes) {
+    if (n.nodeType === 1 && (n.matches(".tool") || n.querySelector(".tool"))) {
+      window.__toolsAt = performance.now();
+      observer.disconnect();
+      return;
+    }
+  }
+}).observe(document, { childList: true, subtree: true });"""
+
+
+def test_the_top_chart_is_drawn_before_the_cards_get_their_tools(browser: Any, server: StreamServer) -> None:
+    for r in range(3):
+        for t in range(6):
+            for step in range(10):
+                server.publish(f"run{r}", f"train/m{t}", step, float(step * t + r))
+    with open_page(browser, server.url + "/", init_script=TOOLS_SEEN) as w:
+        progress = w.wait_js(COMPLETE)
+        tools_at = w.wait_js("() => window.__toolsAt")
+        # the first frames lay out the plots only: every card's 7 buttons and y-range form come after
+        assert progress["firstDrawAt"] is not None
+        assert tools_at > progress["firstDrawAt"], (tools_at, progress)
+        counts = w.wait_js(
+            """() => { const cards = [...document.querySelectorAll('.chart:not([hidden])')];
+            const n = cards.map((c) => c.querySelectorAll('.tool').length + c.querySelectorAll('form.ylim').length);
+            return cards.length === 6 && n.every((k) => k === 8) && n; }"""
+        )
+        assert counts == [8] * 6
+        w.page.click('.chart[data-tag="train/m0"] [data-tool="pin"]')  # and they work
+        wait_until(lambda: "pin=train%2Fm0" in href(w), "the pin in the URL")
+        assert w.page_errors == []
+        assert w.console_errors == []
+
+
 SERIES_TIMINGS = """() => performance.getEntriesByType('resource').filter(e => e.name.includes('/api/series'))
   .sort((a, b) => a.startTime - b.startTime).map(e => [e.startTime, e.responseEnd])"""
 

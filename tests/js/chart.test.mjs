@@ -105,3 +105,13 @@ test("a redraw is not left out when what it shows changed", () => {
   assert.equal(draw(chart).drew, true);
   view.smoothing = 0.6;
 });
+
+test("a series sparser than the plot's pixel columns is drawn without block summaries, a dense one with", () => {
+  view.smoothing = 0.6;
+  const sparse = makeChart("sparse", 3, 200); // 200 points on a 600 px chart
+  assert.equal(draw(sparse).drew, true);
+  for (const s of sparse.series) assert.deepEqual([s.rawBlocks.done, s.smoothBlocks.done], [0, 0]);
+  const dense = makeChart("dense", 2, 5000);
+  assert.equal(draw(dense).drew, true);
+  for (const s of dense.series) assert.deepEqual([s.rawBlocks.done, s.smoothBlocks.done], [5000 >> 4, 5000 >> 4]);
+});

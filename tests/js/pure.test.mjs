@@ -69,6 +69,23 @@ function tensorboardEma(values, w) {
   });
 }
 
+test("a loaded history is held in arrays sized once from the answer, its value range exact", () => {
+  const s = store.newSeries("run", "loss");
+  const steps = Array.from({ length: 200 }, (_, i) => i);
+  store.replaceColumns(s, steps, steps, steps.map((i) => (i === 7 ? "NaN" : i === 8 ? "Infinity" : i - 50)));
+  assert.equal(s.n, 200);
+  assert.deepEqual([s.steps.length, s.walls.length, s.values.length], [200, 200, 200]); // not grown to 256
+  assert.equal(s.rangeStale, false); // no rescan at the first draw
+  assert.deepEqual([s.min, s.max, s.minPos], [-50, 149, 1]); // NaN and Infinity are not in it, as appendPoint
+  assert.ok(Number.isNaN(s.values[7]) && s.values[8] === Infinity);
+  store.replaceColumns(s, [3, 4], [0, 0], [1, 2]); // a smaller answer reuses the arrays
+  assert.equal(s.steps.length, 200);
+  assert.deepEqual(Array.from(s.steps.subarray(0, s.n)), [3, 4]);
+  store.replaceColumns(s, [0, 1, 2, 1], [0, 0, 0, 0], [5, 6, 7, 8]); // not ascending: the purge rule
+  assert.deepEqual(Array.from(s.steps.subarray(0, s.n)), [0, 1]);
+  assert.deepEqual(Array.from(s.values.subarray(0, s.n)), [5, 8]);
+});
+
 test("smoothing is TensorBoard's debiased EMA, incremental and equal to a full recompute", () => {
   const values = Array.from({ length: 40 }, (_, i) => Math.sin(i / 3) + 0.1 * i);
   const s = store.newSeries("r", "t");
@@ -111,6 +128,34 @@ test("decimation keeps at most 4 vertices per pixel column and every spike", () 
   assert.ok(vertices <= 4 * 501, `${vertices} vertices`);
   assert.ok(path.points.some(([x, y]) => y === 0 && Math.abs(x - 309) <= 1), "the spike reached the top");
   assert.equal(path.moves, 1);
+});
+
+test("decimation: the block summaries change nothing drawn, only the work (so sparse series skip them)", () => {
+  for (const [n, width] of [[5000, 500], [300, 500], [2000, 37]]) {
+    const xs = Float64Array.from({ length: n }, (_, i) => i * i * 0.001); // uneven: dense left, sparse right
+    const ys = Float64Array.from({ length: n }, (_, i) => Math.sin(i / 7) * (i % 13) + (i === 40 ? 50 : 0));
+    const L = { x0: 0, sx: width / xs[n - 1], y0: 60, sy: 2, log: false, left: 3, top: 4, dpr: 1 };
+    const withBlocks = new Recorder();
+    const plain = new Recorder();
+    strokeDecimated(withBlocks, xs, ys, n, L, blocksFor(newBlocks(), ys, n));
+    strokeDecimated(plain, xs, ys, n, L, null);
+    assert.deepEqual(withBlocks.points, plain.points, `n=${n} width=${width}`);
+  }
+});
+
+test("decimation: a pixel column with one value is one vertex, and a lone point is still a path", () => {
+  const n = 200;
+  const xs = Float64Array.from({ length: n }, (_, i) => i);
+  const ys = Float64Array.from({ length: n }, (_, i) => i % 5);
+  const L = { x0: 0, sx: 2, y0: 10, sy: 1, log: false, left: 0, top: 0, dpr: 1 }; // 2 px per point
+  const path = new Recorder();
+  // the first point: moveTo and lineTo (a path of its own, as before); then one lineTo per point, not two
+  assert.equal(strokeDecimated(path, xs, ys, n, L, null), n + 1);
+  assert.equal(path.moves, 1);
+  assert.equal(path.points.length, n + 1);
+  const lone = new Recorder();
+  strokeDecimated(lone, Float64Array.from([1, 2, 3]), Float64Array.from([NaN, 4, NaN]), 3, L, null);
+  assert.deepEqual(lone.points, [[4, 6], [4, 6]]); // moveTo and lineTo, as before
 });
 
 test("decimation leaves a gap at non-finite values and honours from/to and the x offset", () => {
@@ -168,6 +213,21 @@ test("run colours: the name's palette slot, the next free one on a collision, a 
   assert.ok(first.slice(0, PALETTE.length).every((c) => PALETTE.includes(c)));
   assert.equal(first[11], colorForRun(names[11]));
   assert.equal(assignColor("solo"), PALETTE[hashName("solo") % PALETTE.length]); // no other run: its own slot
+});
+
+test("run colours at load: counted, not rescanned, and the same as assigning against every earlier run", async () => {
+  const model = await js("model.js");
+  const names = Array.from({ length: 40 }, (_, i) => `load${String(i).padStart(2, "0")}`);
+  const expected = [];
+  for (const name of names) expected.push(assignColor(name, new Set(expected)));
+  const runs = names.map((name) => model.getRun(name));
+  assert.deepEqual(runs.map((r) => r.color), expected);
+  const first = runs[0];
+  model.setRunColor(first, "#abcdef"); // picked: its slot is free for the next new run
+  const next = model.getRun("load-next");
+  assert.equal(next.color, assignColor("load-next", new Set(runs.map((r) => r.color))));
+  model.setRunColor(first, null); // back to its name's colour among the others
+  assert.equal(first.color, assignColor(first.name, new Set([...runs.slice(1), next].map((r) => r.color))));
 });
 
 test("run colours from the name alone are deterministic and valid hex", () => {

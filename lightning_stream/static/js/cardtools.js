@@ -21,6 +21,7 @@ function tool(chart, name, label, title, onClick) {
 /** Show the switches' state (pressed) and the reset button only while zoomed. */
 export function refreshTools(chart) {
   const t = chart.toolButtons;
+  if (!t) return; // not added yet (main.js adds them after the first paint)
   t.pin.setAttribute("aria-pressed", String(view.pins.includes(chart.tag)));
   t.outliers.setAttribute("aria-pressed", String(chartOption(chart.tag, "outliers")));
   t.ylim.setAttribute("aria-pressed", String(!!view.yLimits[chart.tag]));

@@ -151,6 +151,10 @@ function partsOf(chart, s, w) {
     if (heldFrom >= s.n) return parts;
   }
   const sm = w > 0 ? smoothed(s, w) : null;
+  // The block summaries pay off where a pixel column holds many points; a series with fewer points
+  // than the plot has device-pixel columns is stroked point by point (the same polyline), without
+  // summarising it first (the first paint of 300 runs: 2 x 300 summaries that no draw would use).
+  const dense = s.n > chart.width * chart.dpr;
   parts.push({
     steps: s.steps,
     walls: s.walls,
@@ -158,8 +162,8 @@ function partsOf(chart, s, w) {
     smooth: sm,
     n: s.n,
     from: heldFrom,
-    raw: blocksFor(s.rawBlocks, s.values, s.n),
-    sblk: sm ? blocksFor(s.smoothBlocks, sm, s.n) : null,
+    raw: dense ? blocksFor(s.rawBlocks, s.values, s.n) : null,
+    sblk: dense && sm ? blocksFor(s.smoothBlocks, sm, s.n) : null,
   });
   return parts;
 }

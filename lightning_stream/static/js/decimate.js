@@ -92,8 +92,14 @@ export function strokeDecimated(path, xs, ys, n, L, blk, from = 0, to = n) {
       path.lineTo(x, hi);
       vertices += 2;
     }
-    path.lineTo(x, lastY);
-    vertices += 1;
+    // one value in the column (first === lastY): a second vertex there would be a zero-length
+    // segment, which a butt-capped stroke leaves out; a sparse series is one vertex per point, not
+    // two (half the canvas calls of a chart of 300 runs x 200 steps). After a moveTo it stays, as
+    // before: a lone point is a path of its own.
+    if (lo !== hi || !pen) {
+      path.lineTo(x, lastY);
+      vertices += 1;
+    }
     pen = true;
   };
   let i = from;

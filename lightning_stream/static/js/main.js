@@ -111,8 +111,12 @@ function scheduleWindow(chart, delayMs) {
 
 // ---------------------------------------------------------------- cards
 
-function makeChart(tag) {
-  const chart = buildChart(tag);
+/* A card's tools (7 buttons and the y-range form, 220 elements for 20 cards) are added once the first
+ * chart is on screen (or after TOOLS_LATEST_MS), so the first frames style and lay out the plots only. */
+const TOOLS_LATEST_MS = 1000;
+let toolsWaiting = []; // cards built before then; null once every card gets its tools at once
+
+function equip(chart) {
   addTools(chart, {
     setZoom,
     changed: (c) => {
@@ -122,6 +126,19 @@ function makeChart(tag) {
       saveView();
     },
   });
+}
+
+function equipWaiting() {
+  if (toolsWaiting === null) return;
+  const list = toolsWaiting;
+  toolsWaiting = null;
+  for (const chart of list) equip(chart);
+}
+
+function makeChart(tag) {
+  const chart = buildChart(tag);
+  if (toolsWaiting === null) equip(chart);
+  else toolsWaiting.push(chart);
   placeChart(chart);
   resizeObserver.observe(chart.plot);
   visibilityObserver.observe(chart.card);
@@ -387,7 +404,11 @@ initSidebar({
   colorChanged: () => changed("colors"),
   rowsBuilt: scheduleStatus,
 });
-firstPaint.then(flushRunRows);
+firstPaint.then(() => {
+  flushRunRows();
+  equipWaiting();
+});
+setTimeout(equipWaiting, TOOLS_LATEST_MS); // no chart loads (an empty logdir, a filter that hides all)
 initLayout(document.getElementById("charts"), document.getElementById("empty"), (group) => {
   for (const chart of group.charts) chart.dirty = chart.urgent = true;
   refreshLayout();

@@ -54,12 +54,32 @@ export const tagVisible = (tag) => tagMatches(tag);
 export const runMatchesFilter = (name) => runMatches(name);
 export const runVisible = (run) => run.checked && runMatches(run.name);
 
+/* How many runs hold each colour: a new run's colour avoids those in use (colors.js), and asking a
+ * Set of every run's colour per new run made loading 300 runs quadratic. */
+const colorUse = new Map();
+const colorsInUse = { has: (c) => (colorUse.get(c) || 0) > 0 };
+
+function countColor(color, delta) {
+  const n = (colorUse.get(color) || 0) + delta;
+  if (n > 0) colorUse.set(color, n);
+  else colorUse.delete(color);
+}
+
+/** Change a run's colour (a picked one, or null: back to the one its name gets among the others). */
+export function setRunColor(run, color) {
+  countColor(run.color, -1);
+  run.color = color || assignColor(run.name, colorsInUse);
+  countColor(run.color, 1);
+}
+
 export function getRun(name) {
   let run = runs.get(name);
   if (run) return run;
+  const color = view.colors[name] || assignColor(name, colorsInUse);
+  countColor(color, 1);
   run = {
     name,
-    color: view.colors[name] || assignColor(name, new Set(Array.from(runs.values(), (r) => r.color))),
+    color,
     logdir: null,
     hparams: null,
     state: null, // started | epoch | finished | failed (from event: status)

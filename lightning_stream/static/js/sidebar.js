@@ -1,9 +1,8 @@
 /* The sidebar: the runs list (colour picker, "show only this run" on double-click, lifecycle badge,
  * hparams), the filter and display controls, and the status panel. */
 
-import { assignColor } from "./colors.js";
 import { formatClock, formatDuration, formatStep, trimZeros } from "./format.js";
-import { rateBuckets, runMatchesFilter, runs, state, view } from "./model.js";
+import { rateBuckets, runMatchesFilter, runs, setRunColor, state, view } from "./model.js";
 
 const RATE_WINDOW_MS = 5000;
 const $ = (id) => document.getElementById(id);
@@ -71,14 +70,14 @@ function makeRunRow(run) {
   picker.value = run.color;
   picker.title = `colour of ${run.name} (click to change)`;
   picker.addEventListener("input", () => {
-    run.color = picker.value;
+    setRunColor(run, picker.value);
     view.colors[run.name] = picker.value;
     actions.colorChanged(run);
   });
   picker.addEventListener("dblclick", (e) => {
     e.preventDefault();
     delete view.colors[run.name]; // back to the colour of its name
-    run.color = assignColor(run.name, new Set(Array.from(runs.values(), (r) => (r === run ? null : r.color))));
+    setRunColor(run, null);
     picker.value = run.color;
     actions.colorChanged(run);
   });

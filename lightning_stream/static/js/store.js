@@ -96,10 +96,46 @@ export function appendColumns(s, steps, walls, values) {
   for (let i = 0; i < steps.length; i++) appendPoint(s, num(steps[i]), num(walls[i]), num(values[i]));
 }
 
-/** Replace everything held by the given columns (a loaded history). */
+/** Replace everything held by the given columns (a loaded history): the arrays are sized once from
+ * the answer's length (kept when large enough) and filled in one pass. A server answer's steps
+ * ascend; columns that do not go through appendColumns, which applies the purge rule. */
 export function replaceColumns(s, steps, walls, values) {
   clearSeries(s);
-  appendColumns(s, steps, walls, values);
+  const n = steps.length;
+  if (s.steps.length < n) {
+    s.steps = new Float64Array(n);
+    s.values = new Float64Array(n);
+    s.walls = new Float64Array(n);
+  }
+  const st = s.steps;
+  let prev = -Infinity;
+  for (let i = 0; i < n; i++) {
+    const step = num(steps[i]);
+    if (!(step > prev)) {
+      appendColumns(s, steps, walls, values); // out of order (or NaN): point by point
+      return;
+    }
+    st[i] = prev = step;
+  }
+  const wt = s.walls;
+  for (let i = 0; i < n; i++) wt[i] = num(walls[i]);
+  const vs = s.values;
+  let min = Infinity;
+  let max = -Infinity;
+  let minPos = Infinity;
+  for (let i = 0; i < n; i++) {
+    const v = num(values[i]);
+    vs[i] = v;
+    if (!Number.isFinite(v)) continue; // as appendPoint: NaN and the infinities are not in the range
+    if (v < min) min = v;
+    if (v > max) max = v;
+    if (v > 0 && v < minPos) minPos = v;
+  }
+  s.n = n;
+  s.min = min;
+  s.max = max;
+  s.minPos = minPos;
+  s.rangeStale = false; // the range is exact: no rescan at the first draw
 }
 
 export function clearSeries(s) {
