@@ -21,7 +21,7 @@ import errno
 import logging
 import os
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from lightning_stream.filesystem import walk_dirs
 
@@ -45,6 +45,8 @@ IN_NONBLOCK = 0o4000
 IN_CLOEXEC = 0o2000000
 
 _MASK = IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF
+_QUIET_MASK = _MASK & ~(IN_MODIFY | IN_CLOSE_WRITE)
+"""A busy directory's mask while the watcher sleeps out its read gap (``TreeWatch.pause``): no event per write."""
 _EVENT = struct.Struct("iIII")  # wd, mask, cookie, len; then len bytes of NUL-padded name
 
 _libc: ctypes.CDLL | None = None
@@ -87,6 +89,8 @@ class TreeWatch:
         self._marker = marker.encode()
         self._fd = -1
         self._dirs: dict[int, str] = {}
+        self._wds: dict[str, int] = {}  # the reverse of _dirs
+        self._quiet: set[str] = set()  # directories on _QUIET_MASK until resume()
         self._root_wd = -1
         self._loop: asyncio.AbstractEventLoop | None = None
         self._paused = False
@@ -116,18 +120,41 @@ class TreeWatch:
         self._loop = loop
         self._paused = False
 
-    def pause(self) -> None:
-        """Stop waking the loop; events queue in the kernel until ``resume``."""
-        if self._loop is not None and not self._paused:
-            self._loop.remove_reader(self._fd)
-            self._paused = True
+    def pause(self, quiet: Iterable[str] = ()) -> None:
+        """Stop waking the loop; events queue in the kernel until ``resume``.
+
+        The directories of the files ``quiet`` (a busy run's, just read) report no writes meanwhile:
+        the kernel makes every event in the *writer's* ``write``/``close``, ~1 µs each, so a
+        training step of two records (TensorBoard's writer opens, appends and closes per record:
+        4 events) paid ~4 µs for events nobody reads before the gap ends. ``resume`` restores their watches,
+        then reports every event file in them as changed, so nothing written meanwhile is missed.
+        """
+        if self._loop is None or self._paused:
+            return
+        self._loop.remove_reader(self._fd)
+        self._paused = True
+        for directory in {os.path.dirname(path) for path in quiet}:
+            if directory in self._wds and self._watch(directory, _QUIET_MASK):
+                self._quiet.add(directory)
 
     def resume(self) -> None:
         """Deliver what queued while paused (synchronously), then wake the loop again."""
-        if self._loop is not None and self._paused:
-            self._paused = False
-            self._loop.add_reader(self._fd, self._on_readable)
-            self._on_readable()
+        if self._loop is None or not self._paused:
+            return
+        self._paused = False
+        quiet, self._quiet = self._quiet, set()
+        full = False
+        for directory in quiet:
+            full |= not self._watch(directory, _MASK)  # first: a write from now on is an event again
+        changed: set[str] = set()
+        for directory in quiet:  # then: what was written while it was quiet
+            try:
+                with os.scandir(directory) as entries:
+                    changed.update(e.path for e in entries if self._marker in os.fsencode(e.name))
+            except OSError:
+                full = True  # gone or unreadable: the scan finds out what happened
+        self._loop.add_reader(self._fd, self._on_readable)
+        self._on_readable(changed, full=full)
 
     @property
     def alive(self) -> bool:
@@ -143,16 +170,32 @@ class TreeWatch:
         os.close(self._fd)
         self._fd = -1
         self._dirs.clear()
+        self._wds.clear()
+        self._quiet.clear()
 
     def _add_tree(self, top: str, *, strict: bool) -> None:
         for directory in walk_dirs(top):
             self._add(directory, strict=strict and directory == top)
+
+    def _watch(self, directory: str, mask: int) -> bool:
+        """Set the mask of a watched directory's watch; False when the directory is gone or was
+        replaced (a new directory at that path gets its own full watch; the caller should rescan)."""
+        assert _libc is not None
+        wd = int(_libc.inotify_add_watch(self._fd, os.fsencode(directory), mask | IN_ONLYDIR))
+        if wd < 0 or wd == self._wds.get(directory):
+            return wd >= 0
+        if mask != _MASK:
+            _libc.inotify_add_watch(self._fd, os.fsencode(directory), _MASK | IN_ONLYDIR)
+        self._dirs[wd] = directory
+        self._wds[directory] = wd
+        return False
 
     def _add(self, directory: str, *, strict: bool) -> None:
         assert _libc is not None
         wd = _libc.inotify_add_watch(self._fd, os.fsencode(directory), _MASK | IN_ONLYDIR)
         if wd >= 0:
             self._dirs[wd] = directory
+            self._wds[directory] = wd
             if directory == self.root:
                 self._root_wd = wd
             return
@@ -171,9 +214,8 @@ class TreeWatch:
             raise OSError(err, f"cannot watch {directory!r}: {os.strerror(err)}")
         # Otherwise the directory vanished or is unreadable: nothing to watch there.
 
-    def _on_readable(self) -> None:
-        changed: set[str] = set()
-        full = False
+    def _on_readable(self, changed: set[str] | None = None, *, full: bool = False) -> None:
+        changed = set() if changed is None else changed
         seen: set[bytes] = set()  # a busy file queues one identical IN_MODIFY per write: handle each once
         while True:
             try:
@@ -198,7 +240,9 @@ class TreeWatch:
                 if mask & IN_Q_OVERFLOW:
                     full = True  # events were dropped: let a full scan find out what changed
                 elif mask & IN_IGNORED:
-                    self._dirs.pop(wd, None)
+                    gone = self._dirs.pop(wd, None)
+                    if gone is not None and self._wds.get(gone) == wd:
+                        del self._wds[gone]
                     full = True
                     if wd == self._root_wd and self._on_root_gone is not None:
                         self._on_root_gone()

@@ -15,11 +15,13 @@ way a warning says so once.
 Latency: Lightning calls ``logger.save()`` (a flush) right after each write, so
 a logged scalar is in the event file at once and the watcher picks it up within
 milliseconds. Writes that bypass Lightning (``logger.experiment.add_scalar``)
-sit in the writer's queue for up to ``flush_secs`` (120 s); the callback
-flushes the writers at most every ``flush_interval_s`` from the batch-end hooks.
+can sit in the writer's buffer for up to ``flush_secs`` (120 s; tensorboardX's and
+TensorFlow's writers buffer, torch's writes through); a thread of the callback's own
+(``_Flusher``) flushes the writers every ``flush_interval_s``, so no hook of ours runs
+per step and a write is flushed on time even while a long step is still running.
 
-Training never waits on streaming: hooks only append to a queue
-(``StreamServer.publish_status``) or check a clock; the server runs in a child
+Training never waits on streaming: no hook of ours runs per step, the per-epoch ones only
+append to a queue (``StreamServer.publish_status``); the server runs in a child
 process (``isolated.py``; ``isolated=False``: a thread of this one); any failure
 of the streaming side is logged once and training goes on.
 
@@ -36,7 +38,7 @@ import logging
 import os
 import socket
 import sys
-import time
+import threading
 from collections.abc import Callable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -44,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 from typing_extensions import override
 
 from lightning_stream.config import ServerConfig, is_wildcard
+from lightning_stream.threads import start_thread
 
 
 def _lightning_package() -> ModuleType:
@@ -87,6 +90,9 @@ _FIX = "Trainer(logger=TensorBoardLogger('lightning_logs'), callbacks=[StreamCal
 
 _UNUSED_STEP_HOOKS = (
     "on_train_batch_start",
+    "on_train_batch_end",
+    "on_validation_batch_end",
+    "on_test_batch_end",
     "on_validation_batch_start",
     "on_test_batch_start",
     "on_predict_batch_start",
@@ -98,9 +104,10 @@ _UNUSED_STEP_HOOKS = (
 )
 """Per-step hooks this callback has no use for. Lightning dispatches every hook of every callback,
 ~1.75 µs each (``benchmarks/bench_hooks.py``), ~10 µs a step for these: most of the 1 %
-overhead budget of a fast loop. Set to ``None``, Lightning skips them."""
-_FLUSH_HOOKS = ("on_train_batch_end", "on_validation_batch_end", "on_test_batch_end")
-"""The per-step hooks that flush writers; skipped too when flushing is off (``flush_interval_s=0``)."""
+overhead budget of a fast loop. Set to ``None``, Lightning skips them: all of them, since the
+writers are flushed from a thread of ours (``_Flusher``), not from the batch-end hooks."""
+FLUSHER_STOP_TIMEOUT_S = 5.0
+"""How long ``teardown`` waits for a flush in progress on the flusher thread before going on without it."""
 
 
 class StreamCallback(Callback):
@@ -118,7 +125,8 @@ class StreamCallback(Callback):
             streaming side then logs the error and the run goes on without it.
         token: bearer token clients must send (required for a non-loopback ``host``).
         flush_interval_s: longest time a scalar may sit in a TensorBoard writer's
-            queue before the callback flushes it; ``0`` disables flushing.
+            queue before the callback flushes it (from a thread of its own, not per step);
+            ``0`` disables flushing.
         isolated: serve from a child process (default), so reading the event files and
             sending to clients never takes this process's GIL (``benchmarks/bench_overhead.py``);
             ``False`` serves from a thread of the training process (no extra process).
@@ -173,10 +181,10 @@ class StreamCallback(Callback):
         self._runs: list[str] = []
         self._writers: list[Any] = []
         self._tapped: _MetricsTap | None = None
-        self._last_flush = 0.0
+        self._flusher: _Flusher | None = None
         self._announced_url: str | None = None
         if _lightning_skips_unset_hooks():
-            for hook in _UNUSED_STEP_HOOKS + (() if self._flush_interval_s else _FLUSH_HOOKS):
+            for hook in _UNUSED_STEP_HOOKS:
                 if getattr(type(self), hook) is getattr(StreamCallback, hook):  # a subclass's own hook stays
                     setattr(self, hook, None)
 
@@ -212,6 +220,8 @@ class StreamCallback(Callback):
                     # the server's name for it: an outer watched logdir (the notebook magic's) may name it already
                     run = self._server.watch(logger.log_dir, prefix=_run_name(logger))
                     self._runs.append(run)
+                if self._flush_interval_s:
+                    self._flusher = _Flusher(loggers, self._flush_interval_s)
             else:
                 first = trainer.loggers[0]
                 run = _fallback_run_name(first)
@@ -232,6 +242,7 @@ class StreamCallback(Callback):
                 "Pass port=None to pick a free port, or check `lightning-stream ls`.",
                 error,
             )
+            self._stop_flusher()
             self._unwatch()  # what was watched before the failure: the server may outlive this run
             self._untap()
             self._release()
@@ -244,36 +255,6 @@ class StreamCallback(Callback):
             )
 
     @override
-    def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        self._maybe_flush()
-
-    @override
-    def on_validation_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        self._maybe_flush()
-
-    @override
-    def on_test_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        self._maybe_flush()
-
-    @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._status("epoch", epoch=trainer.current_epoch, global_step=trainer.global_step)
 
@@ -281,7 +262,8 @@ class StreamCallback(Callback):
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self._server is None:
             return
-        self._flush()
+        self._stop_flusher()
+        _flush(self._writers)
         self._unwatch()  # the server reads what was flushed last before "finished" goes out
         self._untap()
         self._status("finished", stage=stage)
@@ -291,7 +273,8 @@ class StreamCallback(Callback):
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if self._server is None:
             return
-        self._flush()
+        self._stop_flusher()
+        _flush(self._writers)
         self._unwatch()
         self._untap()
         self._status("failed", error=f"{type(exception).__name__}: {exception}"[:500])
@@ -344,22 +327,47 @@ class StreamCallback(Callback):
         except Exception as error:
             log.debug("lightning-stream: status %r not published: %s", state, error)
 
-    def _maybe_flush(self) -> None:
-        if self._server is None or not self._flush_interval_s:
-            return
-        now = time.monotonic()
-        if now - self._last_flush >= self._flush_interval_s:
-            self._last_flush = now
-            self._flush()
+    def _stop_flusher(self) -> None:
+        flusher, self._flusher = self._flusher, None
+        if flusher is not None:
+            flusher.stop()
 
-    def _flush(self) -> None:
-        for logger in self._writers:
-            writer = getattr(logger, "_experiment", None)  # never create the writer just to flush it
-            if writer is not None:
-                try:
-                    writer.flush()
-                except Exception as error:
-                    log.debug("lightning-stream: flushing %s failed: %s", logger.log_dir, error)
+
+class _Flusher:
+    """Flushes the loggers' writers every ``interval_s`` from a daemon thread, between ``setup`` and ``teardown``.
+
+    Why a thread and not the batch-end hooks: a hook costs every step ~2 µs of Lightning's dispatch
+    plus a clock read on the training thread, and a write made inside a long step waited for the
+    step's end. The thread wakes ``1 / interval_s`` times a second whatever the step rate, and
+    ``flush()`` is the writers' public, thread-safe call (TensorBoard's, tensorboardX's and
+    Fabric's alike take their own lock), so no writer internals are touched. Started at once.
+    """
+
+    def __init__(self, loggers: list[Any], interval_s: float) -> None:
+        self._loggers = loggers
+        self._interval_s = interval_s
+        self._stopping = threading.Event()
+        self._thread = start_thread(threading.Thread(target=self._run, name="lightning-stream-flush", daemon=True))
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self._interval_s):
+            _flush(self._loggers)
+
+    def stop(self) -> None:
+        """Stop the thread; a flush in progress finishes first (bounded: ``FLUSHER_STOP_TIMEOUT_S``)."""
+        self._stopping.set()
+        self._thread.join(FLUSHER_STOP_TIMEOUT_S)
+
+
+def _flush(loggers: list[Any]) -> None:
+    """Flush the writers these loggers already made; a failure is logged (debug) and never raised."""
+    for logger in loggers:
+        writer = getattr(logger, "_experiment", None)  # never create the writer just to flush it
+        if writer is not None:
+            try:
+                writer.flush()
+            except Exception as error:
+                log.debug("lightning-stream: flushing %s failed: %s", logger.log_dir, error)
 
 
 class _MetricsTap:

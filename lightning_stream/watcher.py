@@ -137,7 +137,7 @@ class LogdirWatcher:
         self.notifications_active = False
         """Whether file-system notifications currently wake scans (False: polling only)."""
         self._notify_degraded: Callable[[], bool] = _never
-        self._pause_notify: Callable[[], None] = _nothing
+        self._pause_notify: Callable[[set[str]], None] = _nothing
         self._resume_notify: Callable[[], None] = _nothing
         self.has_more = False
         """Set by ``scan(max_points=...)`` when it stopped before reading everything new."""
@@ -293,6 +293,7 @@ class LogdirWatcher:
         loop = asyncio.get_running_loop()
         last_data = -1.0
         busy_gap = BUSY_GAP_S
+        busy: set[str] = set()  # the files the last read that found data was told of
         try:
             while True:
                 # Busy run: coalesce. The first change after a quiet spell is read at once; further
@@ -300,7 +301,7 @@ class LogdirWatcher:
                 # 1,000 steps/s costs at most 1/BUSY_GAP_S reads per second, not 1,000.
                 gap = last_data + busy_gap - loop.time()
                 if gap > 0:
-                    self._pause_notify()  # no wake-up per write while we wait anyway
+                    self._pause_notify(busy)  # no wake-up (nor event) per write while we wait anyway
                     try:
                         await asyncio.sleep(gap)
                     finally:
@@ -325,6 +326,7 @@ class LogdirWatcher:
                 if self.has_more:
                     full = True  # the rest of a large backlog: next slice right away
                 if batches:
+                    busy = only or set()
                     sink(batches)
                     now = loop.time()
                     busy_gap = busy_gap_for(max(len(b) for b in batches), now - last_data, max_busy_gap_s())
@@ -469,5 +471,5 @@ def _deliver(done: asyncio.Future[list[ScalarBatch]], sink: Callable[[list[Scala
         sink(done.result())
 
 
-def _nothing() -> None:
+def _nothing(*_: object) -> None:
     """Placeholder for notification hooks while no notifier is attached."""

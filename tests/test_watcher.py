@@ -302,6 +302,54 @@ async def test_inotify_wakes_for_event_files_and_new_directories_not_for_other_f
         tree.close()
 
 
+def queued_event_bytes(tree: _inotify.TreeWatch) -> int:
+    """Bytes of events waiting in the kernel for this watch's descriptor (FIONREAD)."""
+    import array
+    import fcntl
+    import termios
+
+    buffer = array.array("i", [0])
+    fcntl.ioctl(tree._fd, termios.FIONREAD, buffer)
+    return buffer[0]
+
+
+@pytest.mark.skipif(not _inotify.available(), reason="inotify is Linux-only")
+async def test_a_paused_busy_directory_costs_its_writer_no_events_and_loses_no_change(tmp_path: Path) -> None:
+    busy_dir, other_dir = tmp_path / "busy", tmp_path / "other"
+    busy_dir.mkdir()
+    other_dir.mkdir()
+    busy, beside, other = (
+        busy_dir / "events.out.tfevents.1.host",
+        busy_dir / "events.out.tfevents.2.host",
+        other_dir / "events.out.tfevents.3.host",
+    )
+    for path in (busy, beside, other):
+        path.write_bytes(b"")
+    calls: list[set[str] | None] = []
+    tree = _inotify.TreeWatch(str(tmp_path), calls.append)
+    tree.open()
+    tree.attach(asyncio.get_running_loop())
+    try:
+        tree.pause({str(busy)})
+        for _ in range(50):  # as TensorBoard's writer does per record: open, append, close
+            with busy.open("ab") as f:
+                f.write(b"record")
+        with beside.open("ab") as f:  # once, in the same directory: no event either, found on resume
+            f.write(b"record")
+        assert queued_event_bytes(tree) == 0  # the kernel made no event in those writes
+        with other.open("ab") as f:  # another directory keeps its events
+            f.write(b"record")
+        assert queued_event_bytes(tree) > 0
+        tree.resume()
+        assert calls == [{str(busy), str(beside), str(other)}]
+        calls.clear()
+        with busy.open("ab") as f:  # resumed: writes are events again
+            f.write(b"record")
+        assert queued_event_bytes(tree) > 0
+    finally:
+        tree.close()
+
+
 @pytest.mark.skipif(not _inotify.available(), reason="inotify is Linux-only")
 async def test_watch_survives_the_logdir_being_deleted_and_recreated(tmp_path: Path) -> None:
     logdir = tmp_path / "logs"
@@ -482,6 +530,42 @@ async def test_a_sink_asking_for_a_longer_gap_gets_bigger_batches_and_nothing_is
     assert [p[2] for p in points] == list(range(written))  # each once, in order
     # Reads ~0.5 s apart once the rate is known; the watcher's own cap (80 ms) would take ~6 times as many.
     assert len(reads) <= 1.5 * elapsed / 0.5 + 3, (len(reads), elapsed, reads)
+
+
+def inotify_watch_masks() -> list[int]:
+    """The masks of every inotify watch this process holds (``/proc/self/fdinfo``)."""
+    masks = []
+    for fd in os.listdir("/proc/self/fdinfo"):
+        with contextlib.suppress(OSError), open(f"/proc/self/fdinfo/{fd}") as info:
+            for line in info:
+                if line.startswith("inotify wd:"):
+                    fields = dict(field.split(":", 1) for field in line.split()[1:])
+                    masks.append(int(fields["mask"], 16))
+    return masks
+
+
+@pytest.mark.skipif(not _inotify.available(), reason="inotify is Linux-only")
+async def test_a_busy_run_is_not_notified_of_each_write_while_the_watcher_sleeps_out_its_gap(tmp_path: Path) -> None:
+    quiet_seen: list[bool] = []
+
+    def write(path: Path) -> int:
+        # as TensorBoard's writer does per record (open, append, close), until the watch of the run's
+        # directory was seen without per-write events (IN_MODIFY), at most GUARD_S
+        until = time.monotonic() + GUARD_S
+        step = 0
+        while time.monotonic() < until:
+            with path.open("ab") as f:
+                f.write(records([simple_event("a", step, WALL_TIME, float(step))]))
+            step += 1
+            if step >= 200 and step % 20 == 0 and any(not m & _inotify.IN_MODIFY for m in inotify_watch_masks()):
+                quiet_seen.append(True)
+                break
+            time.sleep(0.0005)
+        return step
+
+    _, points, written, _ = await _watch_a_fast_writer(tmp_path, write)
+    assert quiet_seen == [True]
+    assert [p[2] for p in points] == list(range(written))  # each once, in order
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() != 0, reason="root reads everything; needs setuid to 'nobody'")
