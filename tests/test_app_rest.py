@@ -284,7 +284,8 @@ async def test_index_embeds_the_top_cards_series_as_api_series_answers_them_at_t
         _, answer, _ = await get(app.url + "/api/series?run=*&tag=lr&max_points=400")
     assert isinstance(page, str)
     boot, embedded = boot_of(page), embedded_of(page)
-    assert boot["first"] == "lr" and boot["first_embedded"] is True
+    assert boot["first"] == "lr"
+    assert boot["first_embedded"] is True
     assert embedded == answer  # the very answer the page would have fetched, every series whole
     assert embedded["seq"] == boot["health"]["seq"] > 0  # taken at the instant the runs were listed
     assert [s["run"] for s in embedded["series"]] == ["a", "b"]

@@ -174,7 +174,8 @@ def test_the_embedded_top_card_is_used_only_in_the_default_view(
         top = wait_drawn(w, (first or ["a/one"])[0])
         assert top["draws"] > 0
         held = w.series("r1", "a/one")
-        assert held is not None and held["values"] == [float(step * 10 + 7) for step in range(5)]
+        assert held is not None
+        assert held["values"] == [float(step * 10 + 7) for step in range(5)]
         assert w.page_errors == []
         assert w.console_errors == []
 
