@@ -210,10 +210,14 @@ class _Routes:
         first = first_tag(runs)
         card = first_card(hub, runs, first)  # the top card's series, when they are what the page would fetch
         boot = {"health": self.health_body(len(runs)), "runs": runs, "first": first}
-        response = web.StreamResponse(headers={"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"})
+        chunks = index_chunks(template, boot, hub.seq, card)
+        headers = {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"}
+        if card is None:  # one piece, sent with its length
+            return web.Response(body=b"".join(chunks), headers=headers)
+        response = web.StreamResponse(headers=headers)
         await response.prepare(request)
         try:
-            for chunk in index_chunks(template, boot, hub.seq, card):  # the series last, encoded as they go
+            for chunk in chunks:  # the page, then the series, encoded as they go
                 await response.write(chunk)
             await response.write_eof()
         except ConnectionError:
