@@ -33,7 +33,7 @@ from lightning_stream._version import __version__
 from lightning_stream.config import ServerConfig
 from lightning_stream.encoding import dumps, rows_json
 from lightning_stream.hub import Hub
-from lightning_stream.indexpage import first_tag, render_index
+from lightning_stream.indexpage import first_card, first_tag, index_chunks
 from lightning_stream.logs import install as install_log_redaction
 from lightning_stream.logs import redact
 from lightning_stream.looplag import LoopLagMonitor
@@ -198,17 +198,31 @@ class _Routes:
         return found
 
     async def index(self, request: web.Request) -> web.StreamResponse:
-        """The dashboard with /health and /api/runs embedded (``indexpage.py``): no round trip before
-        the first chart's request. Behind the token like /api/runs (``security.py``)."""
+        """The dashboard with /health, /api/runs and, when small, the top card's series embedded
+        (``indexpage.py``): no round trip before the first chart. Behind the token like /api/runs
+        (``security.py``)."""
         template = self.static_files.text("index.html")
         if template is None:
             return web.Response(text=PLACEHOLDER_HTML, content_type="text/html")
         hub = self.state.hub
-        hub.flush()  # `seq` covers exactly the runs and tags listed (no await below)
+        hub.flush()  # `seq` covers exactly the runs, tags and points below (no await until they are cut)
         runs = hub.runs()
-        boot = {"health": self.health_body(len(runs)), "runs": runs, "first": first_tag(runs)}
-        text = render_index(template, boot)
-        return web.Response(text=text, content_type="text/html", headers={"Cache-Control": "no-store"})
+        first = first_tag(runs)
+        card = first_card(hub, runs, first)  # the top card's series, when they are what the page would fetch
+        boot = {"health": self.health_body(len(runs)), "runs": runs, "first": first}
+        chunks = index_chunks(template, boot, hub.seq, card)
+        headers = {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"}
+        if card is None:  # one piece, sent with its length
+            return web.Response(body=b"".join(chunks), headers=headers)
+        response = web.StreamResponse(headers=headers)
+        await response.prepare(request)
+        try:
+            for chunk in chunks:  # the page, then the series, encoded as they go
+                await response.write(chunk)
+            await response.write_eof()
+        except ConnectionError:
+            pass  # the client went away; nothing to answer
+        return response
 
 
 @web.middleware

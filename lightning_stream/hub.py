@@ -682,6 +682,12 @@ class Hub:
         """Sorted tags of ``run``; KeyError if the run is unknown."""
         return sorted(self._run(run).series)
 
+    def held(self, run: str, tag: str) -> int:
+        """Points held of (run, tag), 0 for an unknown one: sizes an answer before anything is copied."""
+        info = self._runs.get(run)
+        series = None if info is None else info.series.get(tag)
+        return 0 if series is None else len(series)
+
     def runs(self) -> list[dict[str, Any]]:
         """One dict per run, sorted: run, logdir, tags, last_step, last_wall_time, status, hparams."""
         out = []

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lightning_stream._version import __version__
 from lightning_stream.app import STATIC_DIR
-from lightning_stream.indexpage import BOOT_ELEMENT, first_tag
+from lightning_stream.indexpage import BOOT_ELEMENT, EMBED_POINTS, EMBED_SERIES_POINTS, first_tag
 
 
 async def get(url: str, **kw: object) -> tuple[int, object, aiohttp.typedefs.LooseHeaders]:
@@ -265,6 +265,58 @@ async def test_index_data_cannot_end_its_script_element_and_needs_the_token() ->
     assert "<script>alert" not in page
     assert "<" not in page.split('<script id="boot-data" type="application/json">')[1].split("</script>")[0]
     assert boot_of(page)["runs"][0]["run"] == "</script><script>alert(1)</script><!--"
+
+
+SERIES_DATA = r'<script id="first-series" type="application/json">(.*?)</script>'
+
+
+def embedded_of(page: str) -> Any:
+    """The top card's series as the page carries them (None: not embedded)."""
+    found = re.search(SERIES_DATA, page, re.S)
+    assert found is not None, page[-500:]
+    return json.loads(found.group(1))
+
+
+async def test_index_embeds_the_top_cards_series_as_api_series_answers_them_at_the_boot_seq() -> None:
+    async with running_app() as app:
+        ingest(app.hub, batch("b", "lr", range(400)), batch("a", "lr", [1, 5]), batch("a", "val/x", range(900)))
+        _, page, _ = await get(app.url + "/")
+        _, answer, _ = await get(app.url + "/api/series?run=*&tag=lr&max_points=400")
+    assert isinstance(page, str)
+    boot, embedded = boot_of(page), embedded_of(page)
+    assert boot["first"] == "lr"
+    assert boot["first_embedded"] is True
+    assert embedded == answer  # the very answer the page would have fetched, every series whole
+    assert embedded["seq"] == boot["health"]["seq"] > 0  # taken at the instant the runs were listed
+    assert [s["run"] for s in embedded["series"]] == ["a", "b"]
+    assert embedded["series"][1]["steps"] == list(range(400))
+    assert page.index('id="first-series"') > page.index('<link rel="modulepreload"')  # after what loads the page
+    assert page.rstrip().endswith("</html>")
+
+
+async def test_index_embeds_no_series_longer_than_400_points_nor_over_the_budget() -> None:
+    async with running_app() as app:
+        ingest(app.hub, batch("a", "lr", range(400)), batch("b", "lr", range(401)))  # one too long
+        _, too_long, _ = await get(app.url + "/")
+    async with running_app() as app:
+        ingest(app.hub, *(batch(f"r{i:03d}", "lr", range(EMBED_SERIES_POINTS)) for i in range(251)))  # 100,400 points
+        _, too_many, _ = await get(app.url + "/")
+    assert EMBED_POINTS < 251 * EMBED_SERIES_POINTS
+    for page in (too_long, too_many):
+        assert isinstance(page, str)
+        assert boot_of(page)["first_embedded"] is False  # the page fetches them, at its own width
+        assert embedded_of(page) is None
+
+
+async def test_embedded_series_cannot_end_their_script_element() -> None:
+    name = "</script><script>alert(1)</script><!--"
+    async with running_app() as app:
+        ingest(app.hub, batch(name, "loss", [1, 2]), batch("x", "</script>", [1]))
+        _, page, _ = await get(app.url + "/")
+    assert isinstance(page, str)
+    assert "<script>alert" not in page
+    assert "<" not in re.search(SERIES_DATA, page, re.S).group(1)  # type: ignore[union-attr]
+    assert embedded_of(page)["series"][0]["run"] == name
 
 
 def test_first_tag_follows_the_cards_order() -> None:

@@ -114,14 +114,94 @@ def test_many_runs_load_in_at_most_30_requests_with_runs_and_health_in_the_page(
         assert "/health" not in paths, paths  # /health and /api/runs came with the page
         assert "/api/runs" not in paths, paths
         series = [urllib.parse.parse_qs(u.query)["tag"] for u in data if u.path == "/api/series"]
-        assert series[0] == ["train/metric_00"], series  # asked by the page itself, before its modules
+        assert all("train/metric_00" not in tags for tags in series), series  # the top card came in the page
         assert len(series) <= 3, series
         snap = w.snapshot()
         assert snap["restState"] == "ok"
         assert len(snap["runs"]) == 30
-        assert w.series("exp2/version_9", "train/metric_00") is not None
+        held = w.series("exp2/version_9", "train/metric_00")
+        assert held is not None
+        assert held["steps"] == list(range(10))
+        assert held["values"] == [float(step + 29) for step in range(10)]
+        assert chart(w, "train/metric_00")["draws"] > 0
         assert w.page_errors == []
         assert w.console_errors == []
+
+
+# the text of the top card's series in the page (#first-series) when the page let go of it: null (none
+# embedded) or the JSON the server wrote
+EMBEDDED_SEEN = """window.__embedded = undefined;
+new MutationObserver((records, observer) => {
+  for (const r of records) for (const n of r.removedNodes) {
+    if (n.id === "first-series") {
+      window.__embedded = n.textContent;
+      observer.disconnect();
+    }
+  }
+}).observe(document, { childList: true, subtree: true });"""
+
+PIN_SAVED = """localStorage.setItem("lightning-stream.view", JSON.stringify({ pins: ["b/two"] }));"""
+
+
+def series_tags(w: Watched) -> list[list[str]]:
+    return [urllib.parse.parse_qs(urllib.parse.urlsplit(u).query)["tag"] for u in w.requests if "/api/series" in u]
+
+
+@pytest.mark.parametrize(
+    ("path", "init", "first"),
+    [
+        ("/", "", None),  # the default view: its top card from the page, no request
+        ("/?run=r1", "", ["a/one"]),  # a filter in the URL: fetched
+        ("/", PIN_SAVED, ["b/two"]),  # a pin saved in localStorage (the server cannot see it): fetched
+    ],
+)
+def test_the_embedded_top_card_is_used_only_in_the_default_view(
+    browser: Any, server: StreamServer, path: str, init: str, first: list[str] | None
+) -> None:
+    for run in ("r1", "r2"):
+        for tag in ("a/one", "b/two"):
+            for step in range(5):
+                server.publish(run, tag, step, float(step * 10 + len(run + tag)))
+    with open_page(browser, server.url + path, init_script=EMBEDDED_SEEN + init) as w:
+        w.wait_js(COMPLETE)
+        embedded = json.loads(w.wait_js("() => window.__embedded !== undefined && window.__embedded"))
+        assert [(s["run"], s["tag"]) for s in embedded["series"]] == [("r1", "a/one"), ("r2", "a/one")]
+        tags = series_tags(w)
+        if first is None:
+            assert all("a/one" not in t for t in tags), tags
+        else:
+            assert tags[0] == first, tags  # the page's own first request: its top card
+        top = wait_drawn(w, (first or ["a/one"])[0])
+        assert top["draws"] > 0
+        held = w.series("r1", "a/one")
+        assert held is not None
+        assert held["values"] == [float(step * 10 + 7) for step in range(5)]
+        assert w.page_errors == []
+        assert w.console_errors == []
+
+
+def test_a_card_of_long_series_is_not_embedded_and_a_hostile_run_name_cannot_escape(
+    browser: Any, server: StreamServer
+) -> None:
+    hostile = "</script><script>window.__escaped = 1</script><!--"
+    for step in range(3):
+        server.publish(hostile, "loss", step, float(step))
+    with open_page(browser, server.url + "/", init_script=EMBEDDED_SEEN) as w:
+        w.wait_js(COMPLETE)
+        assert json.loads(w.wait_js("() => window.__embedded"))["series"][0]["run"] == hostile
+        assert series_tags(w) == []  # drawn from the page itself
+        assert w.series(hostile, "loss")["steps"] == [0, 1, 2]  # type: ignore[index]
+        assert w.page.evaluate("window.__escaped") is None
+        assert w.page_errors == []
+    for step in range(3, 401):  # 401 points: the page's width decides its decimation, so it asks
+        server.publish(hostile, "loss", step, float(step))
+    wait_until(lambda: json.load(urllib.request.urlopen(server.url + "/api/runs"))[0]["last_step"] == 400, "401 points")
+    with open_page(browser, server.url + "/", init_script=EMBEDDED_SEEN) as w:
+        w.wait_js(COMPLETE)
+        assert w.wait_js("() => window.__embedded") == "null"
+        assert series_tags(w) == [["loss"]]
+        assert len(w.series(hostile, "loss")["steps"]) == 401  # type: ignore[index]
+        assert w.page_errors == []
 
 
 def test_a_pinned_chart_on_top_is_loaded_first_and_no_request_is_wasted(browser: Any, server: StreamServer) -> None:

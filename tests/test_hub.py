@@ -767,3 +767,13 @@ def test_a_series_going_back_gets_a_reset_for_its_subscribers_only_and_a_relogge
     assert all(m.kind == "scalars" for m in drain(acc))  # not acc's series
     assert hub.stats()["series_resets"] == 1
     assert list(hub.scalars("a", "loss").steps) == [0, 1, 2, 3]
+
+
+def test_held_counts_the_points_of_one_series_and_is_zero_for_what_is_unknown() -> None:
+    hub = make_hub()
+    hub.ingest([batch("r", "loss", [0, 1, 2]), batch("r", "acc", [5])])
+    hub.flush()
+    assert hub.held("r", "loss") == 3
+    assert hub.held("r", "acc") == 1
+    assert hub.held("r", "nope") == 0
+    assert hub.held("nope", "loss") == 0

@@ -104,6 +104,22 @@ export async function earlySeries(answer) {
   throw new Error(`api/series: ${a.text}`);
 }
 
+/** The top chart's series as the server wrote them at the end of the page (indexpage.py), parsed once,
+ * or null (not there, or not JSON: the caller fetches them); `use` false: only drop them. The
+ * element goes either way (its text is megabytes). */
+export function embeddedSeries(use) {
+  const el = document.getElementById("first-series");
+  if (!el) return null;
+  let body = null;
+  try {
+    body = use ? parseJSON(el.textContent || "null") : null;
+  } catch (_) {
+    body = null;
+  }
+  el.remove();
+  return body && typeof body === "object" && Array.isArray(body.series) ? seriesBody(body) : null;
+}
+
 function seriesBody(body) {
   return { seq: body.seq, series: Array.isArray(body.series) ? body.series : [] };
 }

@@ -5,7 +5,7 @@
  * newer than the answer's `seq` (so nothing is lost or doubled); an unloaded chart drops them
  * (its history, loaded later, holds them). */
 
-import { earlySeries, getSeries as fetchSeries } from "./api.js";
+import { earlySeries, embeddedSeries, getSeries as fetchSeries } from "./api.js";
 import { escapeGlob } from "./glob.js";
 import { charts, getSeries, hooks, noteError, rateBuckets, state, touched } from "./model.js";
 import { appendColumns, clearSeries, compact, num, replaceColumns, resetFrom } from "./store.js";
@@ -147,9 +147,11 @@ async function loadCharts(batch, first) {
   const tags = batch.map((chart) => escapeGlob(chart.tag));
   const maxPoints = Math.max(...batch.map(maxPointsFor));
   const early = first ? takeEarly(batch[0], maxPoints) : null;
-  let body;
+  let body = first ? embeddedSeries(!!early && early.embedded) : null; // in the page itself: no request
   try {
-    if (early) body = await earlySeries(early);
+    if (body) {
+      // nothing to wait for
+    } else if (early && early.answer) body = await earlySeries(early.answer);
     else body = await fetchSeries({ run: "*", tag: tags.length === 1 ? tags[0] : tags, max_points: maxPoints }, first ? null : firstPaint);
   } catch (err) {
     batch.forEach((chart, i) => {
@@ -175,14 +177,15 @@ async function loadCharts(batch, first) {
   hooks.scheduleFrame();
 }
 
-/* The answer index.html asked for before the modules loaded (window.lightningStreamBoot.early), for
- * the page's first request if that is the same chart at no more points; else it is dropped. */
+/* What index.html took care of before the modules loaded (window.lightningStreamBoot.early): the
+ * answer it asked for, or word that the server embedded the series (`embedded`, at any max_points);
+ * for the page's first request if that is the same chart at no more points; else it is dropped. */
 function takeEarly(chart, maxPoints) {
   const boot = window.lightningStreamBoot;
   const early = boot && boot.early;
   if (!early) return null;
   boot.early = null;
-  return early.tag === chart.tag && early.maxPoints >= maxPoints ? early.answer : null;
+  return early.tag === chart.tag && early.maxPoints >= maxPoints ? early : null;
 }
 
 /* A chart's loaded history: its series replaced, stream points buffered meanwhile replayed. */
