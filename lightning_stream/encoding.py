@@ -24,7 +24,7 @@ import json
 import math
 from array import array
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 
@@ -104,7 +104,8 @@ def rows_json(batch: ScalarBatch) -> bytes:
     return dumps(list(zip(s.tolist(), json_floats(w), json_floats(v), strict=True)))
 
 
-def _typed(column: object, typecode: str) -> bool:
+def _typed(column: object, typecode: str) -> TypeGuard[array[Any]]:
+    """Whether ``column`` is an ``array`` of ``typecode``: what the C writers take."""
     return isinstance(column, array) and column.typecode == typecode
 
 
@@ -170,7 +171,7 @@ def float_column_json(values: array[float] | Sequence[float]) -> bytes:
     ``tolist()`` + orjson, and without holding the GIL (``benchmarks/bench_encode.py``, ``floats``).
     """
     float_json = _float_json
-    if float_json is not None and isinstance(values, array) and values.typecode == "d":
+    if float_json is not None and _typed(values, "d"):
         return float_json(values)
     return dumps(json_floats(values))
 
