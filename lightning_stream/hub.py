@@ -369,7 +369,7 @@ class Hub:
         :meth:`flush` yourself.
 
         ``coalesced=True``: the caller already gathered these (one read of the watcher,
-        which reads a busy run 20 to 80 ms apart, more with many subscribers), so they go out now, not a tick later: a
+        which reads a busy run 20 ms to 0.5 s apart, see ``watcher.busy_gap_for``), so they go out now, not a tick later: a
         tick is one more wake-up of the server per read, and waking costs more than the
         work (``benchmarks/README.md``). With many subscribers the tick still applies,
         since it is then longer than ``config.tick_s`` to bound the fan-out.
@@ -445,12 +445,14 @@ class Hub:
         Each broadcast is one send and one wake-up per subscriber, here and in every client's
         process, and on a small machine that CPU comes out of training
         (``benchmarks/bench_overhead.py``). A busy run is read in batches anyway (the watcher's
-        ``busy_gap_for``, at most 80 ms apart); with more than a handful of subscribers the
-        batches get bigger, so that broadcasts x subscribers stay near ``BROADCAST_SENDS_PER_S``:
-        160 ms apart with 10 subscribers, never more than ``MAX_BROADCAST_GAP_S``. A run logging
-        up to 50 steps/s per series is read at each write whatever this says; up to 200 steps/s,
-        at most ``watcher.LIVE_GAP_S`` (25 ms) or this gap apart, whichever is longer (32 ms with
-        2 subscribers), and never further apart than its rate earns (``watcher.busy_gap_for``).
+        ``busy_gap_for``); with more than a handful of subscribers the batches get bigger, so that
+        broadcasts x subscribers stay near ``BROADCAST_SENDS_PER_S``: 160 ms apart with 10
+        subscribers, never more than ``MAX_BROADCAST_GAP_S``. A run logging up to 50 steps/s per
+        series is read at each write whatever this says; up to 200 steps/s, at most
+        ``watcher.LIVE_GAP_S`` (25 ms) or this gap apart, whichever is longer (32 ms with 2
+        subscribers), and never further apart than its rate earns. Beyond 200 steps/s the
+        watcher's own gap (125 ms at 300 steps/s, up to 0.5 s) is longer than this one from ~340
+        steps/s even with 16 or more subscribers.
         """
         return min(MAX_BROADCAST_GAP_S, len(self._subs) / BROADCAST_SENDS_PER_S)
 

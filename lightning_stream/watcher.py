@@ -65,12 +65,17 @@ LIVE_GAP_S = 0.025
 A point waits for its read half the gap on average, so this is what keeps such a run's latency at p50
 ≤ 20 ms (``benchmarks/bench_latency.py``; the gap used to grow with the rate to 80 ms at 200 steps/s)."""
 LIVE_STEPS_PER_S = 200.0
-"""Up to this rate per series a run is read at most ``LIVE_GAP_S`` apart; beyond it the gap grows again
-with the rate (as it does from ``BUSY_STEPS_PER_S``), up to ``MAX_BUSY_GAP_S``: the fastest loops are
-where a wake-up costs training most (``bench_overhead.py`` runs ~600 steps/s)."""
-MAX_BUSY_GAP_S = 0.08
+"""Up to this rate per series a run is read at most ``LIVE_GAP_S`` apart; beyond it the gap grows again,
+by ``FAST_GAP_PER_STEP_S`` per step/s, up to ``MAX_BUSY_GAP_S``."""
+FAST_GAP_PER_STEP_S = 0.001
+"""Beyond ``LIVE_STEPS_PER_S``, each step/s more adds this to the gap: 125 ms at 300 steps/s, 325 ms at
+500, ``MAX_BUSY_GAP_S`` from 675. Each read wakes the server and every client, a cost per second that
+does not shrink with the step: on a busy machine it comes out of training (``bench_overhead.py``, ~900
+steps/s with 10 clients: the training's run-queue wait grows with the reads per second). A curve drawn
+2 to 8 times a second still looks live; the latency goal (p50 <= 20 ms) is for up to ``LIVE_STEPS_PER_S``."""
+MAX_BUSY_GAP_S = 0.5
 """Longest gap between reads of a busy run (a point then waits at most this long to be read), unless the
-sink allows longer (``watch(max_busy_gap_s=...)``: the server's hub does with many clients)."""
+sink allows longer (``watch(max_busy_gap_s=...)``): the fastest run is still read twice a second."""
 INLINE_READ_FILES = 4
 """A notification naming at most this many local files is read on the loop, not in a worker thread."""
 INLINE_READ_POINTS = 8192
@@ -436,14 +441,15 @@ def busy_gap_for(steps: int, elapsed_s: float, sink_gap_s: float = 0.0) -> float
 
     ``BUSY_GAP_S`` up to ``BUSY_STEPS_PER_S``, then growing with the rate, but up to
     ``LIVE_STEPS_PER_S`` at most ``LIVE_GAP_S`` (or ``sink_gap_s``, the gap the sink asks for, if
-    longer: the hub's fan-out budget wins with many clients), then growing again by the same slope;
-    never more than ``MAX_BUSY_GAP_S`` or ``sink_gap_s``, whichever is longer.
+    longer: the hub's fan-out budget wins with many clients), then growing again, by
+    ``FAST_GAP_PER_STEP_S`` per step/s; never more than ``MAX_BUSY_GAP_S`` or ``sink_gap_s``,
+    whichever is longer.
     """
     rate = steps / elapsed_s if elapsed_s > 0 else 0.0
     slope = BUSY_GAP_S / BUSY_STEPS_PER_S
     gap = min(slope * rate, max(LIVE_GAP_S, sink_gap_s))
     if rate > LIVE_STEPS_PER_S:  # continuous at the bound, and never shorter than the sink's gap there
-        gap = max(gap, LIVE_GAP_S + slope * (rate - LIVE_STEPS_PER_S))
+        gap = max(gap, LIVE_GAP_S + FAST_GAP_PER_STEP_S * (rate - LIVE_STEPS_PER_S))
     return min(max(MAX_BUSY_GAP_S, sink_gap_s), max(BUSY_GAP_S, gap))
 
 
