@@ -340,7 +340,9 @@ class _Flusher:
     plus a clock read on the training thread, and a write made inside a long step waited for the
     step's end. The thread wakes ``1 / interval_s`` times a second whatever the step rate, and
     ``flush()`` is the writers' public, thread-safe call (TensorBoard's, tensorboardX's and
-    Fabric's alike take their own lock), so no writer internals are touched. Started at once.
+    Fabric's alike take their own lock), so no writer internals are touched. Started at once; it
+    ends on its own once every writer is seen to write each record through (torch's on a local
+    logdir, Lightning's default): then nothing wakes at all.
     """
 
     def __init__(self, loggers: list[Any], interval_s: float) -> None:
@@ -351,7 +353,8 @@ class _Flusher:
 
     def _run(self) -> None:
         while not self._stopping.wait(self._interval_s):
-            _flush(self._loggers)
+            if not _flush(self._loggers, periodic=True):
+                return  # every writer puts each record in its file at once: nothing to do, ever (no wake-ups)
 
     def stop(self) -> None:
         """Stop the thread; a flush in progress finishes first (bounded: ``FLUSHER_STOP_TIMEOUT_S``)."""
@@ -359,15 +362,43 @@ class _Flusher:
         self._thread.join(FLUSHER_STOP_TIMEOUT_S)
 
 
-def _flush(loggers: list[Any]) -> None:
-    """Flush the writers these loggers already made; a failure is logged (debug) and never raised."""
+def _flush(loggers: list[Any], *, periodic: bool = False) -> bool:
+    """Flush the writers these loggers already made; a failure is logged (debug) and never raised.
+
+    ``periodic``: skip the writers that write each record through (``_writes_through``), and say
+    whether any writer may still need flushing (one not made yet, or one that buffers). At
+    ``teardown`` every writer is flushed: TensorBoard's waits there until its queue is written,
+    so the server's last read has every point.
+    """
+    needed = False
     for logger in loggers:
         writer = getattr(logger, "_experiment", None)  # never create the writer just to flush it
-        if writer is not None:
-            try:
-                writer.flush()
-            except Exception as error:
-                log.debug("lightning-stream: flushing %s failed: %s", logger.log_dir, error)
+        if writer is None:
+            needed = True
+            continue
+        if periodic and _writes_through(writer):
+            continue
+        needed = True
+        try:
+            writer.flush()
+        except Exception as error:
+            log.debug("lightning-stream: flushing %s failed: %s", logger.log_dir, error)
+    return needed
+
+
+def _writes_through(writer: Any) -> bool:
+    """Whether ``writer`` puts each record in its file as it comes, so a periodic flush does nothing.
+
+    torch's ``SummaryWriter`` hands records to TensorBoard's ``EventFileWriter``, whose thread appends
+    each one to a local file at once (to a remote one only on ``flush``: it waits in a temporary
+    file meanwhile). tensorboardX's writer holds records in a file buffer until flushed.
+    """
+    log_dir = getattr(writer, "log_dir", None)
+    return (
+        type(writer).__module__.startswith("torch.utils.tensorboard")
+        and isinstance(log_dir, (str, os.PathLike))
+        and "://" not in os.fspath(log_dir)
+    )
 
 
 class _MetricsTap:

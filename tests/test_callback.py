@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -148,7 +149,9 @@ def test_every_logged_point_reaches_sse_and_ws_clients_during_fit(tmp_path: Path
 
 
 def test_exception_mid_fit_releases_server_and_registry_entry(tmp_path: Path, manager: Any) -> None:
-    callback = StreamCallback(linger_s=0)  # no linger: the release itself stops the server
+    # no linger: the release itself stops the server; a flusher that has not looked at the writer yet
+    # (torch's writes through: after one look it would end on its own)
+    callback = StreamCallback(linger_s=0, flush_interval_s=60)
     trainer = make_trainer(tmp_path, callback)
     seen: list[int] = []
     model = Tiny(fail_at_step=5)
@@ -244,6 +247,35 @@ def test_writes_that_bypass_lightning_are_flushed_on_a_short_cadence(tmp_path: P
             model, DataLoader(loader(256).dataset, batch_size=8)
         )
     assert arrived == [True]
+    manager.release(held)
+
+
+def test_the_flusher_ends_once_it_sees_a_writer_that_writes_each_record_through(tmp_path: Path, manager: Any) -> None:
+    # torch's SummaryWriter (Lightning's pick with tensorboard installed) appends each record to a local
+    # file as it comes: a flush does nothing there, so the thread ends instead of waking 20 times a second
+    held = manager.acquire()
+    seen: list[tuple[str, bool]] = []
+
+    with Subscriber(held.url, "sse", tag="direct/*") as sse:
+
+        def check(m: Any) -> None:
+            if m.global_step == 2:
+                seen.append(("writer", type(m.logger.experiment).__module__.startswith("torch.utils.tensorboard")))
+                deadline = time.monotonic() + 15  # a bound, not a timing assertion
+                while flusher_threads() and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                seen.append(("flusher ended mid-fit", not flusher_threads()))
+                m.logger.experiment.add_scalar("direct/after", 1.0, 2)  # ...and a direct write still arrives
+                seen.append(
+                    ("arrived", sse.wait_for(lambda s: ("direct/after", 2) in {(p[1], p[2]) for p in s.points}))
+                )
+
+        model = Tiny()
+        model.hook = check
+        make_trainer(tmp_path, StreamCallback(flush_interval_s=0.05), max_epochs=1, log_every_n_steps=1000).fit(
+            model, loader()
+        )
+    assert seen == [("writer", True), ("flusher ended mid-fit", True), ("arrived", True)]
     manager.release(held)
 
 
