@@ -44,7 +44,7 @@ def main() -> None:
             optimizer.step()
             optimizer.zero_grad()
             fabric.log("train/loss", loss.item(), step=step)
-            logger.save()  # flush now: Fabric's logger otherwise holds writes for up to flush_secs (120 s)
+            logger.save()  # flush now: tensorboardX's writer (or a remote logdir) holds writes up to 120 s
         if fabric.is_global_zero:
             server.unwatch(logger.root_dir)  # reads what was flushed last
             points = StreamClient(server.url).scalars(f"fabric/version_{logger.version}", "train/loss")
