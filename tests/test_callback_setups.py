@@ -443,7 +443,7 @@ def test_fabric_with_its_tensorboard_logger_streams_through_the_manager(tmp_path
                 optimizer.step()
                 optimizer.zero_grad()
                 fabric.log("train/loss", loss.item(), step=step)
-                logger.save()  # flush (a no-op for torch's writer, which writes each record through)
+                logger.save()  # torch's writer writes each record through: this only waits for its queue
             assert sse.wait_for(lambda s: {st for r, t, st, _ in s.points if t == "train/loss"} == set(range(8)))
             assert {r for r, _, _, _ in sse.points} == {"fabric/version_0"}
     logger.finalize("success")
