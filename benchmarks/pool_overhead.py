@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_overhead import _bootstrap_median  # noqa: E402  (the same interval as each run's)
+from bench_overhead import _bootstrap_median
 
 
 def rounds_of(path: Path) -> list[float]:
@@ -37,10 +37,14 @@ def main() -> None:
     for path in args.outputs:
         rounds = rounds_of(path)
         low, high = _bootstrap_median(rounds)
-        print(f"{str(path):40} {len(rounds):4} rounds  median {statistics.median(rounds):6.2f} %  [90 %: {low:.2f} .. {high:.2f}]")
+        print(
+            f"{path!s:40} {len(rounds):4} rounds  median {statistics.median(rounds):6.2f} %  [90 %: {low:.2f} .. {high:.2f}]"
+        )
         pooled += rounds
     low, high = _bootstrap_median(pooled)
-    print(f"{'pooled':40} {len(pooled):4} rounds  median {statistics.median(pooled):6.2f} %  [90 %: {low:.2f} .. {high:.2f}]")
+    print(
+        f"{'pooled':40} {len(pooled):4} rounds  median {statistics.median(pooled):6.2f} %  [90 %: {low:.2f} .. {high:.2f}]"
+    )
 
 
 if __name__ == "__main__":
