@@ -451,8 +451,8 @@ class Hub:
         series is read at each write whatever this says; up to 200 steps/s, at most
         ``watcher.LIVE_GAP_S`` (25 ms) or this gap apart, whichever is longer (32 ms with 2
         subscribers), and never further apart than its rate earns. Beyond 200 steps/s the
-        watcher's own gap (125 ms at 300 steps/s, up to 0.5 s) is longer than this one from ~340
-        steps/s even with 16 or more subscribers.
+        watcher's own gap (125 ms at 300 steps/s, up to 0.5 s) is longer than this one from ~335
+        steps/s with 10 subscribers, from 425 steps/s with 16 or more.
         """
         return min(MAX_BROADCAST_GAP_S, len(self._subs) / BROADCAST_SENDS_PER_S)
 
