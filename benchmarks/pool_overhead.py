@@ -29,6 +29,14 @@ def rounds_of(path: Path) -> list[float]:
     raise SystemExit(f"{path}: no 'rounds' line; pass the whole output of a finished bench_overhead.py run")
 
 
+def summary(label: str, rounds: list[float]) -> str:
+    """One line: how many rounds, their median slowdown and its 90 % bootstrap interval."""
+    low, high = _bootstrap_median(rounds)
+    return (
+        f"{label:40} {len(rounds):4} rounds  median {statistics.median(rounds):6.2f} %  [90 %: {low:.2f} .. {high:.2f}]"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("outputs", nargs="+", type=Path, help="saved outputs of bench_overhead.py runs")
@@ -36,15 +44,9 @@ def main() -> None:
     pooled: list[float] = []
     for path in args.outputs:
         rounds = rounds_of(path)
-        low, high = _bootstrap_median(rounds)
-        print(
-            f"{path!s:40} {len(rounds):4} rounds  median {statistics.median(rounds):6.2f} %  [90 %: {low:.2f} .. {high:.2f}]"
-        )
+        print(summary(str(path), rounds))
         pooled += rounds
-    low, high = _bootstrap_median(pooled)
-    print(
-        f"{'pooled':40} {len(pooled):4} rounds  median {statistics.median(pooled):6.2f} %  [90 %: {low:.2f} .. {high:.2f}]"
-    )
+    print(summary("pooled", pooled))
 
 
 if __name__ == "__main__":
