@@ -14,6 +14,11 @@ Latency = receipt time - write time, per point. Reports n, p50, p99, max.
     python benchmarks/bench_latency.py               # ~40 s of training
     python benchmarks/bench_latency.py --quick       # a few seconds, no TensorBoard
     python benchmarks/bench_latency.py --no-tensorboard --step-delay 0 --more-clients 8   # full speed, 10 clients
+    python benchmarks/bench_latency.py --no-tensorboard --steps-per-s 200   # paced: the latency goal's edge
+
+``--step-delay`` sleeps a fixed time a step, so the rate it gives moves with the machine's speed
+(0.003 s gave ~190 steps/s one session and ~225 the next); ``--steps-per-s`` paces the steps to a
+deadline instead. Either way the report prints the rate the points were written at.
 """
 
 from __future__ import annotations
@@ -128,6 +133,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--step-delay", type=float, default=0.02, help="seconds of 'work' per step")
+    parser.add_argument(
+        "--steps-per-s",
+        type=float,
+        default=0.0,
+        help="pace the steps to this rate (a deadline per step) instead of --step-delay",
+    )
     parser.add_argument("--no-tensorboard", action="store_true")
     parser.add_argument(
         "--more-clients",
@@ -142,6 +153,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.steps, args.no_tensorboard = 200, True
+    if args.steps_per_s < 0:
+        parser.error("--steps-per-s must be > 0 (or 0: not paced)")
+    if args.steps_per_s:
+        args.step_delay = 0.0
 
     import torch
     from lightning.pytorch import LightningModule, Trainer
@@ -152,6 +167,16 @@ def main() -> None:
     from lightning_stream import StreamCallback, get_stream_server_manager
 
     write_times: dict[tuple[str, int], float] = {}
+    deadline: list[float] = []
+
+    def pace() -> None:
+        """Sleep until this step's slot: the first step sets the clock, each one after is 1/rate later."""
+        now = time.perf_counter()
+        if not deadline:
+            deadline.append(now)
+        deadline[0] += 1.0 / args.steps_per_s
+        if deadline[0] > now:
+            time.sleep(deadline[0] - now)
 
     class TimedLogger(TensorBoardLogger):
         def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
@@ -171,6 +196,8 @@ def main() -> None:
             self.log("train/loss", loss)
             if args.step_delay:
                 time.sleep(args.step_delay)
+            elif args.steps_per_s:
+                pace()
             return loss
 
         def configure_optimizers(self) -> Any:
@@ -200,7 +227,9 @@ def main() -> None:
     n = args.steps * 8
     x = torch.randn(n, 8)
     data = DataLoader(TensorDataset(x, x.sum(1, keepdim=True)), batch_size=8)
-    duration_guess = args.steps * (args.step_delay + 0.004) + 15
+    duration_guess = (
+        args.steps * (max(args.step_delay, 1.0 / args.steps_per_s if args.steps_per_s else 0.0) + 0.004) + 15
+    )
     out = tmp / "received.json"
     client = subprocess.Popen(
         [
@@ -249,10 +278,12 @@ def main() -> None:
             by_contender.setdefault(contender, []).append((at - written) * 1000)
     names = {"sse": "lightning-stream SSE", "ws": "lightning-stream WebSocket", **{k: k for k in tb_urls}}
     load = os.getloadavg()
+    loss_times = sorted(t for (tag, _), t in write_times.items() if tag == "train/loss")
+    rate = (len(loss_times) - 1) / (loss_times[-1] - loss_times[0]) if len(loss_times) > 1 else 0.0
     where = "a child process" if args.isolated else "a thread of the training process"
     print(
         f"\nwrite→receive latency, {len(write_times)} points written, load avg {load[0]:.2f}, server in {where}, "
-        f"{2 + args.more_clients} lightning-stream clients"
+        f"{2 + args.more_clients} lightning-stream clients; written at {rate:.1f} steps/s per series"
     )
     print(f"{'contender':34} {'n':>6} {'p50 ms':>9} {'p99 ms':>9} {'max ms':>9}")
     for key, label in names.items():
