@@ -167,16 +167,16 @@ def main() -> None:
     from lightning_stream import StreamCallback, get_stream_server_manager
 
     write_times: dict[tuple[str, int], float] = {}
-    deadline: list[float] = []
+    step_s = 1.0 / args.steps_per_s if args.steps_per_s else args.step_delay  # seconds a step, at least
+    next_step_at: float | None = None
 
     def pace() -> None:
         """Sleep until this step's slot: the first step sets the clock, each one after is 1/rate later."""
+        nonlocal next_step_at
         now = time.perf_counter()
-        if not deadline:
-            deadline.append(now)
-        deadline[0] += 1.0 / args.steps_per_s
-        if deadline[0] > now:
-            time.sleep(deadline[0] - now)
+        next_step_at = (now if next_step_at is None else next_step_at) + step_s
+        if next_step_at > now:
+            time.sleep(next_step_at - now)
 
     class TimedLogger(TensorBoardLogger):
         def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
@@ -227,9 +227,7 @@ def main() -> None:
     n = args.steps * 8
     x = torch.randn(n, 8)
     data = DataLoader(TensorDataset(x, x.sum(1, keepdim=True)), batch_size=8)
-    duration_guess = (
-        args.steps * (max(args.step_delay, 1.0 / args.steps_per_s if args.steps_per_s else 0.0) + 0.004) + 15
-    )
+    duration_guess = args.steps * (step_s + 0.004) + 15
     out = tmp / "received.json"
     client = subprocess.Popen(
         [
