@@ -1,7 +1,9 @@
 """Pool the rounds of several ``bench_overhead.py`` runs: one median slowdown and its 90 % interval.
 
-One run of 240 rounds pins the median slowdown to about ±1 % on this machine (single rounds vary
-12-19 % here), so a true overhead of a few tenths of a percent reads anywhere from -1 % to +2 %.
+One run of 240 rounds pins the median slowdown to about ±0.4 % to ±1 % on this machine, by its phase
+(single rounds vary 4.5-19 % here), so in a noisy phase a true overhead of a few tenths of a percent
+reads anywhere from -1 % to +1.3 %. The rounds are read as the run prints them (one decimal), so a
+pooled median can differ from a run's own by 0.05 %.
 Runs of the same code are the same experiment: their rounds pooled give the same estimate with
 a narrower interval. Each run's output (what ``bench_overhead.py`` prints) is read from a file;
 its ``rounds`` line holds every round's slowdown.
